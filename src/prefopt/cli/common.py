@@ -1,0 +1,80 @@
+"""Shared CLI plumbing: error handling, consoles and the global ``--debug``/``--quiet`` state."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from prefopt.errors import UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """Process-wide CLI switches set by the top-level callback."""
+
+    debug: bool = bool(os.environ.get("PREFOPT_DEBUG"))
+    quiet: bool = False
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console bound to the current stdout/stderr (made on demand, so tests can capture)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """Print a one-line error to stderr."""
+    print(f"error: {message}", file=sys.stderr)
+
+
+def run_command(function: F) -> F:
+    """Turn ``UsageError`` into ``error: ...`` + exit 2, and any other exception into a one-line
+    message + exit 1 (with the traceback under ``--debug``)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except UsageError as exc:
+            if State.debug:
+                raise
+            error(str(exc))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            error("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if State.debug:
+                raise
+            error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter (transformers' and datasets' info logs, HF progress bars)."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl)\.")
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass

@@ -1,0 +1,78 @@
+"""The ``prefopt`` command: a Typer app assembling one sub-app per command group."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from prefopt import __version__
+from prefopt.cli import demo, plugins, train
+from prefopt.cli.common import State, error
+
+app = typer.Typer(
+    name="prefopt",
+    help="Preference optimization of language models: DPO, Factual-DPO, β-DPO, dynamic-β, "
+    "SFT and rank-1 LoRA DPO, each algorithm a plugin.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"prefopt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Less output.")] = False,
+) -> None:
+    """prefopt: align a language model with preference pairs."""
+    State.debug = State.debug or debug
+    State.quiet = quiet
+
+
+app.add_typer(train.app, name="train")
+app.add_typer(plugins.app, name="plugins")
+app.command("demo")(demo.demo)
+
+
+def _command_words(argv: list[str]) -> list[str]:
+    return [word for word in argv if not word.startswith("-")]
+
+
+def prepare(argv: list[str]) -> int | None:
+    """Load what the invoked command needs before Typer parses it; an exit code on bad usage."""
+    words = _command_words(argv)
+    if words[:1] != ["train"]:
+        return None
+    from prefopt.errors import UsageError
+    from prefopt.registry import get_algorithm
+
+    train.register_algorithm_commands()
+    if len(words) > 1:
+        try:
+            get_algorithm(words[1])
+        except UsageError as exc:
+            error(str(exc))
+            return 2
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    code = prepare(argv)
+    if code is not None:
+        raise SystemExit(code)
+    app(args=argv, prog_name="prefopt")

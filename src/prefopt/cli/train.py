@@ -1,0 +1,164 @@
+"""``prefopt train ALGO``: one command per registered algorithm, flags generated from its config.
+
+The commands are built only when ``train`` is invoked (``register_algorithm_commands``), so
+``prefopt --help`` never loads plugins. Each config dataclass field becomes ``--field-name``
+with the field's ``metadata["help"]`` in an "Algorithm" help panel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from prefopt.cli.common import State, console, quiet_libraries, run_command
+
+app = typer.Typer(
+    help="Train a model with a preference algorithm (see `prefopt train --help` for the list).",
+    no_args_is_help=True,
+)
+
+RUN_PANEL = "Run"
+# name -> (dotted config key or None, annotation, option declarations, help)
+COMMON_OPTIONS: list[tuple[str, str | None, Any, list[str], str]] = [
+    ("config", None, Path | None, ["--config", "-c"], "YAML run config (sections model, lora, data, training, algorithm)."),
+    ("model", "model.name_or_path", str | None, ["--model", "-m"], "Model hub id or local folder (model.name_or_path)."),
+    ("train_file", "data.train", str | None, ["--train-file"], "Training pairs: .jsonl/.json/.parquet file or hub dataset (data.train)."),
+    ("eval_file", "data.eval", str | None, ["--eval-file"], "Evaluation pairs (data.eval)."),
+    ("output_dir", "training.output_dir", str | None, ["--output-dir", "-o"], "Output folder (default runs/<run name>)."),
+    ("run_name", "training.run_name", str | None, ["--run-name"], "Run name (default: the algorithm's, e.g. DPO_<model>)."),
+    ("max_steps", "training.max_steps", int | None, ["--max-steps"], "Stop after this many optimizer steps."),
+    ("sets", None, list[str] | None, ["--set"], "Override any config key: --set training.learning_rate=1e-5 (repeatable)."),
+    ("resume", None, bool, ["--resume"], "Continue from the newest checkpoint-<step> in the output folder."),
+    ("print_config", None, bool, ["--print-config"], "Print the resolved config as YAML and exit."),
+    ("quiet", None, bool, ["--quiet", "-q"], "No progress display, only errors and the final summary."),
+]
+
+
+def _option_annotation(annotation: Any) -> Any:
+    """The CLI type of a config field: scalars as themselves, anything else as text."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if len(args) == 1 else annotation
+    if base in (bool, int, float, str):
+        return base | None
+    return str | None
+
+
+def _algorithm_parameters(config_class: type, taken: set[str]) -> list[tuple[str, str, inspect.Parameter]]:
+    hints = typing.get_type_hints(config_class)
+    params = []
+    for f in dataclasses.fields(config_class):
+        flag = f.name.replace("_", "-")
+        if flag in taken:
+            flag = f"algo-{flag}"
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"{f.metadata.get('help', '')} (default: {default})".strip()
+        cli_type = _option_annotation(hints.get(f.name, str))
+        decls = [f"--{flag}/--no-{flag}"] if cli_type == bool | None else [f"--{flag}"]
+        option = typer.Option(*decls, help=help_text, rich_help_panel="Algorithm", show_default=False)
+        name = f"algo__{f.name}"
+        params.append(
+            (
+                name,
+                f.name,
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=None,
+                    annotation=Annotated[cli_type, option],
+                ),
+            )
+        )
+    return params
+
+
+def build_algorithm_command(spec: Any) -> Any:
+    """A function with a generated signature that trains ``spec`` (registered with Typer)."""
+    common_params = []
+    for name, _, annotation, decls, help_text in COMMON_OPTIONS:
+        default: Any = False if annotation is bool else None
+        option = typer.Option(*decls, help=help_text, rich_help_panel=RUN_PANEL)
+        common_params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=Annotated[annotation, option],
+            )
+        )
+    taken = {d.lstrip("-") for _, _, _, decls, _ in COMMON_OPTIONS for d in decls}
+    algorithm_params = _algorithm_parameters(spec.config_class, taken)
+
+    @run_command
+    def command(**values: Any) -> None:
+        flags: dict[str, Any] = {}
+        for name, key, *_ in COMMON_OPTIONS:
+            if key is not None:
+                flags[key] = values.get(name)
+        for name, field_name, _ in algorithm_params:
+            flags[f"algorithm.{field_name}"] = values.get(name)
+        run_training(
+            spec,
+            config_file=values.get("config"),
+            flags=flags,
+            sets=values.get("sets") or [],
+            resume=bool(values.get("resume")),
+            print_config=bool(values.get("print_config")),
+            quiet=bool(values.get("quiet")) or State.quiet,
+        )
+
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        common_params + [p for _, _, p in algorithm_params]
+    )
+    command.__doc__ = f"{spec.summary}"
+    return command
+
+
+def register_algorithm_commands() -> None:
+    """Add one ``prefopt train NAME`` command per registered algorithm (once)."""
+    if getattr(app, "_prefopt_loaded", False):
+        return
+    from prefopt.registry import list_algorithms
+
+    for name, spec in sorted(list_algorithms().items()):
+        app.command(name, help=spec.summary)(build_algorithm_command(spec))
+    app._prefopt_loaded = True  # type: ignore[attr-defined]
+
+
+def run_training(
+    spec: Any,
+    config_file: Path | None,
+    flags: dict[str, Any],
+    sets: list[str],
+    resume: bool,
+    print_config: bool,
+    quiet: bool,
+) -> None:
+    from prefopt.config import resolve_run_config
+
+    config = resolve_run_config(spec, config_file, flags, sets)
+    if print_config:
+        typer.echo(config.to_yaml(), nl=False)
+        return
+    quiet_libraries()
+    from prefopt.training.run import train
+
+    result = train(config, spec, resume=resume, quiet=quiet)
+    print_summary(result)
+
+
+def print_summary(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="run finished", show_header=False, title_justify="left")
+    table.add_row("output", str(result.output_dir))
+    table.add_row("steps", str(result.steps))
+    table.add_row("train pairs", f"{result.train_pairs} ({result.dropped_pairs} dropped)")
+    for key in ("loss", "rewards/accuracies", "rewards/margins", "eval_loss", "eval_rewards/accuracies"):
+        if key in result.final_metrics:
+            table.add_row(key, f"{result.final_metrics[key]:.4f}")
+    console().print(table)

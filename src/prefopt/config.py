@@ -1,0 +1,431 @@
+"""Run configuration: sections, YAML loading, dotted overrides, typing and validation.
+
+A run config has five sections::
+
+    model:     ModelConfig          (name_or_path, dtype, attention, 4-bit, ...)
+    lora:      LoraSettings | null  (null = full fine-tuning)
+    data:      DataConfig           (train/eval files, length limits)
+    training:  transformers.TrainingArguments keyword arguments
+    algorithm: the algorithm's own config dataclass
+
+Precedence, lowest first: built-in defaults < the algorithm's ``defaults`` < YAML file <
+CLI flags < ``--set key.path=value``. Every value passes through :func:`coerce` so that
+``--set training.learning_rate=1e-5`` and YAML's ``1e-5`` (a string to PyYAML) are floats.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prefopt.errors import ConfigError, UsageError
+
+SECTIONS = ("model", "lora", "data", "training", "algorithm", "reference")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str | None = field(
+        default=None, metadata={"help": "Hub id or local folder of the model to train."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "Weights dtype: auto, float32, bfloat16 or float16."},
+    )
+    attn_implementation: str | None = field(
+        default="sdpa", metadata={"help": "Attention implementation (sdpa, eager, ...)."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run model code from the hub (off unless asked)."}
+    )
+    revision: str | None = field(default=None, metadata={"help": "Hub revision."})
+    load_in_4bit: bool = field(
+        default=False, metadata={"help": "QLoRA: load the base in 4-bit NF4 (bitsandbytes)."}
+    )
+    bnb_4bit_compute_dtype: str = field(
+        default="bfloat16", metadata={"help": "Compute dtype of 4-bit layers."}
+    )
+    tokenizer: str | None = field(
+        default=None, metadata={"help": "Tokenizer path if not the model's."}
+    )
+
+
+@dataclass
+class LoraSettings:
+    r: int = field(default=16, metadata={"help": "LoRA rank."})
+    alpha: float = field(default=32.0, metadata={"help": "LoRA scaling numerator (alpha/r)."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
+    target_modules: list[str] | str = field(
+        default="all-linear",
+        metadata={"help": "Module names to adapt, or 'all-linear'."},
+    )
+
+
+@dataclass
+class DataConfig:
+    train: str | None = field(
+        default=None, metadata={"help": "Training pairs: a JSONL/JSON/Parquet file or hub id."}
+    )
+    eval: str | None = field(default=None, metadata={"help": "Evaluation pairs (optional)."})
+    train_split: str = field(default="train", metadata={"help": "Split of a hub dataset."})
+    eval_split: str = field(default="test", metadata={"help": "Eval split of a hub dataset."})
+    max_length: int = field(
+        default=1024, metadata={"help": "Max tokens of prompt + completion per sequence."}
+    )
+    max_prompt_length: int = field(
+        default=512, metadata={"help": "Max prompt tokens (the end of the prompt is kept)."}
+    )
+
+
+@dataclass
+class ReferenceConfig:
+    mode: str = field(
+        default="online",
+        metadata={"help": "How reference log-probs are obtained: online (recomputed)."},
+    )
+
+
+#: ``training:`` defaults that differ from ``TrainingArguments``' own.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "output_dir": None,
+    "run_name": None,
+    "learning_rate": 5e-5,
+    "per_device_train_batch_size": 4,
+    "per_device_eval_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "num_train_epochs": 1.0,
+    "max_steps": -1,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0,
+    "logging_steps": 10,
+    "save_steps": 500,
+    "save_total_limit": 2,
+    "seed": 42,
+    "bf16": False,
+    "report_to": "none",
+}
+
+_SECTION_CLASSES: dict[str, type] = {
+    "model": ModelConfig,
+    "lora": LoraSettings,
+    "data": DataConfig,
+    "reference": ReferenceConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    """A fully resolved run configuration."""
+
+    algorithm_name: str
+    model: ModelConfig
+    lora: LoraSettings | None
+    data: DataConfig
+    training: dict[str, Any]
+    algorithm: Any
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "algorithm_name": self.algorithm_name,
+            "model": dataclasses.asdict(self.model),
+            "lora": None if self.lora is None else dataclasses.asdict(self.lora),
+            "data": dataclasses.asdict(self.data),
+            "reference": dataclasses.asdict(self.reference),
+            "training": dict(self.training),
+            "algorithm": dataclasses.asdict(self.algorithm),
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.training["output_dir"])
+
+
+# -- typing --------------------------------------------------------------------------------
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or a command line) to the field type ``annotation``."""
+    if annotation is Any or annotation is None or annotation is dataclasses.MISSING:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        options = typing.get_args(annotation)
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            if type(None) in options:
+                return None
+        errors = []
+        # Try the most specific types first so "3" stays an int where int is allowed.
+        for option in sorted(options, key=_specificity):
+            if option is type(None):
+                continue
+            try:
+                return coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: cannot use {value!r} ({'; '.join(errors) or 'no type fits'})")
+    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+        if isinstance(value, str):
+            parsed = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+            value = parsed
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(annotation)
+        item_type = args[0] if args else Any
+        return [coerce(item, item_type, key) for item in value]
+    if origin in (dict, Mapping) or annotation is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+            else:
+                if number.is_integer():
+                    return int(number)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return value
+        if issubclass(annotation, str) and isinstance(value, str):  # str enums
+            try:
+                return annotation(value)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+        try:
+            return annotation(value)
+        except Exception:
+            raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}") from None
+    return value
+
+
+def _specificity(option: Any) -> int:
+    order = {bool: 0, int: 1, float: 2}
+    if option in order:
+        return order[option]
+    if option is str:
+        return 9
+    return 5
+
+
+def parse_scalar(text: str) -> Any:
+    """A command-line value as YAML would read it (``null``, ``[a, b]``, numbers, ...)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+# -- field tables --------------------------------------------------------------------------
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
+
+
+def training_argument_types() -> dict[str, Any]:
+    """Names and types of ``transformers.TrainingArguments`` (imports transformers)."""
+    from transformers import TrainingArguments
+
+    return {f.name: f.type for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"unknown config key '{key}' in {where}.{hint}")
+
+
+# -- resolution ----------------------------------------------------------------------------
+class ConfigBuilder:
+    """Applies layers of settings to a nested dict, checking keys and types as it goes."""
+
+    def __init__(self, algorithm_name: str, algorithm_config_class: type) -> None:
+        self.algorithm_name = algorithm_name
+        self.algorithm_class = algorithm_config_class
+        self._types: dict[str, dict[str, Any]] = {
+            name: field_types(cls) for name, cls in _SECTION_CLASSES.items()
+        }
+        self._types["algorithm"] = field_types(algorithm_config_class)
+        self._training_types: dict[str, Any] | None = None
+        self.values: dict[str, Any] = {
+            "model": dataclasses.asdict(ModelConfig()),
+            "lora": dataclasses.asdict(LoraSettings()),
+            "data": dataclasses.asdict(DataConfig()),
+            "reference": dataclasses.asdict(ReferenceConfig()),
+            "training": copy.deepcopy(TRAINING_DEFAULTS),
+            "algorithm": dataclasses.asdict(algorithm_config_class()),
+        }
+
+    def _types_of(self, section: str) -> dict[str, Any]:
+        if section == "training":
+            if self._training_types is None:
+                self._training_types = training_argument_types()
+            return self._training_types
+        return self._types[section]
+
+    def set(self, key: str, value: Any, where: str) -> None:
+        """Set one dotted key (``section.name``) from source ``where``."""
+        section, _, name = key.partition(".")
+        if section not in SECTIONS:
+            raise _unknown_key(key, list(SECTIONS), where)
+        if not name:
+            self.set_section(section, value, where)
+            return
+        if section == "lora" and self.values["lora"] is None:
+            self.values["lora"] = dataclasses.asdict(LoraSettings())
+        types_ = self._types_of(section)
+        if name not in types_:
+            raise _unknown_key(key, list(types_), where)
+        self.values[section][name] = coerce(value, types_[name], key)
+
+    def set_section(self, section: str, value: Any, where: str) -> None:
+        if section == "lora" and value is None:
+            self.values["lora"] = None
+            return
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: section '{section}' must be a mapping, got {value!r}")
+        for name, item in value.items():
+            self.set(f"{section}.{name}", item, where)
+
+    def apply_mapping(self, mapping: Mapping[str, Any], where: str) -> None:
+        for section, value in mapping.items():
+            if section == "algorithm_name":
+                if value != self.algorithm_name:
+                    raise ConfigError(
+                        f"{where}: config is for algorithm '{value}', "
+                        f"not '{self.algorithm_name}'"
+                    )
+                continue
+            if section not in SECTIONS:
+                raise _unknown_key(str(section), list(SECTIONS), where)
+            self.set_section(section, value, where)
+
+    def apply_dotted(self, items: Mapping[str, Any], where: str) -> None:
+        for key, value in items.items():
+            self.set(key, value, where)
+
+    def apply_set_options(self, assignments: list[str]) -> None:
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set expects key.path=value, got '{assignment}'")
+            self.set(key.strip(), parse_scalar(text), "--set")
+
+    def build(self) -> RunConfig:
+        values = self.values
+        try:
+            algorithm = self.algorithm_class(**values["algorithm"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"algorithm '{self.algorithm_name}': {exc}") from None
+        lora = None if values["lora"] is None else LoraSettings(**values["lora"])
+        # Unknown training keys were rejected in set(); check defaults too when asked to build.
+        return RunConfig(
+            algorithm_name=self.algorithm_name,
+            model=ModelConfig(**values["model"]),
+            lora=lora,
+            data=DataConfig(**values["data"]),
+            training=dict(values["training"]),
+            algorithm=algorithm,
+            reference=ReferenceConfig(**values["reference"]),
+        )
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return loaded
+
+
+def model_short_name(name_or_path: str | None) -> str:
+    """``Qwen/Qwen2.5-0.5B-Instruct`` -> ``Qwen2.5-0.5B-Instruct``; local folders by basename."""
+    if not name_or_path:
+        return "model"
+    return Path(str(name_or_path).rstrip("/")).name or "model"
+
+
+def resolve_run_config(
+    spec: Any,
+    config_file: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
+    """Resolve a run config for algorithm ``spec`` from all layers, lowest first.
+
+    ``flags`` maps dotted keys to values given on the command line (``None`` = not given).
+    Fills in the default run name (the algorithm's, else ``<algorithm>_<model short name>``)
+    and the default output folder ``runs/<run name>``.
+    """
+    builder = ConfigBuilder(spec.name, spec.config_class)
+    builder.apply_dotted(dict(spec.defaults), f"defaults of algorithm '{spec.name}'")
+    if config_file is not None:
+        builder.apply_mapping(load_yaml(config_file), str(config_file))
+    if flags:
+        builder.apply_dotted({k: v for k, v in flags.items() if v is not None}, "command line")
+    builder.apply_set_options(list(sets))
+    config = builder.build()
+    short = model_short_name(config.model.name_or_path)
+    if not config.training.get("run_name"):
+        config.training["run_name"] = spec.run_name(config.algorithm, short) or (
+            f"{spec.name}_{short}"
+        )
+    if not config.training.get("output_dir"):
+        config.training["output_dir"] = str(Path("runs") / config.training["run_name"])
+    return config

@@ -1,0 +1,156 @@
+"""Turn preference records into token ids, keeping the prompt/completion boundary.
+
+Standard records (strings): the prompt is tokenized with the tokenizer's special tokens (BOS),
+completions without, and EOS is appended to each completion. Conversational records (message
+lists): the chat template renders the prompt with a generation prompt, and each completion is
+the text the template adds after it for the answer turn; EOS is appended unless the template
+already ends the turn with it.
+
+Truncation: a prompt longer than ``max_prompt_length`` keeps its end (the question usually sits
+last); then each completion is cut so prompt + completion fit ``max_length``. A pair left with an
+empty completion is dropped and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefopt.errors import DataError
+
+_BATCH = 512
+
+
+@dataclass(frozen=True)
+class TokenizationSettings:
+    max_length: int = 1024
+    max_prompt_length: int = 512
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "max_prompt_length": self.max_prompt_length}
+
+
+@dataclass
+class TokenizedPair:
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TokenizationReport:
+    pairs: int = 0
+    dropped: int = 0
+    prompts_truncated: int = 0
+    completions_truncated: int = 0
+
+
+def render_texts(
+    row: dict[str, Any], tokenizer: Any, where: str = "<record>"
+) -> tuple[str, str, str, bool]:
+    """``(prompt, chosen, rejected, is_chat)`` as text; chat records go through the template."""
+    prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+    if isinstance(prompt, str):
+        return prompt, str(chosen), str(rejected), False
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise DataError(where, None, "prompt", "conversational record but the tokenizer has no chat template")
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    completions = []
+    for name, messages in (("chosen", chosen), ("rejected", rejected)):
+        full = tokenizer.apply_chat_template(list(prompt) + list(messages), tokenize=False)
+        if not full.startswith(prompt_text):
+            raise DataError(
+                where, None, name, "chat template output does not start with the rendered prompt"
+            )
+        completions.append(full[len(prompt_text) :])
+    return prompt_text, completions[0], completions[1], True
+
+
+def tokenize_pairs(
+    rows: Iterable[tuple[int, dict[str, Any]]],
+    tokenizer: Any,
+    settings: TokenizationSettings,
+    extra_columns: Sequence[str] = (),
+    source: str = "<data>",
+) -> tuple[list[TokenizedPair], TokenizationReport]:
+    """Tokenize ``(line, record)`` pairs in batches; returns the kept pairs and a report."""
+    report = TokenizationReport()
+    pairs: list[TokenizedPair] = []
+    batch: list[tuple[int, dict[str, Any]]] = []
+    for item in rows:
+        batch.append(item)
+        if len(batch) >= _BATCH:
+            _tokenize_batch(batch, tokenizer, settings, extra_columns, source, pairs, report)
+            batch = []
+    if batch:
+        _tokenize_batch(batch, tokenizer, settings, extra_columns, source, pairs, report)
+    return pairs, report
+
+
+def _tokenize_batch(
+    batch: list[tuple[int, dict[str, Any]]],
+    tokenizer: Any,
+    settings: TokenizationSettings,
+    extra_columns: Sequence[str],
+    source: str,
+    out: list[TokenizedPair],
+    report: TokenizationReport,
+) -> None:
+    texts = [render_texts(row, tokenizer, f"{source}:{line}") for line, row in batch]
+    chat = [t[3] for t in texts]
+    plain_prompts = [t[0] for t, is_chat in zip(texts, chat) if not is_chat]
+    chat_prompts = [t[0] for t, is_chat in zip(texts, chat) if is_chat]
+    plain_ids = iter(_encode(tokenizer, plain_prompts, special=True))
+    chat_ids = iter(_encode(tokenizer, chat_prompts, special=False))
+    completions = _encode(tokenizer, [c for t in texts for c in (t[1], t[2])], special=False)
+    eos = tokenizer.eos_token_id
+    for index, ((line, row), is_chat) in enumerate(zip(batch, chat)):
+        prompt_ids = next(chat_ids) if is_chat else next(plain_ids)
+        chosen_ids, rejected_ids = completions[2 * index], completions[2 * index + 1]
+        if eos is not None:
+            chosen_ids = _with_eos(chosen_ids, eos)
+            rejected_ids = _with_eos(rejected_ids, eos)
+        pair = truncate_pair(prompt_ids, chosen_ids, rejected_ids, settings, report)
+        if pair is None:
+            report.dropped += 1
+            continue
+        pair.extras = {name: float(row[name]) for name in extra_columns}
+        out.append(pair)
+        report.pairs += 1
+
+
+def truncate_pair(
+    prompt_ids: list[int],
+    chosen_ids: list[int],
+    rejected_ids: list[int],
+    settings: TokenizationSettings,
+    report: TokenizationReport | None = None,
+) -> TokenizedPair | None:
+    """Apply the truncation policy; ``None`` when a completion would be left empty."""
+    if len(prompt_ids) > settings.max_prompt_length:
+        prompt_ids = prompt_ids[len(prompt_ids) - settings.max_prompt_length :]
+        if report is not None:
+            report.prompts_truncated += 1
+    room = settings.max_length - len(prompt_ids)
+    if room <= 0:
+        return None
+    if len(chosen_ids) > room or len(rejected_ids) > room:
+        if report is not None:
+            report.completions_truncated += 1
+        chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
+    if not chosen_ids or not rejected_ids:
+        return None
+    return TokenizedPair(list(prompt_ids), list(chosen_ids), list(rejected_ids))
+
+
+def _encode(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
+    if not texts:
+        return []
+    encoded = tokenizer(texts, add_special_tokens=special)["input_ids"]
+    return [list(ids) for ids in encoded]
+
+
+def _with_eos(ids: list[int], eos: int) -> list[int]:
+    return ids if ids and ids[-1] == eos else [*ids, eos]

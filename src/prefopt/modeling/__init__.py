@@ -1,0 +1,1 @@
+"""Loading models and tokenizers, LoRA, log-probability computation and merging."""

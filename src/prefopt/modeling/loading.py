@@ -1,0 +1,127 @@
+"""Load a model and its tokenizer from a hub id or a local folder, with safe defaults.
+
+``trust_remote_code`` is off unless the config asks for it and weights are read from
+safetensors only. A folder holding a PEFT adapter (``adapter_config.json``) is accepted as a
+model: its base is loaded and the adapter merged in, so an SFT run can feed a DPO run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefopt.config import ModelConfig
+from prefopt.errors import UsageError
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def looks_like_local_path(name: str) -> bool:
+    """A path-like string (``./x``, ``/x``, ``~/x``, ``x/y/z``) rather than a hub id ``org/name``."""
+    return (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or "\\" in name
+        or Path(name).exists()
+    )
+
+
+def check_model_source(name_or_path: str | None, what: str = "model") -> str:
+    if not name_or_path:
+        raise UsageError(f"no {what} given: pass --model or set model.name_or_path")
+    if looks_like_local_path(name_or_path) and not Path(name_or_path).expanduser().exists():
+        raise UsageError(f"{what} path does not exist: {name_or_path}")
+    return str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() else name_or_path
+
+
+def adapter_base(path: str) -> str | None:
+    """The base model recorded in an adapter folder, or ``None`` if ``path`` is no adapter."""
+    config_file = Path(path) / "adapter_config.json"
+    if not config_file.is_file():
+        return None
+    base = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise UsageError(f"{config_file}: no base_model_name_or_path recorded")
+    return str(base)
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    if name not in _DTYPES:
+        raise UsageError(f"model.dtype must be one of {', '.join(_DTYPES)}, got '{name}'")
+    if name == "auto":
+        return torch.float32
+    return getattr(torch, name)
+
+
+def load_tokenizer(config: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    source = config.tokenizer or config.name_or_path
+    source = check_model_source(source, "tokenizer")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=config.trust_remote_code, revision=config.revision
+        )
+    except OSError as exc:
+        base = adapter_base(source) if Path(source).is_dir() else None
+        if base is None:
+            raise UsageError(f"cannot load tokenizer '{source}': {_first_line(exc)}") from None
+        tokenizer = AutoTokenizer.from_pretrained(
+            base, trust_remote_code=config.trust_remote_code
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: ModelConfig, for_training: bool = True) -> Any:
+    """The causal LM described by ``config`` (an adapter folder is merged into its base)."""
+    from transformers import AutoModelForCausalLM
+
+    source = check_model_source(config.name_or_path)
+    base = adapter_base(source) if Path(source).is_dir() else None
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype(config.dtype),
+        "trust_remote_code": config.trust_remote_code,
+        "use_safetensors": True,
+    }
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    if config.revision:
+        kwargs["revision"] = config.revision
+    if config.load_in_4bit:
+        kwargs.update(quantization_kwargs(config))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base or source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load model '{base or source}': {_first_line(exc)}") from None
+    if base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, source).merge_and_unload()
+    if config.load_in_4bit and for_training:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def quantization_kwargs(config: ModelConfig) -> dict[str, Any]:
+    from transformers import BitsAndBytesConfig
+
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype(config.bnb_4bit_compute_dtype),
+        )
+    }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

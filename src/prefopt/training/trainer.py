@@ -1,0 +1,173 @@
+"""``PreferenceTrainer``: a ``transformers.Trainer`` that owns collation, forward and reference,
+and hands per-pair log-probs to the algorithm's loss.
+
+Everything the Trainer gives for free stays: accelerate (DDP, FSDP, DeepSpeed), checkpoints
+and resume, ``report_to``, gradient checkpointing. The algorithm only supplies the loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from prefopt.api import LossContext, LossOutput, PreferenceBatch
+from prefopt.modeling.logprobs import sequence_logps
+from prefopt.training.reference import ReferenceModel
+
+LOSS_STATE_FILE = "prefopt_loss_state.json"
+
+
+class PreferenceTrainer(Trainer):
+    """Trains a policy on preference pairs with a pluggable loss.
+
+    ``make_loss(ctx)`` builds the algorithm's loss for this trainer's :class:`LossContext`
+    (usually ``functools.partial(spec.make_loss, config)``); ``reference`` yields
+    reference log-probs (``None`` for reference-free losses); ``extra_columns`` are the
+    per-pair fields handed to the loss in ``PreferenceBatch.extras``.
+    """
+
+    # Our compute_loss returns a per-micro-batch mean: let the Trainer divide by the number of
+    # gradient accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        *args: Any,
+        make_loss: Any,
+        reference: ReferenceModel | None,
+        extra_columns: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_fn = make_loss(self.loss_context())
+        self.reference = reference
+        self.extra_columns = tuple(extra_columns)
+        self._metric_sums: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+
+    # -- loss context ----------------------------------------------------------------------
+    def loss_context(self) -> LossContext:
+        """The :class:`LossContext` for losses built by this trainer's accelerator."""
+        accelerator = self.accelerator
+        return LossContext(
+            all_gather=accelerator.gather,
+            world_size=accelerator.num_processes,
+            rank=accelerator.process_index,
+        )
+
+    # -- forward ---------------------------------------------------------------------------
+    def policy_logps(self, model: Any, inputs: dict[str, Any]) -> tuple[Any, Any]:
+        """Per-row completion log-probs and lengths; the layout seam (padded here)."""
+        return sequence_logps(model, inputs)
+
+    def preference_batch(self, model: Any, inputs: dict[str, Any]) -> PreferenceBatch:
+        reference_logps = None
+        if self.reference is not None:
+            reference_logps = self.reference.logps(model, inputs, self.policy_logps)
+        logps, lengths = self.policy_logps(model, inputs)
+        half = logps.shape[0] // 2
+        return PreferenceBatch(
+            policy_chosen_logps=logps[:half],
+            policy_rejected_logps=logps[half:],
+            reference_chosen_logps=None if reference_logps is None else reference_logps[:half],
+            reference_rejected_logps=None if reference_logps is None else reference_logps[half:],
+            chosen_lengths=lengths[:half],
+            rejected_lengths=lengths[half:],
+            extras=dict(inputs.get("extras") or {}),
+        )
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        batch = self.preference_batch(model, inputs)
+        output: LossOutput = self.loss_fn(batch)
+        self._record(batch, output, "train" if model.training else "eval")
+        if return_outputs:
+            return output.loss, {}
+        return output.loss
+
+    def prediction_step(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[Any, Any, Any]:
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # -- metrics ---------------------------------------------------------------------------
+    def _record(self, batch: PreferenceBatch, output: LossOutput, split: str) -> None:
+        gather = self.accelerator.gather_for_metrics
+        with torch.no_grad():
+            chosen = output.chosen_rewards
+            rejected = output.rejected_rewards
+            if chosen is None or rejected is None:
+                chosen, rejected = batch.chosen_log_ratio(), batch.rejected_log_ratio()
+            chosen, rejected = gather(chosen.detach().float()), gather(rejected.detach().float())
+            values = {
+                "rewards/chosen": chosen.mean(),
+                "rewards/rejected": rejected.mean(),
+                "rewards/margins": (chosen - rejected).mean(),
+                "rewards/accuracies": (chosen > rejected).float().mean(),
+                "logps/chosen": gather(batch.policy_chosen_logps.detach().float()).mean(),
+                "logps/rejected": gather(batch.policy_rejected_logps.detach().float()).mean(),
+            }
+            values.update(output.metrics)
+        store = self._metric_sums[split]
+        for name, value in values.items():
+            store[name].append(float(value.item() if hasattr(value, "item") else value))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        store = self._metric_sums[split]
+        if "loss" in logs or split == "eval":
+            for name, values in store.items():
+                if values:
+                    logs[f"{prefix}{name}"] = sum(values) / len(values)
+            store.clear()
+        super().log(logs, start_time)
+
+    # -- loss state in checkpoints ---------------------------------------------------------
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        state_dict = getattr(self.loss_fn, "state_dict", None)
+        if state_dict is None or not self.args.should_save:
+            return
+        folder = os.path.join(
+            self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"
+        )
+        if os.path.isdir(folder):
+            write_loss_state(folder, state_dict())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_state = getattr(self.loss_fn, "load_state_dict", None)
+        path = os.path.join(resume_from_checkpoint, LOSS_STATE_FILE)
+        if load_state is not None and os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                load_state(json.load(handle))
+
+
+def write_loss_state(folder: str, state: dict[str, Any]) -> None:
+    """Write a loss's state next to a checkpoint, atomically."""
+    path = os.path.join(folder, LOSS_STATE_FILE)
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(state, handle)
+    os.replace(temporary, path)
