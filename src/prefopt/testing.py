@@ -267,3 +267,24 @@ def tiny_model_dir(path: str | Path | None = None, arch: str = "llama", seed: in
     if not (path / "config.json").is_file():
         save_tiny_model(path, arch=arch, seed=seed)
     return path
+
+
+# -- CLI -----------------------------------------------------------------------------------
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> tuple[int, str, str]:
+    """Run ``python -m prefopt ARGS`` in a subprocess; returns ``(exit code, stdout, stderr)``.
+
+    The subprocess gets a wide terminal (no wrapped tables) and ``HF_HUB_OFFLINE=1``.
+    """
+    import subprocess
+    import sys
+
+    full_env = dict(os.environ, COLUMNS="200", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefopt", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+    return proc.returncode, proc.stdout, proc.stderr

@@ -1,0 +1,1 @@
+"""Preference data: records, reading and writing, converters, transforms, tokenization, collation."""

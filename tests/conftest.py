@@ -1,0 +1,44 @@
+"""Shared fixtures: the tiny models are built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with the tiny Llama-style model and its BPE tokenizer (chat template included)."""
+    from prefopt.testing import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny-llama", arch="llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with a tiny Qwen2-style model (biased q/k/v projections) and the same tokenizer."""
+    from prefopt.testing import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny-qwen2", arch="qwen2")
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    """64 standard (string) preference pairs as JSONL."""
+    from prefopt.testing import synthetic_pairs, write_pairs
+
+    return write_pairs(tmp_path / "pairs.jsonl", synthetic_pairs(64))
+
+
+@pytest.fixture
+def chat_pairs_file(tmp_path: Path) -> Path:
+    """64 conversational (message list) preference pairs as JSONL."""
+    from prefopt.testing import synthetic_pairs, write_pairs
+
+    return write_pairs(tmp_path / "chat_pairs.jsonl", synthetic_pairs(64, conversational=True))
