@@ -275,8 +275,8 @@ def training_argument_types() -> dict[str, Any]:
     return {f.name: f.type for f in dataclasses.fields(TrainingArguments) if f.init}
 
 
-def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
+def _unknown_key(key: str, known: list[str], where: str, name: str | None = None) -> ConfigError:
+    close = difflib.get_close_matches(name or key.split(".")[-1], known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return ConfigError(f"unknown config key '{key}' in {where}.{hint}")
 
@@ -313,7 +313,7 @@ class ConfigBuilder:
         """Set one dotted key (``section.name``) from source ``where``."""
         section, _, name = key.partition(".")
         if section not in SECTIONS:
-            raise _unknown_key(key, list(SECTIONS), where)
+            raise _unknown_key(key, list(SECTIONS), where, name=section)
         if not name:
             self.set_section(section, value, where)
             return

@@ -138,13 +138,13 @@ def run_training(
     print_config: bool,
     quiet: bool,
 ) -> None:
+    quiet_libraries()
     from prefopt.config import resolve_run_config
 
     config = resolve_run_config(spec, config_file, flags, sets)
     if print_config:
         typer.echo(config.to_yaml(), nl=False)
         return
-    quiet_libraries()
     from prefopt.training.run import train
 
     result = train(config, spec, resume=resume, quiet=quiet)

@@ -4,6 +4,8 @@ For a row with token ids ``x`` and completion positions ``C`` (token indices who
 counts), the sequence log-prob is ``Σ_{t∈C} log p(x_t | x_<t)``: the logits at position
 ``t − 1`` predict token ``t``. Log-softmax is taken in fp32 and only at completion positions, so
 memory for it grows with the number of completion tokens, not with rows × width × vocabulary.
+The per-sequence sums are returned in fp64: a sum of hundreds of token log-probs loses its
+last digits in fp32, and the (N,) vectors are tiny.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ def gather_completion_logps(logits: Any, input_ids: Any, completion_mask: Any) -
     selected = logits[:, :-1][rows, positions].float()  # (K, V) predicting tokens t = pos + 1
     targets = input_ids[:, 1:][rows, positions]
     token_logps = torch.log_softmax(selected, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    logps = torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=token_logps.device)
-    logps = logps.index_add(0, rows, token_logps)
+    # Sums of many log-probs reach hundreds, where fp32 spacing is ~1e-5: accumulate in fp64.
+    logps = torch.zeros(input_ids.shape[0], dtype=torch.float64, device=token_logps.device)
+    logps = logps.index_add(0, rows, token_logps.double())
     lengths = target_mask.sum(dim=1)
     return logps, lengths
 

@@ -1,0 +1,130 @@
+"""Run config resolution: precedence, typing of values, unknown keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from prefopt.api import AlgorithmSpec
+from prefopt.config import coerce, resolve_run_config
+from prefopt.errors import ConfigError, UsageError
+
+
+@dataclass
+class ToyConfig:
+    beta: float = field(default=0.1, metadata={"help": "β"})
+    steps: int = 3
+    flag: bool = False
+    names: list[str] = field(default_factory=lambda: ["a"])
+
+
+SPEC = AlgorithmSpec(
+    "toy",
+    "A toy algorithm.",
+    ToyConfig,
+    lambda config, ctx=None: None,
+    defaults={"lora.r": 4, "training.learning_rate": 1e-3, "algorithm.beta": 0.2},
+    run_name=lambda config, short: f"Toy_{short}_b{config.beta}",
+)
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_precedence_defaults_algorithm_yaml_flags_set(tmp_path: Path) -> None:
+    config_file = _yaml(
+        tmp_path,
+        "model:\n  name_or_path: org/base\nlora:\n  r: 8\ntraining:\n"
+        "  learning_rate: 2e-5\n  logging_steps: 5\nalgorithm:\n  beta: 0.3\n  steps: 7\n",
+    )
+    config = resolve_run_config(
+        SPEC,
+        config_file,
+        flags={"algorithm.beta": 0.4, "training.max_steps": 9, "model.dtype": None},
+        sets=["algorithm.beta=0.5", "training.logging_steps=2", "algorithm.names=[x, y]"],
+    )
+    assert config.lora is not None and config.lora.r == 8  # YAML over algorithm default
+    assert config.training["learning_rate"] == 2e-5  # YAML's "2e-5" string became a float
+    assert isinstance(config.training["learning_rate"], float)
+    assert config.training["max_steps"] == 9  # flag
+    assert config.training["logging_steps"] == 2  # --set over YAML
+    assert config.algorithm.beta == 0.5  # --set over flag over YAML over default
+    assert config.algorithm.steps == 7
+    assert config.algorithm.names == ["x", "y"]
+    assert config.model.dtype == "auto"  # a flag left at None does not override
+    assert config.training["run_name"] == "Toy_base_b0.5"
+    assert config.training["output_dir"] == str(Path("runs") / "Toy_base_b0.5")
+
+
+def test_algorithm_defaults_apply_without_yaml() -> None:
+    config = resolve_run_config(SPEC)
+    assert config.lora is not None and config.lora.r == 4
+    assert config.training["learning_rate"] == 1e-3
+    assert config.algorithm.beta == 0.2
+
+
+def test_lora_null_means_full_finetuning(tmp_path: Path) -> None:
+    config = resolve_run_config(SPEC, _yaml(tmp_path, "lora: null\n"))
+    assert config.lora is None
+    assert config.to_dict()["lora"] is None
+
+
+def test_set_types_values_by_field() -> None:
+    config = resolve_run_config(
+        SPEC, sets=["algorithm.flag=true", "algorithm.steps=12", "training.bf16=false"]
+    )
+    assert config.algorithm.flag is True
+    assert config.algorithm.steps == 12
+    assert config.training["bf16"] is False
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["training.learnin_rate=1"], "unknown config key 'training.learnin_rate'"),
+        (["algorithm.bta=1"], "Did you mean 'beta'?"),
+        (["modle.dtype=float32"], "Did you mean 'model'?"),
+        (["algorithm.steps=many"], "algorithm.steps: expected an integer"),
+        (["algorithm.flag=maybe"], "expected true or false"),
+        (["noequals"], "--set expects key.path=value"),
+    ],
+)
+def test_bad_settings_are_named(sets: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        resolve_run_config(SPEC, sets=sets)
+
+
+def test_unknown_yaml_key_is_named_with_file(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "training:\n  per_device_batch_size: 4\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_run_config(SPEC, path)
+    assert "training.per_device_batch_size" in str(info.value)
+    assert str(path) in str(info.value)
+    assert "per_device_train_batch_size" in str(info.value) or "per_device_eval_batch_size" in str(
+        info.value
+    )
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "model:\n  name_or_path: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml:\d+: invalid YAML"):
+        resolve_run_config(SPEC, path)
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(UsageError, match="config file not found"):
+        resolve_run_config(SPEC, Path("does/not/exist.yaml"))
+
+
+def test_coerce_union_prefers_specific_types() -> None:
+    assert coerce("3", int | float, "k") == 3
+    assert coerce("0.5", int | float, "k") == 0.5
+    assert coerce("null", int | None, "k") is None
+    assert coerce("a,b", list[str], "k") == ["a", "b"]
+    with pytest.raises(ConfigError):
+        coerce("x", float, "k")
