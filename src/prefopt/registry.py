@@ -1,9 +1,15 @@
 """Plugin discovery: a pluggy ``PluginManager`` fed by entry points of group ``prefopt``.
 
-Built-in algorithms come in through prefopt's own entry points, exactly like a third party's.
-Loading is forgiving: a plugin that fails to import, asks for an incompatible plugin API,
-returns an invalid spec or reuses a taken name is reported with a warning naming its package
-and shown as broken in ``prefopt plugins list``; everything else keeps working.
+Built-in algorithms come in through prefopt's own entry points, exactly like a third party's
+(and are loaded first, so a plugin can never take a built-in's name). Loading is forgiving:
+a plugin that fails to import, asks for an incompatible plugin API, implements no hook or an
+unknown one, returns an invalid spec or reuses a taken name is reported with a warning naming
+its package and the problem, and shown as broken in ``prefopt plugins list``; everything else
+keeps working.
+
+Plugin API versions (``prefopt.api.PLUGIN_API_VERSION``, ``MAJOR.MINOR``): a plugin module may
+declare ``PREFOPT_PLUGIN_API = "1"`` (any 1.x) or ``"1.2"`` (needs what 1.2 added). A different
+major, or a newer minor than this prefopt provides, is refused; no declaration is accepted.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import dataclasses
 import difflib
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -25,22 +31,62 @@ from prefopt.api import PLUGIN_API_VERSION, AlgorithmSpec
 from prefopt.errors import UsageError
 
 ENTRY_POINT_GROUP = "prefopt"
+API_ATTRIBUTE = "PREFOPT_PLUGIN_API"
+CORE_PACKAGE = "prefopt"
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
+_VERSION_PATTERN = re.compile(r"^(\d+)(?:\.(\d+))?$")
+_COLUMN_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HOOK_NAMES = frozenset(name for name in dir(hookspecs) if name.startswith("prefopt_"))
 
 
 @dataclass
 class PluginInfo:
-    """One loaded (or failed) plugin, as ``prefopt plugins list`` shows it."""
+    """One loaded (or failed) plugin, as ``prefopt plugins list`` shows it.
+
+    ``name`` is the entry point's name (made unique with ``@package`` if two packages use the
+    same one), ``entry_point`` what it points at, ``api`` the declared ``PREFOPT_PLUGIN_API``.
+    """
 
     name: str
     package: str
     version: str
     problems: list[str] = field(default_factory=list)
     algorithms: list[str] = field(default_factory=list)
+    entry_point: str = ""
+    api: str | None = None
 
     @property
     def broken(self) -> bool:
         return bool(self.problems)
+
+
+def api_problem(wanted: Any, provided: str = PLUGIN_API_VERSION) -> str | None:
+    """Why a plugin declaring ``PREFOPT_PLUGIN_API = wanted`` cannot load; ``None`` if it can.
+
+    Same major and a minor no newer than ``provided``: compatible. ``"1"`` means any 1.x.
+    """
+    match = _VERSION_PATTERN.match(str(wanted).strip())
+    if match is None:
+        return (
+            f"declares {API_ATTRIBUTE} = {wanted!r}, which is not a version like '1' or '1.0'; "
+            "refused"
+        )
+    major, minor = int(match.group(1)), int(match.group(2) or 0)
+    have = _VERSION_PATTERN.match(provided)
+    assert have is not None, provided
+    have_major, have_minor = int(have.group(1)), int(have.group(2) or 0)
+    if major != have_major:
+        return (
+            f"written for plugin API {wanted}, but this prefopt provides {provided}; refused "
+            f"(install a release of the plugin made for plugin API {have_major}.x, or a prefopt "
+            f"providing {major}.x)"
+        )
+    if minor > have_minor:
+        return (
+            f"needs plugin API {wanted}, but this prefopt provides only {provided}; refused "
+            "(upgrade prefopt)"
+        )
+    return None
 
 
 class PluginRegistry:
@@ -53,20 +99,21 @@ class PluginRegistry:
         self._warn = warn or _warn_to_stderr
         self._algorithms: dict[str, AlgorithmSpec] | None = None
         self._providers: dict[str, PluginInfo] = {}
+        self._refused: dict[str, str] = {}
         self._kinds: dict[str, dict[str, Any]] = {}
 
     # -- loading ---------------------------------------------------------------------------
     def load_entry_points(self) -> PluginRegistry:
-        for entry_point in _entry_points():
-            dist = getattr(entry_point, "dist", None)
-            package = dist.name if dist is not None else entry_point.value.split(":")[0]
-            version = dist.version if dist is not None else "?"
-            info = PluginInfo(entry_point.name, package, version)
+        for entry_point, package, version in _entry_points():
+            name = entry_point.name
+            if name in self.plugins:  # two packages chose the same entry point name
+                name = f"{name}@{package}"
+            info = PluginInfo(name, package, version, entry_point=entry_point.value)
             try:
                 module = entry_point.load()
-            except Exception as exc:  # a broken plugin must not take the CLI down
-                self._problem(info, f"failed to import {entry_point.value}: {_describe(exc)}")
+            except (Exception, SystemExit) as exc:  # a broken plugin must not take the CLI down
                 self.plugins[info.name] = info
+                self._problem(info, f"failed to import {entry_point.value}: {_describe(exc)}")
                 continue
             self.register(module, info)
         return self
@@ -74,20 +121,41 @@ class PluginRegistry:
     def register(self, module: ModuleType | object, info: PluginInfo) -> None:
         """Register one plugin object (normally a module) under ``info``."""
         self.plugins[info.name] = info
-        wanted = getattr(module, "PREFOPT_PLUGIN_API", None)
-        if wanted is not None and str(wanted).split(".")[0] != PLUGIN_API_VERSION.split(".")[0]:
+        self._algorithms = None
+        self._kinds.clear()
+        wanted = getattr(module, API_ATTRIBUTE, None)
+        if wanted is not None:
+            info.api = str(wanted)
+            problem = api_problem(wanted)
+            if problem is not None:
+                self._problem(info, problem)
+                return
+        implemented = [
+            name for name in dir(module) if self.manager.parse_hookimpl_opts(module, name)
+        ]
+        unknown = sorted(name for name in implemented if name not in HOOK_NAMES)
+        if unknown:
             self._problem(
                 info,
-                f"written for plugin API {wanted}, this prefopt provides {PLUGIN_API_VERSION}; "
-                "upgrade the plugin or prefopt",
+                f"implements unknown hook(s) {', '.join(unknown)}; known hooks: "
+                f"{', '.join(sorted(HOOK_NAMES))}",
             )
-            return
+        unmarked = sorted(
+            name
+            for name in HOOK_NAMES
+            if callable(getattr(module, name, None)) and name not in implemented
+        )
+        if unmarked:
+            self._problem(
+                info,
+                f"{', '.join(unmarked)} lacks the @prefopt.hookimpl marker and is ignored",
+            )
+        elif not implemented:
+            self._problem(info, "implements no prefopt hook (mark functions @prefopt.hookimpl)")
         try:
             self.manager.register(module, name=info.name)
         except Exception as exc:
             self._problem(info, f"cannot be registered: {_describe(exc)}")
-        self._algorithms = None
-        self._kinds.clear()
 
     def _problem(self, info: PluginInfo, problem: str) -> None:
         info.problems.append(problem)
@@ -97,22 +165,35 @@ class PluginRegistry:
     def _call_each(self, hook_name: str) -> Iterable[tuple[PluginInfo, list[Any]]]:
         """Call one hook on every plugin separately, so each result keeps its provider."""
         hook = getattr(self.manager.hook, hook_name)
+        # get_hookimpls() is in registration order, so the built-ins (loaded first) keep
+        # their names when a plugin reuses one.
         for impl in hook.get_hookimpls():
             info = self.plugins.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "?", "?")
             try:
-                items = list(impl.function() or [])
+                result = impl.function()
             except Exception as exc:
                 self._problem(info, f"{hook_name}() raised {_describe(exc)}")
                 continue
-            yield info, items
+            if result is None:
+                yield info, []
+            elif isinstance(result, (list, tuple)):
+                yield info, list(result)
+            else:
+                self._problem(
+                    info, f"{hook_name}() must return a list, got {type(result).__name__}"
+                )
 
     @property
     def algorithms(self) -> dict[str, AlgorithmSpec]:
         if self._algorithms is None:
             self._algorithms = {}
+            self._providers = {}
+            self._refused = {}
+            for info in self.plugins.values():
+                info.algorithms.clear()
             for info, specs in self._call_each("prefopt_algorithms"):
                 for spec in specs:
-                    problem = _spec_problem(spec)
+                    problem = spec_problem(spec)
                     if problem is None and spec.name in self._algorithms:
                         other = self._providers[spec.name]
                         problem = (
@@ -121,6 +202,9 @@ class PluginRegistry:
                         )
                     if problem:
                         self._problem(info, problem)
+                        name = getattr(spec, "name", None)
+                        if isinstance(name, str) and name not in self._algorithms:
+                            self._refused[name] = f"package {info.package}: {problem}"
                         continue
                     self._algorithms[spec.name] = spec
                     self._providers[spec.name] = info
@@ -151,30 +235,93 @@ class PluginRegistry:
         algorithms = self.algorithms
         if name in algorithms:
             return algorithms[name]
+        if name in self._refused:
+            raise UsageError(f"algorithm '{name}' is unavailable: {self._refused[name]}")
+        broken = self.plugins.get(name)
+        if broken is not None and broken.broken:
+            raise UsageError(
+                f"algorithm '{name}' is unavailable: plugin '{name}' (package "
+                f"{broken.package} {broken.version}) is broken: {'; '.join(broken.problems)}"
+            )
         known = ", ".join(sorted(algorithms)) or "none"
         close = difflib.get_close_matches(name, list(algorithms), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise UsageError(f"unknown algorithm '{name}'.{hint} Known algorithms: {known}.")
 
 
-def _spec_problem(spec: Any) -> str | None:
+def spec_problem(spec: Any) -> str | None:
+    """What makes ``spec`` unusable as an algorithm, or ``None`` if it is fine.
+
+    Cheap checks only (nothing is imported): types of the fields, the name, and that the
+    config dataclass can be built from its defaults (``prefopt train`` starts from them).
+    """
     if not isinstance(spec, AlgorithmSpec):
         return f"returned {type(spec).__name__} instead of prefopt.api.AlgorithmSpec"
-    if not isinstance(spec.name, str) or not _NAME_PATTERN.match(spec.name):
-        return f"invalid algorithm name {spec.name!r} (lowercase letters, digits and '-')"
+    name = spec.name
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        return f"invalid algorithm name {name!r} (lowercase letters, digits and '-')"
+    if not isinstance(spec.summary, str):
+        return f"algorithm '{name}': summary must be a string"
     if not (isinstance(spec.config_class, type) and dataclasses.is_dataclass(spec.config_class)):
-        return f"algorithm '{spec.name}': config_class must be a dataclass"
+        return f"algorithm '{name}': config_class must be a dataclass"
+    try:
+        spec.config_class()
+    except Exception as exc:
+        return (
+            f"algorithm '{name}': {spec.config_class.__name__}() must work without arguments "
+            f"(give every field a valid default): {_describe(exc)}"
+        )
     if not callable(spec.make_loss):
-        return f"algorithm '{spec.name}': make_loss is not callable"
+        return f"algorithm '{name}': make_loss is not callable"
+    trainer = spec.trainer_class
+    if not (trainer is None or isinstance(trainer, type) or _is_import_path(trainer)):
+        return (
+            f"algorithm '{name}': trainer_class must be None, a class or a 'module:Class' "
+            f"string, got {trainer!r}"
+        )
+    columns = spec.extra_columns
+    if isinstance(columns, str) or not all(
+        isinstance(c, str) and _COLUMN_PATTERN.match(c) for c in columns
+    ):
+        return f"algorithm '{name}': extra_columns must be a tuple of field names, got {columns!r}"
+    if not isinstance(spec.needs_reference, bool):
+        return f"algorithm '{name}': needs_reference must be True or False"
+    if not isinstance(spec.defaults, Mapping) or not all(
+        isinstance(k, str) and "." in k for k in spec.defaults
+    ):
+        return f"algorithm '{name}': defaults must map dotted keys like 'lora.r' to values"
+    if not callable(spec.run_name):
+        return f"algorithm '{name}': run_name is not callable"
+    for hook in ("validate_records", "runner"):
+        value = getattr(spec, hook, None)
+        if value is not None and not callable(value):
+            return f"algorithm '{name}': {hook} is not callable"
     return None
 
 
-def _entry_points() -> list[metadata.EntryPoint]:
-    found = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    unique: dict[str, metadata.EntryPoint] = {}
-    for entry_point in found:  # the same distribution may be seen twice on sys.path
-        unique.setdefault(entry_point.name, entry_point)
-    return list(unique.values())
+def _is_import_path(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    module, sep, attribute = value.partition(":")
+    return bool(sep and module and attribute)
+
+
+def _normalize(package: str) -> str:
+    return re.sub(r"[-_.]+", "-", package).lower()
+
+
+def _entry_points() -> list[tuple[metadata.EntryPoint, str, str]]:
+    """``(entry point, package, version)`` for group ``prefopt``: prefopt's own first, then
+    the others in discovery order; a distribution seen twice on ``sys.path`` counts once."""
+    found: dict[tuple[str, str], tuple[metadata.EntryPoint, str, str]] = {}
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(entry_point, "dist", None)
+        package = dist.name if dist is not None else entry_point.value.split(":")[0]
+        version = dist.version if dist is not None else "?"
+        found.setdefault((_normalize(package), entry_point.name), (entry_point, package, version))
+    ordered = list(found.values())
+    ordered.sort(key=lambda item: _normalize(item[1]) != CORE_PACKAGE)  # stable: keeps order
+    return ordered
 
 
 def _describe(exc: BaseException) -> str:
