@@ -233,9 +233,12 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if isinstance(annotation, type):
         if isinstance(value, annotation):
             return value
+        if issubclass(annotation, str) and isinstance(value, bool):
+            value = "yes" if value else "no"  # YAML 1.1 read `save_strategy: no` as False
         if issubclass(annotation, str) and isinstance(value, str):  # str enums
             try:
-                return annotation(value)
+                checked = annotation(value)  # validates; the config keeps plain text
+                return getattr(checked, "value", checked)
             except ValueError as exc:
                 raise ConfigError(f"{key}: {exc}") from None
         try:
@@ -254,8 +257,16 @@ def _specificity(option: Any) -> int:
     return 5
 
 
+_YAML11_BOOLEAN_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
 def parse_scalar(text: str) -> Any:
-    """A command-line value as YAML would read it (``null``, ``[a, b]``, numbers, ...)."""
+    """A command-line value as YAML would read it (``null``, ``[a, b]``, numbers, ...).
+
+    YAML 1.1's ``yes/no/on/off`` stay text: ``save_strategy=no`` means the string ``"no"``, and
+    :func:`coerce` still reads them as booleans for boolean fields."""
+    if text.strip().lower() in _YAML11_BOOLEAN_WORDS:
+        return text.strip()
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
