@@ -27,6 +27,7 @@ import orjson
 from prefopt.errors import DataError, UsageError
 
 _BOM = b"\xef\xbb\xbf"
+_WHITESPACE = (b" ", b"\t", b"\r", b"\n", b"")
 _PARQUET_BATCH_ROWS = 4096
 _WRITE_BATCH_ROWS = 1024
 #: Suffixes that mark a source as a local file rather than a hub dataset id.
@@ -66,16 +67,10 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     non-UTF-8 bytes, a truncated gzip stream and a file without records raise ``DataError``;
     a missing file raises ``UsageError("no such file: PATH")``.
     """
-    path = Path(path)
-    if not path.is_file():
-        if path.is_dir():
-            raise UsageError(f"{path} is a folder, expected a data file")
-        raise UsageError(f"no such file: {path}")
+    path = require_file(path)
     fmt, compressed = file_format(path)
-    if path.stat().st_size == 0:
-        raise DataError(path, None, None, EMPTY_PROBLEM)
     if fmt == "jsonl":
-        rows = _iter_jsonl(path, compressed)
+        rows = _iter_jsonl(path)
     elif fmt == "json":
         rows = _iter_json(path, compressed)
     else:
@@ -86,6 +81,18 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield item
     if count == 0:
         raise DataError(path, None, None, EMPTY_PROBLEM)
+
+
+def require_file(path: str | Path) -> Path:
+    """``path`` as a Path if it is a non-empty file; ``UsageError``/``DataError`` if not."""
+    path = Path(path)
+    if not path.is_file():
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder, expected a data file")
+        raise UsageError(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(path, None, None, EMPTY_PROBLEM)
+    return path
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -99,30 +106,59 @@ def _open_binary(path: Path, compressed: bool) -> IO[bytes]:
     return open(path, "rb", buffering=1 << 20)
 
 
-def _iter_jsonl(path: Path, compressed: bool) -> Iterator[tuple[int, dict[str, Any]]]:
-    loads = orjson.loads
+def iter_jsonl_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """Stream ``(line_number, raw_line)`` for the non-blank lines of a (gzipped) JSONL file.
+
+    The BOM is removed from the first line and blank lines are skipped (but counted); a
+    truncated or corrupt gzip stream, and a file with no non-blank line, raise ``DataError``.
+    The lines are not parsed: this is for callers that pass most lines through as they are
+    (see :mod:`prefopt.data.flip`).
+    """
+    path = require_file(path)
+    _, compressed = file_format(path)
     line_number = 0
+    found = False
     with _open_binary(path, compressed) as handle:
         lines = iter(handle)
         while True:
             try:
                 line = next(lines)
             except StopIteration:
-                return
+                break
             except (EOFError, OSError, zlib.error) as exc:
                 raise DataError(path, line_number + 1, None, _gzip_problem(exc)) from None
             line_number += 1
             if line_number == 1 and line.startswith(_BOM):
                 line = line[len(_BOM) :]
-            try:
-                row = loads(line)
-            except orjson.JSONDecodeError as exc:
-                if not line.strip():
-                    continue  # blank lines are allowed, and still counted
-                raise DataError(path, line_number, None, _json_problem(line, exc)) from None
-            if type(row) is not dict:
-                raise DataError(path, line_number, None, _not_object(row))
-            yield line_number, row
+            if line[:1] in _WHITESPACE and not line.strip():
+                continue  # blank lines are allowed, and still counted
+            found = True
+            yield line_number, line
+    if not found:
+        raise DataError(path, None, None, EMPTY_PROBLEM)
+
+
+def parse_line(path: str | Path, line_number: int, line: bytes) -> dict[str, Any]:
+    """Parse one JSONL line into an object, or raise a located ``DataError``."""
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise DataError(path, line_number, None, _json_problem(line, exc)) from None
+    if type(row) is not dict:
+        raise DataError(path, line_number, None, _not_object(row))
+    return row
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    loads = orjson.loads
+    for line_number, line in iter_jsonl_lines(path):
+        try:
+            row = loads(line)
+        except orjson.JSONDecodeError:
+            row = parse_line(path, line_number, line)  # raises with the located problem
+        if type(row) is not dict:
+            parse_line(path, line_number, line)
+        yield line_number, row
 
 
 def _iter_json(path: Path, compressed: bool) -> Iterator[tuple[int, dict[str, Any]]]:

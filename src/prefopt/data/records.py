@@ -123,3 +123,53 @@ def _repr(value: Any) -> str:
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{type(value).__name__} {text}"
+
+
+# -- changing kind -------------------------------------------------------------------------
+
+
+def as_messages(value: str | list[dict[str, Any]], role: str) -> list[dict[str, Any]]:
+    """A message list for ``value``: a string becomes one message with ``role``."""
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    return list(value)
+
+
+def to_conversational(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with string fields turned into messages (prompt: user, replies:
+    assistant); other fields are kept in place."""
+    out = dict(record)
+    out["prompt"] = as_messages(record["prompt"], "user")
+    out["chosen"] = as_messages(record["chosen"], "assistant")
+    out["rejected"] = as_messages(record["rejected"], "assistant")
+    return out
+
+
+def render_prompt(messages: list[dict[str, Any]]) -> str:
+    """A message list as one prompt string.
+
+    A single user message is its content. A longer conversation is written as a transcript,
+    one ``Role: content`` paragraph per message, ending with ``Assistant:`` so that the reply
+    continues it.
+    """
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return str(messages[0]["content"])
+    turns = [f"{str(m['role']).capitalize()}: {m['content']}" for m in messages]
+    return "\n\n".join(turns) + "\n\nAssistant: "
+
+
+def render_reply(messages: list[dict[str, Any]]) -> str:
+    """The contents of a reply's messages, joined by blank lines."""
+    return "\n\n".join(str(m["content"]) for m in messages)
+
+
+def to_standard(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with message lists rendered as plain strings (see :func:`render_prompt`);
+    other fields are kept in place."""
+    out = dict(record)
+    if isinstance(record["prompt"], list):
+        out["prompt"] = render_prompt(record["prompt"])
+    for field in ("chosen", "rejected"):
+        if isinstance(record[field], list):
+            out[field] = render_reply(record[field])
+    return out

@@ -1,0 +1,146 @@
+"""Descriptive statistics of a preference file, computed in one streaming pass.
+
+Counts of rows, record kinds and fields; length histograms (in characters, on power-of-two
+buckets) of prompts, chosen and rejected responses; conversation turns; and the distribution
+of the Factual-DPO flags ``(h_w, h_l)``. Memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefopt.data.flip import H_VALUES
+from prefopt.data.io import iter_rows
+
+PARTS = ("prompt", "chosen", "rejected")
+_FLAGS: dict[Any, int] = H_VALUES
+#: Histogram bucket upper bounds in characters; the last bucket is open-ended.
+BUCKET_BOUNDS = tuple(2**k for k in range(5, 16))
+
+
+@dataclass
+class LengthStats:
+    """Running length statistics of one part, in characters."""
+
+    count: int = 0
+    total: int = 0
+    minimum: int | None = None
+    maximum: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKET_BOUNDS) + 1))
+
+    def add(self, length: int) -> None:
+        self.count += 1
+        self.total += length
+        self.minimum = length if self.minimum is None else min(self.minimum, length)
+        self.maximum = max(self.maximum, length)
+        self.buckets[bucket_index(length)] += 1
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+def bucket_index(length: int) -> int:
+    """The histogram bucket of ``length``: the first bound it is below."""
+    for index, bound in enumerate(BUCKET_BOUNDS):
+        if length < bound:
+            return index
+    return len(BUCKET_BOUNDS)
+
+
+def bucket_label(index: int) -> str:
+    low = 0 if index == 0 else BUCKET_BOUNDS[index - 1]
+    if index == len(BUCKET_BOUNDS):
+        return f"≥ {low:,}"
+    return f"{low:,}–{BUCKET_BOUNDS[index] - 1:,}"
+
+
+@dataclass
+class DataStats:
+    """Everything ``prefopt data stats`` shows."""
+
+    path: str
+    rows: int = 0
+    kinds: Counter = field(default_factory=Counter)
+    fields: Counter = field(default_factory=Counter)
+    lengths: dict[str, LengthStats] = field(
+        default_factory=lambda: {part: LengthStats() for part in PARTS}
+    )
+    prompt_turns: Counter = field(default_factory=Counter)
+    h_counts: Counter = field(default_factory=Counter)
+    h_invalid: int = 0
+    identical: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.path,
+            "rows": self.rows,
+            "kinds": dict(self.kinds),
+            "fields": dict(self.fields),
+            "lengths": {
+                part: {
+                    "count": s.count,
+                    "min": s.minimum,
+                    "mean": round(s.mean, 1),
+                    "max": s.maximum,
+                    "histogram": {bucket_label(i): n for i, n in enumerate(s.buckets) if n},
+                }
+                for part, s in self.lengths.items()
+            },
+            "prompt_turns": dict(sorted(self.prompt_turns.items())),
+            "h_flags": {f"{hw},{hl}": n for (hw, hl), n in sorted(self.h_counts.items())},
+            "h_invalid": self.h_invalid,
+            "identical": self.identical,
+        }
+
+
+def text_length(value: Any) -> int | None:
+    """Characters of a string, or of the contents of a message list; None otherwise."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        total = 0
+        for message in value:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                total += len(content)
+        return total
+    return None
+
+
+def record_kind(row: dict[str, Any]) -> str:
+    values = [row.get(part) for part in PARTS]
+    if all(isinstance(v, str) for v in values):
+        return "standard"
+    if all(isinstance(v, list) for v in values):
+        return "conversational"
+    return "other"
+
+
+def compute_stats(path: str | Path) -> DataStats:
+    """One pass over ``path``."""
+    stats = DataStats(str(path))
+    for _, row in iter_rows(path):
+        stats.rows += 1
+        stats.fields.update(row.keys())
+        kind = record_kind(row)
+        stats.kinds[kind] += 1
+        for part in PARTS:
+            length = text_length(row.get(part))
+            if length is not None:
+                stats.lengths[part].add(length)
+        if kind == "conversational":
+            stats.prompt_turns[len(row["prompt"])] += 1
+        if "chosen" in row and row.get("chosen") == row.get("rejected"):
+            stats.identical += 1
+        if "h_w" in row or "h_l" in row:
+            try:
+                flags = (_FLAGS[row.get("h_w")], _FLAGS[row.get("h_l")])
+            except (KeyError, TypeError):
+                stats.h_invalid += 1
+            else:
+                stats.h_counts[flags] += 1
+    return stats

@@ -1,0 +1,299 @@
+"""Checking a preference file before training on it.
+
+One pass over the file finds: rows that are not valid records (schema and types), empty
+responses, pairs whose chosen and rejected are identical, duplicate pairs, invalid ``h_w`` /
+``h_l`` flags and flags in the wrong orientation for Factual-DPO (``(1, 0)``, which ``prefopt
+data flip`` fixes). A JSONL file is read line by line, so every malformed line is reported,
+not only the first. With a tokenizer it also measures token lengths under the trainer's own
+tokenization and truncation policy (:mod:`prefopt.data.tokenize`) and counts the pairs that
+training would truncate or drop.
+
+Memory: about 100 bytes per row for duplicate detection, plus 12 bytes per row for token
+lengths; the records themselves are not kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from prefopt.data.flip import h_value
+from prefopt.data.io import file_format, iter_jsonl_lines, iter_rows, parse_line
+from prefopt.data.records import is_conversational, validate_record
+from prefopt.errors import DataError
+
+#: Issue kinds, in report order, with what they mean.
+ISSUE_KINDS = {
+    "unreadable": "lines that are not a JSON object",
+    "schema": "records with a missing or mistyped field",
+    "empty": "empty prompt or response",
+    "identical": "chosen identical to rejected",
+    "duplicate": "pair repeated from an earlier row",
+    "h_flags": "h_w/h_l not 0/1",
+    "orientation": "(h_w, h_l) = (1, 0): factually wrong response preferred",
+}
+EXAMPLES_PER_KIND = 5
+
+
+@dataclass
+class Issue:
+    """One finding, located like a DataError."""
+
+    kind: str
+    line: int | None
+    field: str | None
+    problem: str
+
+    def located(self, path: str) -> str:
+        where = path if self.line is None else f"{path}:{self.line}"
+        return (
+            f"{where}: {self.field}: {self.problem}" if self.field else f"{where}: {self.problem}"
+        )
+
+
+@dataclass
+class LengthReport:
+    """Token lengths (untruncated) and what the truncation policy would do to the pairs."""
+
+    tokenizer: str
+    max_length: int
+    max_prompt_length: int
+    prompt: array = field(default_factory=lambda: array("I"))
+    chosen: array = field(default_factory=lambda: array("I"))
+    rejected: array = field(default_factory=lambda: array("I"))
+    prompts_truncated: int = 0
+    completions_truncated: int = 0
+    dropped: int = 0
+
+    @property
+    def pairs(self) -> int:
+        return len(self.prompt)
+
+    def distribution(self, name: str) -> dict[str, float]:
+        """min / mean / p50 / p90 / p99 / max of one part's lengths."""
+        values = sorted(getattr(self, name))
+        if not values:
+            return {}
+
+        def quantile(q: float) -> int:
+            return int(values[min(len(values) - 1, int(q * len(values)))])
+
+        return {
+            "min": values[0],
+            "mean": round(sum(values) / len(values), 1),
+            "p50": quantile(0.5),
+            "p90": quantile(0.9),
+            "p99": quantile(0.99),
+            "max": values[-1],
+        }
+
+
+@dataclass
+class ValidationReport:
+    """Everything ``prefopt data validate`` found."""
+
+    path: str
+    rows: int = 0
+    record_kinds: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[Issue]] = field(default_factory=dict)
+    h_counts: Counter = field(default_factory=Counter)
+    lengths: LengthReport | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.rows > 0 and not self.counts
+
+    def add(self, issue: Issue) -> None:
+        self.counts[issue.kind] += 1
+        shown = self.examples.setdefault(issue.kind, [])
+        if len(shown) < EXAMPLES_PER_KIND:
+            shown.append(issue)
+
+    def suggestions(self) -> list[str]:
+        tips = []
+        if self.counts["orientation"]:
+            tips.append(
+                f"{self.counts['orientation']} rows have (h_w, h_l) = (1, 0); "
+                f"run `prefopt data flip {self.path}` to put them in the factual orientation"
+            )
+        if self.counts["duplicate"]:
+            tips.append("duplicate pairs weigh twice in training; remove them or keep on purpose")
+        if self.lengths is not None and self.lengths.dropped:
+            tips.append(
+                f"{self.lengths.dropped} pairs would be dropped: raise --max-length or "
+                "lower --max-prompt-length"
+            )
+        return tips
+
+    def to_dict(self) -> dict[str, Any]:
+        """The machine-readable report (``--json``)."""
+        report: dict[str, Any] = {
+            "file": self.path,
+            "clean": self.clean,
+            "rows": self.rows,
+            "record_kinds": dict(self.record_kinds),
+            "issues": {kind: self.counts[kind] for kind in ISSUE_KINDS if self.counts[kind]},
+            "examples": {
+                kind: [issue.located(self.path) for issue in issues]
+                for kind, issues in self.examples.items()
+            },
+            "h_flags": {f"{hw},{hl}": n for (hw, hl), n in sorted(self.h_counts.items())},
+            "suggestions": self.suggestions(),
+        }
+        if self.lengths is not None:
+            lengths = self.lengths
+            report["tokens"] = {
+                "tokenizer": lengths.tokenizer,
+                "max_length": lengths.max_length,
+                "max_prompt_length": lengths.max_prompt_length,
+                "pairs": lengths.pairs,
+                "prompts_truncated": lengths.prompts_truncated,
+                "completions_truncated": lengths.completions_truncated,
+                "dropped": lengths.dropped,
+                "lengths": {
+                    name: lengths.distribution(name) for name in ("prompt", "chosen", "rejected")
+                },
+            }
+        return report
+
+
+def _rows_with_problems(path: str | Path, report: ValidationReport) -> Iterator[tuple[int, Any]]:
+    """Rows of the file; unreadable JSONL lines are reported and skipped, not fatal."""
+    fmt, _ = file_format(path)
+    if fmt != "jsonl":
+        yield from iter_rows(path)
+        return
+    for line, raw in iter_jsonl_lines(path):
+        try:
+            yield line, parse_line(path, line, raw)
+        except DataError as exc:
+            report.rows += 1
+            report.add(Issue("unreadable", line, exc.field, exc.problem))
+
+
+def _pair_digest(row: dict[str, Any]) -> bytes:
+    key = orjson.dumps([row["prompt"], row["chosen"], row["rejected"]], option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(key, digest_size=8).digest()
+
+
+def _check_row(
+    row: dict[str, Any],
+    line: int,
+    path: str | Path,
+    report: ValidationReport,
+    extra_columns: Sequence[str],
+    seen: dict[bytes, int],
+) -> bool:
+    """Record the issues of one row; True when it is a valid record (worth tokenizing)."""
+    valid = True
+    try:
+        validate_record(row, path, line, extra_columns)
+    except DataError as exc:
+        kind = "empty" if exc.problem.startswith(("empty string", "empty response")) else "schema"
+        report.add(Issue(kind, line, exc.field, exc.problem))
+        valid = False
+    if valid:
+        report.record_kinds["conversational" if is_conversational(row) else "standard"] += 1
+        if row["chosen"] == row["rejected"]:
+            report.add(Issue("identical", line, "rejected", "identical to chosen"))
+        digest = _pair_digest(row)
+        first = seen.setdefault(digest, line)
+        if first != line:
+            report.add(Issue("duplicate", line, None, f"same pair as line {first}"))
+    if "h_w" in row or "h_l" in row:
+        try:
+            flags = (h_value(row, "h_w", path, line), h_value(row, "h_l", path, line))
+        except DataError as exc:
+            report.add(Issue("h_flags", line, exc.field, exc.problem))
+        else:
+            report.h_counts[flags] += 1
+            if flags == (1, 0):
+                report.add(
+                    Issue("orientation", line, "h_w", "h_w = 1, h_l = 0 (run prefopt data flip)")
+                )
+    return valid
+
+
+def validate_file(
+    path: str | Path,
+    extra_columns: Sequence[str] = (),
+    tokenizer: Any = None,
+    tokenizer_name: str = "",
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+) -> ValidationReport:
+    """Check ``path``; see the module docstring. File-level problems (missing, empty,
+    truncated gzip) still raise."""
+    report = ValidationReport(str(path))
+    seen: dict[bytes, int] = {}
+    measurer = None
+    if tokenizer is not None:
+        from prefopt.data.tokenize import TokenizationSettings
+
+        defaults = TokenizationSettings()
+        settings = TokenizationSettings(
+            max_length=max_length or defaults.max_length,
+            max_prompt_length=max_prompt_length or defaults.max_prompt_length,
+        )
+        report.lengths = LengthReport(
+            tokenizer_name, settings.max_length, settings.max_prompt_length
+        )
+        measurer = _LengthMeasurer(tokenizer, settings, report.lengths, str(path))
+    for line, row in _rows_with_problems(path, report):
+        report.rows += 1
+        if _check_row(row, line, path, report, extra_columns, seen) and measurer is not None:
+            measurer.add(line, row)
+    if measurer is not None:
+        measurer.flush()
+    return report
+
+
+class _LengthMeasurer:
+    """Tokenizes valid records in batches with the trainer's tokenizer code, keeping only
+    the lengths."""
+
+    batch_size = 256
+
+    def __init__(self, tokenizer: Any, settings: Any, lengths: LengthReport, source: str):
+        from prefopt.data.tokenize import TokenizationSettings
+
+        self.tokenizer = tokenizer
+        self.settings = settings
+        # Tokenize without limits to see the true lengths; the policy is applied afterwards.
+        self.unlimited = TokenizationSettings(max_length=2**31 - 1, max_prompt_length=2**31 - 1)
+        self.lengths = lengths
+        self.source = source
+        self.batch: list[tuple[int, dict[str, Any]]] = []
+
+    def add(self, line: int, row: dict[str, Any]) -> None:
+        self.batch.append((line, row))
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        from prefopt.data.tokenize import TokenizationReport, tokenize_pairs, truncate_pair
+
+        if not self.batch:
+            return
+        pairs, _ = tokenize_pairs(self.batch, self.tokenizer, self.unlimited, source=self.source)
+        self.batch = []
+        policy = TokenizationReport()
+        for pair in pairs:
+            self.lengths.prompt.append(len(pair.prompt_ids))
+            self.lengths.chosen.append(len(pair.chosen_ids))
+            self.lengths.rejected.append(len(pair.rejected_ids))
+            kept = truncate_pair(
+                pair.prompt_ids, pair.chosen_ids, pair.rejected_ids, self.settings, policy
+            )
+            if kept is None:
+                self.lengths.dropped += 1
+        self.lengths.prompts_truncated += policy.prompts_truncated
+        self.lengths.completions_truncated += policy.completions_truncated
