@@ -60,10 +60,10 @@ def parse_hh_transcript(text: str, field: str) -> Messages:
     if text.startswith(("Human:", "Assistant:")):
         text = "\n\n" + text
     parts = _HH_MARKER.split(text)
-    if parts[0].strip():
-        raise ConversionError(field, "text before the first 'Human:' turn")
     if len(parts) < 3:
         raise ConversionError(field, "no 'Human:'/'Assistant:' turns found")
+    if parts[0].strip():
+        raise ConversionError(field, "text before the first 'Human:' turn")
     return [
         {"role": _HH_ROLES[speaker], "content": content.strip()}
         for speaker, content in zip(parts[1::2], parts[2::2], strict=True)

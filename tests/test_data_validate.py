@@ -1,0 +1,201 @@
+"""``prefopt data validate``: every kind of problem, exit codes, JSON, token lengths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from prefopt.cli.data import app
+from prefopt.data.validate import validate_file
+
+runner = CliRunner()
+
+
+def good(i: int, **extra) -> dict:
+    return {"prompt": f"Question {i}?", "chosen": f"Answer {i}.", "rejected": f"No {i}.", **extra}
+
+
+def write_lines(path: Path, lines: list) -> Path:
+    text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_clean_file_exits_0(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "ok.jsonl", [good(i, h_w=0, h_l=1) for i in range(5)])
+    result = runner.invoke(app, ["validate", str(source)])
+    assert result.exit_code == 0, result.output
+    assert "clean" in result.output and "not clean" not in result.output
+    report = json.loads(runner.invoke(app, ["validate", str(source), "--json"]).stdout)
+    assert report["clean"] is True
+    assert report["rows"] == 5
+    assert report["issues"] == {}
+    assert report["h_flags"] == {"0,1": 5}
+
+
+DIRTY = [
+    good(1, h_w=0, h_l=1),  # 1 fine
+    "{not json",  # 2 unreadable
+    [1, 2],  # 3 unreadable
+    {"prompt": "p", "chosen": "c"},  # 4 schema: rejected missing
+    good(5, chosen=""),  # 5 empty
+    good(6, rejected="Answer 6."),  # 6 identical
+    good(1, h_w=0, h_l=1),  # 7 duplicate of line 1
+    good(8, h_w=2, h_l=0),  # 8 h_flags
+    good(9, h_w=1, h_l=0),  # 9 orientation
+    good(10, h_w=True, h_l=False),  # 10 orientation
+    good(11, prompt=5),  # 11 schema
+]
+
+
+def test_every_problem_is_counted_and_located(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "dirty.jsonl", DIRTY)
+    report = validate_file(source)
+    assert report.rows == 11
+    assert not report.clean
+    assert dict(report.counts) == {
+        "unreadable": 2,
+        "schema": 2,
+        "empty": 1,
+        "identical": 1,
+        "duplicate": 1,
+        "h_flags": 1,
+        "orientation": 2,
+    }
+    located = {
+        kind: [i.located(str(source)) for i in issues] for kind, issues in report.examples.items()
+    }
+    assert located["unreadable"][0].startswith(f"{source}:2: malformed JSON")
+    assert located["unreadable"][1] == f"{source}:3: expected a JSON object, got a list"
+    assert located["schema"] == [
+        f"{source}:4: rejected: missing field",
+        f"{source}:11: prompt: expected a string or a list of messages, got int 5",
+    ]
+    assert located["empty"] == [f"{source}:5: chosen: empty string"]
+    assert located["identical"] == [f"{source}:6: rejected: identical to chosen"]
+    assert located["duplicate"] == [f"{source}:7: same pair as line 1"]
+    assert located["h_flags"][0].startswith(f"{source}:8: h_w: expected 0 or 1")
+    assert [i.line for i in report.examples["orientation"]] == [9, 10]
+    assert dict(report.h_counts) == {(0, 1): 2, (1, 0): 2}
+    assert any("prefopt data flip" in tip for tip in report.suggestions())
+
+
+def test_cli_dirty_file_exits_2_with_json(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "dirty.jsonl", DIRTY)
+    result = runner.invoke(app, ["validate", str(source)])
+    assert result.exit_code == 2
+    assert "not clean" in result.output
+    assert f"{source}:7: same pair as line 1" in result.output
+    assert "hint: 2 rows have (h_w, h_l) = (1, 0); run `prefopt data flip" in result.output
+    as_json = runner.invoke(app, ["validate", str(source), "--json"])
+    assert as_json.exit_code == 2
+    report = json.loads(as_json.stdout)
+    assert report["clean"] is False
+    assert report["issues"]["orientation"] == 2
+    assert report["examples"]["duplicate"] == [f"{source}:7: same pair as line 1"]
+
+
+def test_required_columns(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "f.jsonl", [good(1, h_w=0, h_l=1), good(2, h_w=0)])
+    report = validate_file(source, extra_columns=["h_w", "h_l"])
+    assert report.counts["schema"] == 1
+    assert (
+        report.examples["schema"][0].located("f")
+        == "f:2: h_l: missing field (the algorithm needs it)"
+    )
+    result = runner.invoke(app, ["validate", str(source), "--require", "h_l"])
+    assert result.exit_code == 2
+
+
+def test_file_level_problems_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("\n")
+    result = runner.invoke(app, ["validate", str(tmp_path / "empty.jsonl")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'empty.jsonl'}: file is empty (no records)"
+    both = runner.invoke(app, ["validate", "x.jsonl", "--model", "m", "--tokenizer", "t"])
+    assert both.exit_code == 2 and "not both" in both.stderr
+    bad_tok = write_lines(tmp_path / "ok.jsonl", [good(1)])
+    missing = runner.invoke(app, ["validate", str(bad_tok), "--tokenizer", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "cannot load a tokenizer" in missing.stderr
+
+
+def test_parquet_and_conversational(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    conv = {
+        "prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "hello"}],
+        "rejected": [{"role": "assistant", "content": "bye"}],
+    }
+    pq.write_table(pa.Table.from_pylist([conv, conv]), tmp_path / "c.parquet")
+    report = validate_file(tmp_path / "c.parquet")
+    assert dict(report.record_kinds) == {"conversational": 2}
+    assert dict(report.counts) == {"duplicate": 1}
+
+
+# -- token lengths -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def expected_lengths(tokenizer, row: dict) -> tuple[int, int, int]:
+    """Independent count: prompt with BOS, each completion plus EOS (standard records)."""
+    prompt = len(tokenizer(row["prompt"])["input_ids"])
+    chosen = len(tokenizer(row["chosen"], add_special_tokens=False)["input_ids"]) + 1
+    rejected = len(tokenizer(row["rejected"], add_special_tokens=False)["input_ids"]) + 1
+    return prompt, chosen, rejected
+
+
+def test_token_lengths_and_truncation(tmp_path: Path, tokenizer, tiny_model: Path) -> None:
+    rows = [
+        {"prompt": "Question: What colour is the fox?\nAnswer: ", "chosen": "The fox is red.",
+         "rejected": "The fox is a bright and fluent blue."},
+        {"prompt": "Question: " + "the quick brown fox " * 12, "chosen": "Red.",
+         "rejected": "Blue."},
+        {"prompt": "Q", "chosen": "The quick brown fox jumps over the lazy dog " * 3,
+         "rejected": "No."},
+    ]  # fmt: skip
+    source = write_lines(tmp_path / "t.jsonl", rows)
+    lengths = [expected_lengths(tokenizer, r) for r in rows]
+    max_prompt, max_length = 20, 30
+    assert lengths[1][0] > max_length and lengths[2][1] > max_length - lengths[2][0]
+
+    report = validate_file(
+        source, tokenizer=tokenizer, max_length=max_length, max_prompt_length=max_prompt
+    )
+    tokens = report.lengths
+    assert tokens is not None
+    assert list(zip(tokens.prompt, tokens.chosen, tokens.rejected, strict=True)) == lengths
+    prompts_over = sum(p > max_prompt for p, _, _ in lengths)
+    assert tokens.prompts_truncated == prompts_over
+    expected_completions = sum(max(c, r) > max_length - min(p, max_prompt) for p, c, r in lengths)
+    assert tokens.completions_truncated == expected_completions
+    assert tokens.dropped == 0
+    assert tokens.distribution("prompt")["max"] == max(p for p, _, _ in lengths)
+
+    result = runner.invoke(
+        app,
+        ["validate", str(source), "--model", str(tiny_model), "--max-length", "30",
+         "--max-prompt-length", "30", "--json"],
+    )  # fmt: skip
+    report_json = json.loads(result.stdout)
+    assert report_json["tokens"]["dropped"] == 1  # the long prompt fills the whole budget
+    assert report_json["tokens"]["lengths"]["chosen"]["max"] == max(c for _, c, _ in lengths)
+    assert result.exit_code == 0  # length findings are reported, not failures
+
+
+def test_token_table_in_cli_output(tmp_path: Path, tiny_model: Path) -> None:
+    source = write_lines(tmp_path / "t.jsonl", [good(i) for i in range(3)])
+    result = runner.invoke(app, ["validate", str(source), "--tokenizer", str(tiny_model)])
+    assert result.exit_code == 0, result.output
+    assert "token lengths" in result.output
+    assert "pairs 3: prompts truncated 0, completions truncated 0, dropped 0" in result.output
