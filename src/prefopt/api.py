@@ -173,6 +173,8 @@ class AlgorithmSpec:
     - ``run_name``: ``(config, model_short) -> str`` default run name, or ``None``.
     - ``validate_records``: optional ``(records, path) -> None`` raising ``DataError``/``UsageError``
       for data the algorithm cannot train on.
+    - ``runner``: optional ``(config, spec, resume, quiet) -> RunResult`` that replaces
+      :func:`prefopt.training.run.train` for algorithms with their own data flow (SFT).
     """
 
     name: str
@@ -185,6 +187,7 @@ class AlgorithmSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     run_name: Callable[[Any, str], str | None] = _no_run_name
     validate_records: Callable[..., None] | None = None
+    runner: Callable[..., Any] | None = None
 
     def build_loss(self, config: Any, ctx: LossContext | None = None) -> Any:
         """``make_loss`` with ``ctx`` defaulting to a single-process context."""

@@ -122,6 +122,9 @@ def build_model_and_reference(config: RunConfig, spec: AlgorithmSpec) -> tuple[A
 
 def train(config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: bool = False) -> RunResult:
     """Train ``spec`` as configured; returns where the outputs are and the final metrics."""
+    if spec.runner is not None:  # algorithms with their own data flow (e.g. SFT)
+        result: RunResult = spec.runner(config, spec, resume=resume, quiet=quiet)
+        return result
     from prefopt.modeling.loading import load_tokenizer
     from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
     from prefopt.training.reference import DisabledAdapterReference, FrozenCopyReference

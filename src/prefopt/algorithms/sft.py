@@ -1,0 +1,304 @@
+"""SFT: supervised fine-tuning on the completions, typically before DPO.
+
+Loss: the mean negative log-likelihood of the completion tokens (prompt tokens masked)::
+
+    loss = −Σ_pairs Σ_{t ∈ completion} log π(y_t | x, y_<t) / Σ_pairs |completion|
+
+Data: prompt/completion records (``prompt`` + ``completion``), or preference records, of
+which ``prompt`` + ``chosen`` are used. Strings or chat message lists (TRL's formats);
+conversational records go through the tokenizer's chat template, exactly as prefopt tokenizes
+them for DPO, so SFT trains on the very token sequences a following DPO run scores.
+``completion_only_loss=False`` trains on the prompt tokens too.
+
+Training runs through :class:`PrefoptSFTTrainer`, a subclass of TRL's ``SFTTrainer``
+(https://huggingface.co/docs/trl/sft_trainer), fed with prefopt's tokenization; LoRA comes from
+the run config's ``lora`` section. The output folder holds what every prefopt run writes
+(adapter or model, tokenizer, ``prefopt_config.yaml``, ``metrics.jsonl``, checkpoints) and
+is accepted as the ``--model`` of a following run (``prefopt train dpo --model runs/SFT_x``):
+an adapter folder is merged into its base on load.
+
+Typical settings: learning rate 1e-5–2e-4 (LoRA tolerates the upper end), 1–3 epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import prefopt
+from prefopt.api import AlgorithmSpec, LossContext, LossOutput, PreferenceBatch
+from prefopt.errors import DataError, UsageError
+
+log = logging.getLogger("prefopt")
+
+
+@dataclass
+class SFTSettings:
+    completion_only_loss: bool = field(
+        default=True,
+        metadata={"help": "Loss on completion tokens only; false trains on the prompt too."},
+    )
+
+
+class SFTLoss:
+    """Token-mean NLL of the chosen completions on a :class:`PreferenceBatch`.
+
+    The same quantity TRL's SFTTrainer minimises, for evaluating an SFT objective on
+    preference data: ``−Σ log π(chosen) / Σ |chosen|``; ``per_pair`` is each pair's
+    per-token NLL.
+    """
+
+    def __call__(self, batch: PreferenceBatch) -> LossOutput:
+        import torch
+
+        logps, lengths = (
+            batch.policy_chosen_logps,
+            batch.chosen_lengths.to(batch.policy_chosen_logps.dtype),
+        )
+        per_pair = -logps / lengths.clamp_min(1)
+        return LossOutput(
+            loss=-logps.sum() / lengths.sum().clamp_min(1),
+            per_pair=per_pair,
+            weights=torch.ones_like(per_pair),
+            metrics={},
+        )
+
+
+def make_loss(config: SFTSettings, ctx: LossContext | None = None) -> SFTLoss:
+    return SFTLoss()
+
+
+def run_name(config: SFTSettings, model_short: str) -> str:
+    return f"SFT_{model_short}"
+
+
+# -- data ----------------------------------------------------------------------------------
+def as_pair_record(row: Any, source: str, line: int) -> dict[str, Any]:
+    """An SFT record as a pair record whose chosen and rejected are both the completion, so
+    that prefopt's record validation and tokenization apply unchanged."""
+    from prefopt.data.records import validate_record
+
+    if not isinstance(row, dict):
+        raise DataError(source, line, None, f"expected a JSON object, got {type(row).__name__}")
+    completion_field = "completion" if "completion" in row else "chosen"
+    if "prompt" not in row:
+        raise DataError(source, line, "prompt", "missing field")
+    if completion_field not in row:
+        raise DataError(
+            source,
+            line,
+            "completion",
+            "missing field (SFT reads prompt + completion, or prompt + chosen of a pair)",
+        )
+    completion = row[completion_field]
+    pair = {"prompt": row["prompt"], "chosen": completion, "rejected": completion}
+    try:
+        validate_record(pair, source, line)
+    except DataError as exc:
+        where = exc.field
+        if where is not None:
+            where = where.replace("chosen", completion_field).replace("rejected", completion_field)
+        problem = exc.problem.replace("chosen and rejected", completion_field)
+        raise DataError(source, line, where, problem) from None
+    return pair
+
+
+def load_examples(
+    source: str, split: str, tokenizer: Any, config: Any
+) -> tuple[list[dict[str, list[int]]], int]:
+    """``input_ids``/``labels`` examples of one data source, and how many were dropped."""
+    from prefopt.data.io import load_rows
+    from prefopt.data.tokenize import TokenizationSettings, tokenize_pairs
+
+    rows = [(line, as_pair_record(row, source, line)) for line, row in load_rows(source, split)]
+    if not rows:
+        raise UsageError(f"{source}: no records found")
+    settings = TokenizationSettings(config.data.max_length, config.data.max_prompt_length)
+    pairs, report = tokenize_pairs(rows, tokenizer, settings, (), source)
+    if report.dropped:
+        log.warning(
+            "%s: dropped %d of %d records left without completion tokens after truncation",
+            source,
+            report.dropped,
+            len(rows),
+        )
+    if not pairs:
+        raise UsageError(f"{source}: every record was dropped by truncation; raise data.max_length")
+    only_completion = config.algorithm.completion_only_loss
+    examples = []
+    for pair in pairs:
+        ids = pair.prompt_ids + pair.chosen_ids
+        masked = [-100] * len(pair.prompt_ids) if only_completion else list(pair.prompt_ids)
+        examples.append({"input_ids": ids, "labels": masked + list(pair.chosen_ids)})
+    return examples, report.dropped
+
+
+# -- training ------------------------------------------------------------------------------
+def build_sft_arguments(config: Any, quiet: bool) -> Any:
+    """TRL's ``SFTConfig`` from the run config's ``training`` section.
+
+    Keys the user did not set keep ``TrainingArguments``' meaning (SFTConfig turns gradient
+    checkpointing on by default; prefopt leaves it off unless asked). Data preparation is
+    skipped: the examples arrive tokenized, truncated and labelled.
+    """
+    import torch
+    from trl import SFTConfig
+
+    values = dict(config.training)
+    values.setdefault("disable_tqdm", True)
+    values.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+    values.setdefault("gradient_checkpointing", False)
+    values["max_length"] = None
+    values["dataset_kwargs"] = {"skip_prepare_dataset": True}
+    if quiet:
+        values["log_level"] = "error"
+    try:
+        return SFTConfig(**values)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"invalid training settings: {exc}") from None
+
+
+def _build_trainer_class() -> type:
+    from trl import SFTTrainer
+
+    class PrefoptSFTTrainer(SFTTrainer):
+        """TRL's SFTTrainer fed with prefopt's tokenized examples.
+
+        ``train_examples``/``eval_examples`` are lists of ``{"input_ids", "labels"}`` (labels
+        −100 where no loss is taken); they become ``datasets.Dataset`` objects that
+        SFTTrainer uses as they are (its own dataset preparation is skipped).
+        """
+
+        def __init__(
+            self,
+            *,
+            train_examples: list[dict[str, list[int]]],
+            eval_examples: list[dict[str, list[int]]] | None = None,
+            **kwargs: Any,
+        ) -> None:
+            kwargs["train_dataset"] = examples_dataset(train_examples)
+            kwargs["eval_dataset"] = examples_dataset(eval_examples) if eval_examples else None
+            super().__init__(**kwargs)
+
+    PrefoptSFTTrainer.__module__ = __name__
+    return PrefoptSFTTrainer
+
+
+_LAZY: dict[str, type] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``PrefoptSFTTrainer`` is built on first access, so importing this module (to list
+    plugins) does not import TRL."""
+    if name == "PrefoptSFTTrainer":
+        if name not in _LAZY:
+            _LAZY[name] = _build_trainer_class()
+        return _LAZY[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def examples_dataset(examples: list[dict[str, list[int]]]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {
+            "input_ids": [e["input_ids"] for e in examples],
+            "labels": [e["labels"] for e in examples],
+        }
+    )
+
+
+def run_sft(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool = False) -> Any:
+    """The ``runner`` of the SFT spec: one SFT run writing a prefopt output folder."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from prefopt.modeling.loading import load_model, load_tokenizer
+    from prefopt.modeling.lora import apply_lora
+    from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
+    from prefopt.training.run import (
+        RunResult,
+        latest_checkpoint,
+        resolve_trainer_class,
+        save_config,
+    )
+
+    if not config.data.train:
+        raise UsageError("no training data given: pass --train-file or set data.train")
+    output_dir = config.output_dir
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    if resume and checkpoint is None:
+        raise UsageError(f"--resume: no checkpoint-<step> folder in {output_dir}")
+
+    tokenizer = load_tokenizer(config.model)
+    train_examples, dropped = load_examples(
+        config.data.train, config.data.train_split, tokenizer, config
+    )
+    eval_examples = None
+    if config.data.eval:
+        eval_examples, _ = load_examples(
+            config.data.eval, config.data.eval_split, tokenizer, config
+        )
+    args = build_sft_arguments(config, quiet)
+    model = load_model(config.model)
+    if config.lora is not None:
+        model = apply_lora(model, config.lora)
+        _record_absolute_base(model)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, output_dir)
+
+    callbacks: list[Any] = [MetricsJsonlCallback(output_dir)]
+    if not quiet:
+        callbacks.append(
+            ProgressDisplay(
+                args.per_device_train_batch_size
+                * args.gradient_accumulation_steps
+                * args.world_size
+            )
+        )
+    trainer = resolve_trainer_class(spec)(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_examples=train_examples,
+        eval_examples=eval_examples,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final: dict[str, float] = {}
+    if eval_examples:
+        final.update(trainer.evaluate())
+    trainer.save_model(str(output_dir))
+    for entry in reversed(trainer.state.log_history):
+        if "loss" in entry:
+            final = {**entry, **final}
+            break
+    return RunResult(output_dir, trainer.state.global_step, len(train_examples), dropped, final)
+
+
+def _record_absolute_base(model: Any) -> None:
+    """Store a local base model as an absolute path in the adapter config, so the SFT output
+    works as ``--model`` from any working directory."""
+    for peft_config in getattr(model, "peft_config", {}).values():
+        base = peft_config.base_model_name_or_path
+        if base and Path(base).is_dir():
+            peft_config.base_model_name_or_path = str(Path(base).resolve())
+
+
+SPEC = AlgorithmSpec(
+    name="sft",
+    summary="Supervised fine-tuning on completions (prompt/completion or prompt + chosen).",
+    config_class=SFTSettings,
+    make_loss=make_loss,
+    trainer_class="prefopt.algorithms.sft:PrefoptSFTTrainer",
+    needs_reference=False,
+    run_name=run_name,
+    runner=run_sft,
+)
+
+
+@prefopt.hookimpl
+def prefopt_algorithms() -> list[AlgorithmSpec]:
+    return [SPEC]
