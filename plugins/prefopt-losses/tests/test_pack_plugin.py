@@ -85,3 +85,22 @@ def test_every_loss_trains_one_step_of_the_tiny_model(name, tiny_model, tmp_path
         assert metrics["rewards/chosen"] < 0 and metrics["rewards/rejected"] < 0
         gap = metrics["rewards/chosen"] - metrics["rewards/rejected"]
         assert abs(gap) < 1.0  # a random model hardly separates them
+
+
+def test_bco_pair_state_is_saved_with_checkpoints(tiny_model, tmp_path) -> None:
+    import json
+
+    from prefopt.testing import train_one_step
+
+    spec = next(s for s in plugin.SPECS if s.name == "bco-pair")
+    sets = ["training.save_strategy=steps", "training.save_steps=1"]
+    train_one_step(spec, tiny_model, tmp_path, pairs=2, steps=2, sets=sets)
+    states = {
+        step: json.loads(
+            (tmp_path / "run" / f"checkpoint-{step}" / "prefopt_loss_state.json").read_text()
+        )
+        for step in (1, 2)
+    }
+    # one training call per step, 2 pairs -> 4 rewards each; step 1 starts at the reference
+    assert states[1] == {"mean": 0.0, "count": 4}
+    assert states[2]["count"] == 8 and states[2]["mean"] != 0.0
