@@ -139,6 +139,33 @@ def test_pass_through_rows_keep_their_bytes(tmp_path: Path, peeker: str) -> None
     assert summary.before == {(0, 1): 1, (1, 0): 1}
 
 
+def test_fast_path_agrees_with_orjson_on_odd_lines(tmp_path: Path, peeker: str) -> None:
+    """Duplicate keys (orjson keeps the last), leading spaces, odd number and string
+    spellings, nested "flipped" fields: the output must be what the row-by-row flip gives."""
+    lines = [
+        b'{"chosen": "a", "rejected": "b", "h_w": 0, "h_l": 0, "h_w": 1}',
+        b'   {"chosen": "a", "rejected": "b", "h_w": 1, "h_l": 0}',
+        b'{"chosen": "a", "rejected": "b", "h_w": 0, "h_l": 1, "n": -0.0e+1, "s": "\\u00e9"}',
+        b'{"chosen": "a", "rejected": "b", "h_w": 1, "h_l": 1, "m": {"flipped": 1}}',
+    ]
+    source = tmp_path / "odd.jsonl"
+    source.write_bytes(b"\n".join(lines))
+    expected = [json.loads(line) for line in lines]
+    for r in expected:
+        flip_row(r)
+    written, summary = flip_file(source)
+    assert read_rows(written) == expected
+    assert summary.flipped == 2
+
+
+def test_bom_in_the_middle_is_an_error(tmp_path: Path, peeker: str) -> None:
+    source = tmp_path / "bom.jsonl"
+    line = b'{"chosen": "a", "rejected": "b", "h_w": 0, "h_l": 1}\n'
+    source.write_bytes(line + b"\xef\xbb\xbf" + line)
+    with pytest.raises(DataError, match="bom.jsonl:2: malformed JSON"):
+        flip_file(source)
+
+
 @pytest.mark.parametrize(
     ("content", "location"),
     [

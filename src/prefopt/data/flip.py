@@ -19,10 +19,11 @@ from typing import IO, Any
 import orjson
 
 from prefopt.data.io import (
+    EMPTY_PROBLEM,
     atomic_writer,
     check_writable,
     file_format,
-    iter_jsonl_lines,
+    iter_jsonl_chunks,
     iter_rows,
     parse_line,
 )
@@ -32,7 +33,6 @@ H_FIELDS = ("h_w", "h_l")
 # 0, 1, False, True, 0.0 and 1.0 all hash and compare equal to 0 or 1, so one dict lookup
 # both validates and normalises an h value.
 H_VALUES = {0: 0, 1: 1}
-_BATCH = 2048
 _PASS_SUFFIX = b',"flipped":false}\n'
 
 
@@ -148,34 +148,37 @@ def _flip_jsonl(path: str | Path, out: IO[bytes], counts: list[int]) -> None:
     """
     peek = _row_peeker()
     loads, dumps, option = orjson.loads, orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    batch: list[bytes | memoryview] = []
-    append = batch.append
-    for line, raw in iter_jsonl_lines(path):
-        code = peek(raw)
-        if code is None:
-            try:
+    for first, lines in iter_jsonl_chunks(path):
+        batch: list[bytes | memoryview] = []
+        append = batch.append
+        for offset, raw in enumerate(lines):
+            code = peek(raw)
+            if code is None:
+                if not raw.strip():
+                    continue  # a blank line
+                line = first + offset
+                try:
+                    row = loads(raw)
+                except orjson.JSONDecodeError:
+                    row = parse_line(path, line, raw)  # raises, located
+                if type(row) is not dict:
+                    parse_line(path, line, raw)  # raises, located
+                h_w, h_l = flip_row(row, path, line)  # validates, swaps, reports problems
+                code = 2 * h_w + h_l
+                append(dumps(row, option=option))
+            elif code == 2:
                 row = loads(raw)
-            except orjson.JSONDecodeError:
-                row = parse_line(path, line, raw)  # raises, located
-            if type(row) is not dict:
-                parse_line(path, line, raw)  # raises, located
-            h_w, h_l = flip_row(row, path, line)  # validates, swaps, reports problems
-            code = 2 * h_w + h_l
-            append(dumps(row, option=option))
-        elif code == 2:
-            row = loads(raw)
-            row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
-            row["h_w"], row["h_l"] = row["h_l"], row["h_w"]
-            row["flipped"] = True
-            append(dumps(row, option=option))
-        else:
-            append(memoryview(raw)[: raw.rindex(b"}")])
-            append(_PASS_SUFFIX)
-        counts[code] += 1
-        if len(batch) >= _BATCH:
-            out.writelines(batch)
-            batch.clear()
-    out.writelines(batch)
+                row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+                row["h_w"], row["h_l"] = row["h_l"], row["h_w"]
+                row["flipped"] = True
+                append(dumps(row, option=option))
+            else:
+                append(memoryview(raw)[: raw.rindex(b"}")])
+                append(_PASS_SUFFIX)
+            counts[code] += 1
+        out.writelines(batch)
+    if not any(counts):
+        raise DataError(path, None, None, EMPTY_PROBLEM)
 
 
 def _row_peeker() -> Callable[[bytes], int | None]:
@@ -212,6 +215,8 @@ def _row_peeker() -> Callable[[bytes], int | None]:
     parse = simdjson.Parser().parse
 
     def peek_simdjson(raw: bytes) -> int | None:
+        if raw[:1] != b"{":  # leading space or a stray BOM (simdjson skips it, orjson not)
+            return None
         try:
             document: Any = parse(raw)
             code = (
@@ -222,6 +227,8 @@ def _row_peeker() -> Callable[[bytes], int | None]:
             return None
         # ``document`` is a local, so it is released before the parser is used again.
         if "flipped" in names or "chosen" not in names or "rejected" not in names:
+            return None
+        if len(set(names)) != len(names):  # duplicate keys: orjson keeps the last value
             return None
         return code
 

@@ -30,6 +30,7 @@ _BOM = b"\xef\xbb\xbf"
 _WHITESPACE = (b" ", b"\t", b"\r", b"\n", b"")
 _PARQUET_BATCH_ROWS = 4096
 _WRITE_BATCH_ROWS = 1024
+_CHUNK_BYTES = 1 << 20
 #: Suffixes that mark a source as a local file rather than a hub dataset id.
 _FILE_SUFFIXES = {".jsonl", ".ndjson", ".json", ".parquet", ".gz", ".csv", ".txt", ".arrow"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -106,34 +107,45 @@ def _open_binary(path: Path, compressed: bool) -> IO[bytes]:
     return open(path, "rb", buffering=1 << 20)
 
 
+def iter_jsonl_chunks(path: str | Path) -> Iterator[tuple[int, list[bytes]]]:
+    """Stream a (gzipped) JSONL file as ``(first_line_number, lines)`` chunks of about 1 MB.
+
+    Lines are raw bytes, blank ones included (line ``first_line_number + i`` is
+    ``lines[i]``); the BOM is removed from the first line. A truncated or corrupt gzip
+    stream raises ``DataError``. For hot loops that want no per-line generator step (see
+    :mod:`prefopt.data.flip`); most callers want :func:`iter_jsonl_lines`.
+    """
+    path = require_file(path)
+    _, compressed = file_format(path)
+    line_number = 0
+    with _open_binary(path, compressed) as handle:
+        while True:
+            try:
+                lines = handle.readlines(_CHUNK_BYTES)
+            except (EOFError, OSError, zlib.error) as exc:
+                raise DataError(path, line_number + 1, None, _gzip_problem(exc)) from None
+            if not lines:
+                return
+            if line_number == 0 and lines[0].startswith(_BOM):
+                lines[0] = lines[0][len(_BOM) :]
+            yield line_number + 1, lines
+            line_number += len(lines)
+
+
 def iter_jsonl_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """Stream ``(line_number, raw_line)`` for the non-blank lines of a (gzipped) JSONL file.
 
     The BOM is removed from the first line and blank lines are skipped (but counted); a
     truncated or corrupt gzip stream, and a file with no non-blank line, raise ``DataError``.
-    The lines are not parsed: this is for callers that pass most lines through as they are
-    (see :mod:`prefopt.data.flip`).
+    The lines are not parsed.
     """
-    path = require_file(path)
-    _, compressed = file_format(path)
-    line_number = 0
     found = False
-    with _open_binary(path, compressed) as handle:
-        lines = iter(handle)
-        while True:
-            try:
-                line = next(lines)
-            except StopIteration:
-                break
-            except (EOFError, OSError, zlib.error) as exc:
-                raise DataError(path, line_number + 1, None, _gzip_problem(exc)) from None
-            line_number += 1
-            if line_number == 1 and line.startswith(_BOM):
-                line = line[len(_BOM) :]
+    for first, lines in iter_jsonl_chunks(path):
+        for offset, line in enumerate(lines):
             if line[:1] in _WHITESPACE and not line.strip():
                 continue  # blank lines are allowed, and still counted
             found = True
-            yield line_number, line
+            yield first + offset, line
     if not found:
         raise DataError(path, None, None, EMPTY_PROBLEM)
 
