@@ -168,10 +168,12 @@ def test_cli_factual_delta10_first_loss_is_closed_form(tiny_model: Path, tmp_pat
     assert first["step"] == 1
     beta, delta = 0.1, 10.0
     softplus = math.log1p(math.exp(beta * delta))
-    assert first["loss"] == pytest.approx((4 * softplus + 4 * math.log(2)) / 8, rel=1e-5)
+    # A fresh adapter has m = 0 up to float32 noise: policy and reference log-probs come from
+    # separate forward passes (differences of ~1e-4 nats on ~45-nat sequences).
+    assert first["loss"] == pytest.approx((4 * softplus + 4 * math.log(2)) / 8, abs=2e-4)
     assert first["factual/delta_h_fraction"] == pytest.approx(0.5)
     assert first["factual/margin_below_delta"] == pytest.approx(1.0)
-    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # no Δ in the rewards
+    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-4)  # no Δ in the rewards
     saved = (out / "prefopt_config.yaml").read_text()
     assert "run_name: FactualDPO_" in saved and "delta: 10.0" in saved
 

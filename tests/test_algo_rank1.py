@@ -89,7 +89,9 @@ def test_cli_rank1_adapter_is_rank_one_on_four_modules(
     assert saved["training"]["learning_rate"] == 5e-7
     assert saved["training"]["gradient_accumulation_steps"] == 4
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
-    assert first["loss"] == pytest.approx(math.log(2), rel=1e-5)
+    assert first["loss"] == pytest.approx(
+        math.log(2), abs=2e-4
+    )  # fresh adapter: m = 0 up to fp32 noise
     from safetensors.torch import load_file
 
     weights = load_file(str(out / "adapter_model.safetensors"))

@@ -212,6 +212,7 @@ def examples_dataset(examples: list[dict[str, list[int]]]) -> Any:
 
 def run_sft(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool = False) -> Any:
     """The ``runner`` of the SFT spec: one SFT run writing a prefopt output folder."""
+    from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
     from prefopt.modeling.loading import load_model, load_tokenizer
@@ -241,6 +242,7 @@ def run_sft(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool 
             config.data.eval, config.data.eval_split, tokenizer, config
         )
     args = build_sft_arguments(config, quiet)
+    set_seed(args.seed)  # the LoRA init draws random numbers: make it the run's seed
     model = load_model(config.model)
     if config.lora is not None:
         model = apply_lora(model, config.lora)

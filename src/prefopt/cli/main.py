@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from prefopt import __version__
-from prefopt.cli import demo, plugins, train
+from prefopt.cli import demo, plugins, sweep, train
 from prefopt.cli.common import State, error
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ def main_options(
 app.add_typer(train.app, name="train")
 app.add_typer(plugins.app, name="plugins")
 app.command("demo")(demo.demo)
+app.command("sweep")(sweep.sweep)
 
 
 def _command_words(argv: list[str]) -> list[str]:
