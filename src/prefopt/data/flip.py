@@ -226,9 +226,10 @@ def _row_peeker() -> Callable[[bytes], int | None]:
         except Exception:  # not an object, bad JSON, a bad or missing flag: full path
             return None
         # ``document`` is a local, so it is released before the parser is used again.
-        if "flipped" in names or "chosen" not in names or "rejected" not in names:
+        keys = set(names)
+        if len(keys) != len(names):  # duplicate keys: orjson keeps the last value
             return None
-        if len(set(names)) != len(names):  # duplicate keys: orjson keeps the last value
+        if "flipped" in keys or "chosen" not in keys or "rejected" not in keys:
             return None
         return code
 
