@@ -1,0 +1,321 @@
+"""``prefopt eval MODEL --data PAIRS``: score held-out pairs under a model and its reference.
+
+MODEL is a merged folder, an adapter (or run) folder, or a hub id. The default reference is
+the model the adapter was trained on (for an adapter, computed by switching the adapter off,
+so the base is loaded once) or, for a folder written by ``prefopt merge``, the base recorded in
+``prefopt_merge.json``. A hub id has no default reference: pass ``--ref``, or the rewards are
+the policy's own log-probs (reference-free, reported as such).
+
+Pairs are tokenized exactly as in training (:func:`prefopt.data.tokenize.tokenize_pairs`) and
+scored with :func:`prefopt.eval.scoring.pair_logps`, so offline margins equal the margins the
+loss saw. Metric definitions: :mod:`prefopt.eval.metrics`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from prefopt.eval.metrics import PairScores, split_by_delta_h, summarize
+from prefopt.modeling import merge as merging
+
+RESULTS_FILE = "eval_results.json"
+RESULTS_KIND = "prefopt.eval"
+DEFAULT_BETA = 0.1
+
+
+@dataclass
+class ModelPlan:
+    """What to load for one evaluation."""
+
+    model: str
+    chain: list[str]  # policy: [root, adapters...] (an adapter MODEL is the last element)
+    adapter: bool  # the last element of ``chain`` is an adapter kept switchable
+    reference: str | None  # None: reference-free
+    reference_is_base: bool  # reference = the policy with its adapter switched off
+    run: dict[str, Any] | None = None
+
+
+@dataclass
+class EvalOutput:
+    results: dict[str, Any]
+    per_pair: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plan_models(model: str, ref: str | None = None, no_ref: bool = False) -> ModelPlan:
+    """Decide the policy chain and the reference for ``model`` (see the module docstring)."""
+    from prefopt.modeling.loading import check_model_source
+
+    model = check_model_source(model)
+    run = None
+    if merging.is_adapter_folder(model):
+        chain = merging.resolve_chain(model)
+        default_ref: str | None = chain[-2]
+        adapter = True
+        run = merging.run_summary(merging.read_run_config(model))
+    else:
+        chain, adapter = [model], False
+        record = merging.read_merge_record(model) if Path(model).is_dir() else None
+        default_ref = record.get("base_model") if record else None
+        run = record.get("run") if record else None
+    if no_ref:
+        return ModelPlan(model, chain, adapter, None, False, run)
+    if ref is None:
+        return ModelPlan(
+            model, chain, adapter, default_ref, adapter and default_ref is not None, run
+        )
+    ref = check_model_source(ref, "reference model")
+    same_as_base = adapter and _same(ref, chain[-2])
+    return ModelPlan(model, chain, adapter, ref, same_as_base, run)
+
+
+def _same(a: str, b: str) -> bool:
+    if Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
+
+
+def load_policy(plan: ModelPlan, dtype: str) -> Any:
+    """The policy model: a merged/plain model, or base + switchable adapter."""
+    if not plan.adapter:
+        return merging.load_full_precision(plan.chain, dtype=dtype)
+    from peft import PeftModel
+
+    base = merging.load_full_precision(plan.chain[:-1], dtype=dtype)
+    return PeftModel.from_pretrained(base, plan.chain[-1])
+
+
+def load_reference(plan: ModelPlan, dtype: str) -> Any:
+    assert plan.reference is not None
+    chain = (
+        merging.resolve_chain(plan.reference)
+        if merging.is_adapter_folder(plan.reference)
+        else [plan.reference]
+    )
+    return merging.load_full_precision(chain, dtype=dtype)
+
+
+# -- data ----------------------------------------------------------------------------------
+@dataclass
+class EvalData:
+    rows: list[tuple[int, dict[str, Any]]]
+    pairs: list[Any]
+    row_index: list[int]  # pairs[i] comes from rows[row_index[i]]
+    has_h: bool
+    dropped: int
+
+
+def load_eval_pairs(
+    source: str, tokenizer: Any, max_length: int, max_prompt_length: int, split: str = "test"
+) -> EvalData:
+    """Read, validate and tokenize the pairs; h flags are used when the first row has them."""
+    from prefopt.data.flip import h_value
+    from prefopt.data.io import load_rows
+    from prefopt.data.records import validate_record
+    from prefopt.data.tokenize import TokenizationSettings, tokenize_pairs
+    from prefopt.errors import DataError, UsageError
+
+    rows: list[tuple[int, dict[str, Any]]] = []
+    has_h = False
+    for line, row in load_rows(source, split=split):
+        validate_record(row, source, line)
+        if not rows:
+            has_h = "h_w" in row and "h_l" in row
+        if has_h:
+            for name in ("h_w", "h_l"):
+                if name not in row:
+                    raise DataError(
+                        source, line, name, "missing field (the first pair has h_w and h_l)"
+                    )
+            h_value(row, "h_w", source, line)
+            h_value(row, "h_l", source, line)
+        rows.append((line, row))
+    if not rows:
+        raise UsageError(f"{source}: no preference pairs found")
+    # The row index travels through tokenization as an extra column, so dropped pairs are known.
+    indexed = ((line, {**row, "_prefopt_row": index}) for index, (line, row) in enumerate(rows))
+    settings = TokenizationSettings(max_length, max_prompt_length)
+    pairs, report = tokenize_pairs(indexed, tokenizer, settings, ("_prefopt_row",), source)
+    if not pairs:
+        raise UsageError(f"{source}: every pair was dropped by truncation; raise --max-length")
+    row_index = [int(pair.extras.pop("_prefopt_row")) for pair in pairs]
+    return EvalData(rows, pairs, row_index, has_h, report.dropped)
+
+
+# -- evaluation ----------------------------------------------------------------------------
+def evaluate(
+    model: str,
+    data: str,
+    ref: str | None = None,
+    no_ref: bool = False,
+    beta: float | None = None,
+    length_normalize: bool = False,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+    dtype: str = "float32",
+    split: str = "test",
+    progress: Callable[[int, str, int], Any] | None = None,
+    say: Callable[[str], Any] | None = None,
+) -> EvalOutput:
+    """Score ``data`` under ``model`` (and its reference); returns results and per-pair rows."""
+    import torch
+
+    from prefopt.errors import UsageError
+
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    say = say or (lambda message: None)
+    plan = plan_models(model, ref, no_ref)
+    run_config = merging.read_run_config(model) if plan.adapter else None
+    data_config = (run_config or {}).get("data") or {}
+    max_length = max_length or int(data_config.get("max_length") or 1024)
+    max_prompt_length = max_prompt_length or int(data_config.get("max_prompt_length") or 512)
+    if beta is None:
+        beta = float(((plan.run or {}).get("hyperparameters") or {}).get("beta") or DEFAULT_BETA)
+    if beta <= 0:
+        raise UsageError(f"--beta must be > 0, got {beta}")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise UsageError(f"--dtype must be float32, bfloat16 or float16, got '{dtype}'")
+
+    tokenizer = merging.load_tokenizer_for(plan.chain)
+    loaded = load_eval_pairs(data, tokenizer, max_length, max_prompt_length, split)
+    if loaded.dropped:
+        say(f"{loaded.dropped} pairs dropped: no completion tokens left after truncation")
+    if plan.reference is None:
+        say("no reference model: rewards are β·log π (reference-free); pass --ref to set one")
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_policy(plan, dtype).to(device)
+    from prefopt.eval.scoring import pair_logps
+
+    pad = tokenizer.pad_token_id
+    count = len(loaded.pairs)
+    tick = _ticker(progress, "policy", count)
+    chosen, rejected = pair_logps(policy, loaded.pairs, pad, batch_size, on_batch=tick)
+    ref_chosen = ref_rejected = None
+    if plan.reference is not None:
+        tick = _ticker(progress, "reference", count)
+        if plan.reference_is_base:
+            with policy.disable_adapter():
+                ref_chosen, ref_rejected = pair_logps(policy, loaded.pairs, pad, batch_size, tick)
+        else:
+            del policy
+            reference = load_reference(plan, dtype).to(device)
+            ref_chosen, ref_rejected = pair_logps(reference, loaded.pairs, pad, batch_size, tick)
+
+    flags = [loaded.rows[i][1] for i in loaded.row_index]
+    scores = PairScores(
+        chosen,
+        rejected,
+        ref_chosen,
+        ref_rejected,
+        [len(p.chosen_ids) for p in loaded.pairs],
+        [len(p.rejected_ids) for p in loaded.pairs],
+        h_w=[int(row["h_w"]) for row in flags] if loaded.has_h else None,
+        h_l=[int(row["h_l"]) for row in flags] if loaded.has_h else None,
+    )
+    results = {
+        "kind": RESULTS_KIND,
+        "model": plan.model,
+        "reference": plan.reference,
+        "data": data,
+        "beta": beta,
+        "length_normalize": length_normalize,
+        "max_length": max_length,
+        "max_prompt_length": max_prompt_length,
+        "pairs": count,
+        "dropped": loaded.dropped,
+        "run": plan.run,
+        "metrics": summarize(scores, beta, length_normalize),
+        "by_delta_h": split_by_delta_h(scores, beta, length_normalize),
+    }
+    return EvalOutput(results, per_pair_rows(scores, loaded, beta))
+
+
+def _ticker(
+    progress: Callable[[int, str, int], Any] | None, phase: str, total: int
+) -> Callable[[int], Any] | None:
+    if progress is None:
+        return None
+    return lambda done: progress(done, phase, total)
+
+
+def per_pair_rows(scores: PairScores, loaded: EvalData, beta: float) -> list[dict[str, Any]]:
+    """One row per scored pair: the four log-probs, lengths, margin and rewards."""
+    rows = []
+    for i, source_index in enumerate(loaded.row_index):
+        line, record = loaded.rows[source_index]
+        pc, pr = scores.policy_chosen[i], scores.policy_rejected[i]
+        rc = scores.reference_chosen[i] if scores.reference_chosen is not None else None
+        rr = scores.reference_rejected[i] if scores.reference_rejected is not None else None
+        chosen_ratio = pc - (rc or 0.0)
+        rejected_ratio = pr - (rr or 0.0)
+        row: dict[str, Any] = {"line": line}
+        if "id" in record:
+            row["id"] = record["id"]
+        row.update(
+            policy_chosen_logps=pc,
+            policy_rejected_logps=pr,
+            reference_chosen_logps=rc,
+            reference_rejected_logps=rr,
+            chosen_length=scores.chosen_lengths[i],
+            rejected_length=scores.rejected_lengths[i],
+            margin=chosen_ratio - rejected_ratio,
+            reward_chosen=beta * chosen_ratio,
+            reward_rejected=beta * rejected_ratio,
+            reward_margin=beta * (chosen_ratio - rejected_ratio),
+        )
+        if loaded.has_h:
+            row["h_w"], row["h_l"] = int(record["h_w"]), int(record["h_l"])
+        rows.append(row)
+    return rows
+
+
+def default_results_path(model: str) -> Path:
+    """``<MODEL>/eval_results.json`` for a local folder, else ``./eval_results.json``."""
+    return Path(model) / RESULTS_FILE if Path(model).is_dir() else Path(RESULTS_FILE)
+
+
+def write_json(path: str | Path, value: Any, force: bool) -> Path:
+    """Write ``value`` as indented JSON, atomically; refuses to overwrite unless ``force``."""
+    from prefopt.data.io import atomic_writer
+
+    with atomic_writer(path, force) as out:
+        out.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    return Path(path)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, quiet: bool) -> Iterator[Callable[..., Any] | None]:
+    """A rich progress bar on stderr; yields ``advance(n, phase=None)`` (``None`` when quiet)."""
+    if quiet or os.environ.get("PREFOPT_NO_PROGRESS"):
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from prefopt.cli.common import console
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+        transient=True,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def advance(count: int, phase: str | None = None, total: int | None = None) -> None:
+            key = phase or description
+            if key not in tasks:
+                tasks[key] = bar.add_task(f"{description} {phase or ''}".strip(), total=total)
+            bar.advance(tasks[key], count)
+
+        yield advance

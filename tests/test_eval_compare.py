@@ -1,0 +1,112 @@
+"""``prefopt eval compare``: a Δ sweep side by side, as a table and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from prefopt.cli.main import app
+from prefopt.eval.compare import choose_x, load_result_set, load_result_sets
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(
+    folder: Path, delta: float, accuracy: float, rate: float, judge: float | None = None
+) -> Path:
+    """A run folder as a sweep leaves it: config, eval results and maybe judge results."""
+    folder.mkdir(parents=True)
+    config = {
+        "algorithm_name": "factual",
+        "model": {"name_or_path": "base"},
+        "data": {"train": "train.jsonl"},
+        "training": {"run_name": folder.name},
+        "algorithm": {"beta": 0.1, "delta": delta, "label_smoothing": 0.0},
+    }
+    (folder / "prefopt_config.yaml").write_text(yaml.safe_dump(config))
+    results = {
+        "kind": "prefopt.eval",
+        "run": None,
+        "metrics": {"pairs": 10, "accuracy": accuracy, "hallucination_preference_rate": rate},
+        "by_delta_h": {"1": {"pairs": 6, "accuracy": accuracy / 2, "margin": 0.5}},
+    }
+    (folder / "eval_results.json").write_text(json.dumps(results))
+    if judge is not None:
+        judged = {"kind": "prefopt.judge", "metrics": {"mean_factuality": judge, "win_rate": 0.6}}
+        (folder / "judge_results.json").write_text(json.dumps(judged))
+    return folder
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> list[Path]:
+    return [
+        write_run(tmp_path / "delta10", 10.0, 0.8, 0.10, judge=7.5),
+        write_run(tmp_path / "delta0", 0.0, 0.6, 0.40, judge=5.0),
+        write_run(tmp_path / "delta50", 50.0, 0.9, 0.05, judge=8.0),
+    ]
+
+
+def test_folder_results_are_merged_and_flattened(sweep: list[Path]) -> None:
+    result = load_result_set(sweep[0])
+    assert result.label == "delta10"
+    assert result.run is not None and result.run["algorithm"] == "factual"
+    assert result.metrics["accuracy"] == 0.8
+    assert result.metrics["accuracy[Δh=1]"] == 0.4
+    assert result.metrics["mean_factuality"] == 7.5
+    assert choose_x(load_result_sets(sweep)) == "delta"  # beta is equal everywhere
+
+
+def test_cli_table_sorted_by_delta_and_chart(sweep: list[Path], tmp_path: Path) -> None:
+    chart = tmp_path / "charts" / "sweep.png"
+    result = CliRunner().invoke(
+        app, ["eval", "compare", *map(str, sweep), "--plot", str(chart)], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "delta" in line and "│" in line]
+    assert [line.split("│")[1].strip() for line in lines] == ["delta0", "delta10", "delta50"]
+    assert "0.6000" in lines[0] and "0.4000" in lines[0] and "5.0000" in lines[0]
+    assert "0.9000" in lines[2] and "0.0500" in lines[2]
+    assert chart.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_files_by_name_and_explicit_metrics(tmp_path: Path) -> None:
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps({"kind": "prefopt.eval", "metrics": {"accuracy": 0.5, "margin": 1.0}}))
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps({"kind": "prefopt.eval", "metrics": {"accuracy": 0.7}}))
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["eval", "compare", str(a), str(b), "-m", "margin", "--plot", str(tmp_path / "c.png")],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert "1.0000" in rows[0] and "–" in rows[1]  # b has no margin
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)
+
+    result = runner.invoke(app, ["eval", "compare", str(a), "-m", "nope"])
+    assert (
+        result.exit_code == 2
+        and "unknown metric nope; available: accuracy, margin" in result.stderr
+    )
+    result = runner.invoke(app, ["eval", "compare", str(a), "--x", "delta"])
+    assert result.exit_code == 2 and "no numeric hyperparameter 'delta'" in result.stderr
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    runner = CliRunner()
+    other = tmp_path / "other.json"
+    other.write_text('{"accuracy": 1}')
+    result = runner.invoke(app, ["eval", "compare", str(other)])
+    assert result.exit_code == 2 and "not a prefopt results file" in result.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"kind": ')
+    result = runner.invoke(app, ["eval", "compare", str(broken)])
+    assert result.exit_code == 2 and f"{broken}:1: invalid JSON" in result.stderr
+    result = runner.invoke(app, ["eval", "compare", str(tmp_path)])
+    assert result.exit_code == 2 and "no eval_results.json or judge_results.json" in result.stderr
