@@ -1,97 +1,162 @@
-"""``prefopt demo``: preference learning, measured, on the embedded tiny model.
+"""``prefopt demo``: the Factual-DPO story, measured, on the embedded tiny model.
 
-The tiny model starts from random weights and knows nothing about the synthetic world. DPO on
-pairs "true answer ≻ false answer" teaches it which facts are true; the demo measures, on
-held-out pairs phrased with question templates that training never used, how often the model
-gives the true answer a higher log-probability than the false one, before and after training.
+The tiny model starts from random weights and knows nothing about the synthetic world of
+creatures, colours and homes. The training pairs carry factuality flags, and some come in the
+wrong orientation: a fluent but false answer ("Great question! The zora is red.") preferred
+over a plain true one (``h_w = 1, h_l = 0``), as happens in real preference data.
+
+1. ``prefopt data flip`` puts every pair in the factual orientation.
+2. DPO is trained on the labels as given; Factual-DPO (margin Δ) on the flipped pairs.
+3. ``prefopt eval`` scores held-out pairs, phrased with question templates that training never
+   used, under the base model and both runs, and ``prefopt eval compare`` lines them up.
+
+Every number printed is measured during the run.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefopt import testing
 
+WRONG_ORIENTATION = 0.25
+BOTH_TRUE = 0.1
+METRICS = (
+    "hallucination_preference_rate",
+    "logp_accuracy",
+    "accuracy",
+    "accuracy[Δh=1]",
+    "accuracy[Δh=0]",
+)
+
 
 @dataclass
 class DemoResult:
-    accuracy_before: float
-    accuracy_after: float
+    """What the demo measured; ``runs`` maps base/dpo/factual to their flat metrics."""
+
+    runs: dict[str, dict[str, Any]]
+    metrics: list[str]
+    flipped: int
     train_pairs: int
     eval_pairs: int
     steps: int
+    delta: float
     seconds: float
-    output_dir: Path
+    workdir: Path
+    chart: Path
+    folders: dict[str, Path] = field(default_factory=dict)
 
 
-def preference_accuracy(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> float:
-    """Share of pairs whose chosen answer has the higher summed log-prob under ``model``."""
-    from prefopt.data.tokenize import TokenizationSettings, tokenize_pairs
-    from prefopt.eval.scoring import pair_logps
+def _train(
+    algorithm: str, data: Path, out: Path, steps: int, seed: int, extra: dict[str, Any]
+) -> Path:
+    from prefopt.config import resolve_run_config
+    from prefopt.registry import get_algorithm
+    from prefopt.training.run import train
 
-    pairs, _ = tokenize_pairs(enumerate(rows, 1), tokenizer, TokenizationSettings())
-    chosen, rejected = pair_logps(model, pairs, tokenizer.pad_token_id)
-    return float((chosen > rejected).float().mean())
+    spec = get_algorithm(algorithm)
+    flags = {
+        "model.name_or_path": str(testing.tiny_model_dir()),
+        "data.train": str(data),
+        "training.output_dir": str(out),
+        "training.max_steps": steps,
+        "training.save_strategy": "no",
+        "training.seed": seed,
+        "training.per_device_train_batch_size": 8,
+        "training.learning_rate": 1e-2,
+        "training.warmup_steps": min(10, steps // 10),
+        "training.logging_steps": max(1, steps // 5),
+        "lora.r": 16,
+        "lora.alpha": 32,
+        **extra,
+    }
+    config = resolve_run_config(spec, None, flags)
+    return train(config, spec, quiet=True).output_dir
 
 
 def run_demo(
     workdir: Path | None = None,
-    steps: int = 150,
-    train_pairs: int = 1200,
+    steps: int = 100,
+    train_pairs: int = 800,
     eval_pairs: int = 200,
+    delta: float = 5.0,
+    beta: float = 0.5,
     seed: int = 0,
-    quiet: bool = True,
     say: Any = print,
 ) -> DemoResult:
-    from prefopt.config import resolve_run_config
-    from prefopt.modeling.loading import load_model, load_tokenizer
-    from prefopt.registry import get_algorithm
-    from prefopt.training.run import train
+    from prefopt.data.flip import flip_file
+    from prefopt.eval import compare as comparing
+    from prefopt.eval.offline import evaluate, write_json
 
     started = time.perf_counter()
     workdir = Path(workdir or tempfile.mkdtemp(prefix="prefopt-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     model_dir = testing.tiny_model_dir()
-    train_file = testing.write_pairs(workdir / "train.jsonl", testing.synthetic_pairs(train_pairs, seed))
-    held_out = testing.synthetic_pairs(eval_pairs, seed + 1, held_out=True)
-    testing.write_pairs(workdir / "heldout.jsonl", held_out)
+    shares: dict[str, Any] = {
+        "with_h_flags": True,
+        "wrong_orientation": WRONG_ORIENTATION,
+        "both_true": BOTH_TRUE,
+    }
+    raw = testing.write_pairs(
+        workdir / "train.jsonl", testing.synthetic_pairs(train_pairs, seed, **shares)
+    )
+    held_out_raw = testing.write_pairs(
+        workdir / "heldout.jsonl",
+        testing.synthetic_pairs(eval_pairs, seed + 1, held_out=True, **shares),
+    )
     say(f"tiny model: {model_dir}")
     say(f"data: {train_pairs} training pairs, {eval_pairs} held-out pairs in {workdir}")
 
-    spec = get_algorithm("dpo")
-    flags = {
-        "model.name_or_path": str(model_dir),
-        "data.train": str(train_file),
-        "training.output_dir": str(workdir / "dpo"),
-        "training.max_steps": steps,
-    }
-    sets = [
-        "training.per_device_train_batch_size=8",
-        "training.learning_rate=5e-3",
-        "training.logging_steps=25",
-        "training.save_strategy=no",
-        f"training.seed={seed}",
-        "training.warmup_steps=10",
-        "lora.r=16",
-        "lora.alpha=32",
-        "algorithm.beta=0.1",
-    ]
-    config = resolve_run_config(spec, None, flags, sets)
-    tokenizer = load_tokenizer(config.model)
-    base = load_model(config.model, for_training=False)
-    before = preference_accuracy(base, tokenizer, held_out)
-    say(f"held-out preference accuracy before training: {before:.1%}")
+    flipped, summary = flip_file(raw, workdir / "train_flipped.jsonl", force=True)
+    held_out, _ = flip_file(held_out_raw, workdir / "heldout_flipped.jsonl", force=True)
+    say(
+        f"flip: {summary.flipped} of {summary.rows} training pairs preferred the hallucinated "
+        "answer (h_w=1, h_l=0) and were swapped; pairs with Δh=1: "
+        f"{summary.share_delta_h(summary.before):.0%} → {summary.share_delta_h(summary.after):.0%}"
+    )
 
-    result = train(config, spec, quiet=quiet)
+    say(f"training DPO on the labels as given ({steps} steps, β={beta}) ...")
+    dpo = _train("dpo", raw, workdir / "dpo", steps, seed, {"algorithm.beta": beta})
+    say(f"training Factual-DPO on the flipped pairs ({steps} steps, β={beta}, Δ={delta}) ...")
+    factual = _train(
+        "factual",
+        flipped,
+        workdir / "factual",
+        steps,
+        seed,
+        {"algorithm.beta": beta, "algorithm.delta": delta},
+    )
 
-    from peft import PeftModel
+    say(f"evaluating on the {eval_pairs} flipped held-out pairs ...")
+    # Per-token log-probs: the fluent answers are longer, and summed log-probs of the untrained
+    # model would mostly measure length.
+    base_results = workdir / "base" / "eval_results.json"
+    base = evaluate(str(model_dir), str(held_out), no_ref=True, beta=beta, length_normalize=True)
+    write_json(base_results, base.results, force=True)
+    for run in (dpo, factual):
+        output = evaluate(str(run), str(held_out), beta=beta, length_normalize=True)
+        write_json(run / "eval_results.json", output.results, force=True)
 
-    tuned = PeftModel.from_pretrained(load_model(config.model, for_training=False), str(result.output_dir))
-    after = preference_accuracy(tuned, tokenizer, held_out)
-    say(f"held-out preference accuracy after {result.steps} DPO steps: {after:.1%}")
+    sets = comparing.load_result_sets([base_results.parent, dpo, factual])
+    for name in list(sets[0].metrics):  # the base has no reference: no implicit rewards
+        if name.startswith(("accuracy", "margin", "reward")):
+            del sets[0].metrics[name]
+    metrics = [name for name in METRICS if any(name in s.metrics for s in sets)]
+    chart = comparing.plot(sets, metrics, None, workdir / "compare.png")
     return DemoResult(
-        before, after, train_pairs, eval_pairs, result.steps, time.perf_counter() - started, workdir
+        runs={s.label: s.metrics for s in sets},
+        metrics=metrics,
+        flipped=summary.flipped,
+        train_pairs=train_pairs,
+        eval_pairs=eval_pairs,
+        steps=steps,
+        delta=delta,
+        seconds=time.perf_counter() - started,
+        workdir=workdir,
+        chart=chart,
+        folders={"base": base_results.parent, "dpo": dpo, "factual": factual},
     )

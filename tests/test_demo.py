@@ -1,0 +1,52 @@
+"""``prefopt demo`` end to end (small sizes): every printed number comes from the runs'
+eval_results.json, written during the demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from prefopt.testing import run_cli
+
+
+def test_demo_prints_measured_numbers(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    code, out, err = run_cli(
+        "demo", "--workdir", str(workdir), "--steps", "6", "--train-pairs", "64",
+        "--eval-pairs", "24", "--delta", "3",
+    )  # fmt: skip
+    assert code == 0, err
+
+    flipped = [
+        json.loads(line) for line in (workdir / "train_flipped.jsonl").read_text().splitlines()
+    ]
+    raw = [json.loads(line) for line in (workdir / "train.jsonl").read_text().splitlines()]
+    swapped = sum(1 for row in raw if (row["h_w"], row["h_l"]) == (1, 0))
+    assert swapped > 0 and not [r for r in flipped if (r["h_w"], r["h_l"]) == (1, 0)]
+    assert f"flip: {swapped} of 64 training pairs" in out
+
+    factual_config = yaml.safe_load((workdir / "factual" / "prefopt_config.yaml").read_text())
+    assert factual_config["algorithm_name"] == "factual"
+    assert factual_config["algorithm"]["delta"] == 3.0
+    assert factual_config["data"]["train"].endswith("train_flipped.jsonl")
+    dpo_config = yaml.safe_load((workdir / "dpo" / "prefopt_config.yaml").read_text())
+    assert dpo_config["data"]["train"].endswith("train.jsonl")
+
+    results = {
+        name: json.loads((workdir / name / "eval_results.json").read_text())
+        for name in ("base", "dpo", "factual")
+    }
+    assert all(r["pairs"] == 24 and r["length_normalize"] for r in results.values())
+    assert results["base"]["reference"] is None and results["dpo"]["reference"] is not None
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") == 5}
+    rate = "hallucination_preference_rate"
+    cells = [c.strip() for c in rows[rate].split("│")[2:5]]
+    assert cells == [f"{results[n]['metrics'][rate]:.4f}" for n in ("base", "dpo", "factual")]
+    accuracy = [c.strip() for c in rows["accuracy[Δh=1]"].split("│")[2:5]]
+    assert accuracy[0] == "–"  # the base has no reference, hence no implicit reward
+    assert accuracy[1:] == [
+        f"{results[n]['by_delta_h']['1']['accuracy']:.4f}" for n in ("dpo", "factual")
+    ]
+    assert (workdir / "compare.png").read_bytes().startswith(b"\x89PNG")
