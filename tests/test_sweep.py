@@ -191,3 +191,16 @@ def test_sweep_trains_skips_finished_and_runs_one_index(
     assert code == 0, err
     assert "job 3/5 qwen_delta4" in out and "llama_delta0" not in out
     assert job_finished(root / "qwen_delta4")
+
+
+def test_example_factual_sweep_plans_models_times_ten_deltas() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "factual_sweep.yaml"
+    plan = load_sweep(example)
+    deltas = [0, 2, 4, 6, 8, 10, 20, 30, 50, 100]
+    assert len(plan.jobs) == 4 * len(deltas)
+    assert [job.config.algorithm.delta for job in plan.jobs[:10]] == deltas
+    assert plan.jobs[5].name == "qwen2.5-0.5b_delta10"
+    assert plan.jobs[5].run_name == "FactualDPO_qwen2.5-0.5b_delta10"
+    assert plan.jobs[5].output_dir == Path("runs/factual_sweep/qwen2.5-0.5b_delta10")
+    assert plan.jobs[-1].config.model.name_or_path == "google/gemma-2-2b-it"
+    assert plan.jobs[-1].config.data.train == "data/train_flipped.jsonl"

@@ -113,7 +113,7 @@ def validate_records(rows: list[tuple[int, dict[str, Any]]], path: str) -> None:
         raise UsageError(
             f"{path}: {len(wrong)} of {len(rows)} pairs have h_w > h_l (lines {shown}); "
             "Factual-DPO needs the hallucinated answer on the rejected side: "
-            "run `prefopt data flip` on the file first"
+            f"run `prefopt data flip {path}` and train on the flipped file it writes"
         )
 
 
