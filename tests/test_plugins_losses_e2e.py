@@ -106,9 +106,10 @@ def test_train_ipo_end_to_end(pack_env, tiny_model: Path, pairs: Path, tmp_path:
     assert "run finished" in stdout
     steps = metrics_of(out)
     assert [s["step"] for s in steps] == [1, 2]
-    # Step 1: LoRA starts at the reference (B = 0), so h = 0 and loss = (1/(2·0.2))² = 6.25.
-    assert steps[0]["loss"] == pytest.approx(6.25, rel=1e-6)
-    assert steps[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-7)
+    # Step 1: LoRA starts at the reference (B = 0), so h = 0 and loss = (1/(2·0.2))² = 6.25
+    # (up to the last bits the reference and policy passes may differ in under bf16 autocast).
+    assert steps[0]["loss"] == pytest.approx(6.25, rel=1e-3)
+    assert steps[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-3)
     assert all(math.isfinite(s["loss"]) for s in steps)
     assert (out / "adapter_model.safetensors").is_file()
     config = (out / "prefopt_config.yaml").read_text(encoding="utf-8")

@@ -77,14 +77,14 @@ def test_reference_spec_gets_reference_equal_to_policy_at_start(
     assert batch.reference_chosen_logps is not None
     # LoRA starts at B = 0: the reference pass (adapter disabled) equals the policy.
     assert batch.reference_chosen_logps.tolist() == pytest.approx(
-        batch.policy_chosen_logps.detach().tolist(), rel=1e-5
+        batch.policy_chosen_logps.detach().tolist(), rel=1e-4
     )
-    assert metrics["loss"] == pytest.approx(math.log(2), rel=1e-5)
+    assert metrics["loss"] == pytest.approx(math.log(2), rel=1e-3)  # room for bf16 autocast
 
 
 def test_train_one_step_by_name_and_its_errors(tiny_model: Path, tmp_path: Path) -> None:
     metrics = train_one_step("dpo", tiny_model, tmp_path / "dpo", beta=0.5)
-    assert metrics["loss"] == pytest.approx(math.log(2), rel=1e-5)
+    assert metrics["loss"] == pytest.approx(math.log(2), rel=1e-3)
     assert math.isfinite(metrics["grad_norm"])
     with pytest.raises(ConfigError, match="unknown config key 'algorithm.gamma'"):
         train_one_step("dpo", tiny_model, tmp_path / "bad", gamma=1.0)

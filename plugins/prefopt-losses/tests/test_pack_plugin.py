@@ -57,7 +57,9 @@ def test_listing_the_plugin_does_not_import_torch() -> None:
 
 
 # First-step losses with LoRA (B = 0, so policy == reference: every log-ratio is 0) at the
-# default hyperparameters, computed by hand.
+# default hyperparameters, computed by hand. The tolerance leaves room for bf16 autocast, under
+# which the reference and policy passes may differ in the last bits; a wrong formula or
+# parameter is off by far more.
 AT_REFERENCE = {
     "ipo": (1 / (2 * 0.1)) ** 2,  # (0 − 1/(2τ))²
     "hinge": 1.0,  # max(0, 1 − 0)
@@ -79,8 +81,8 @@ def test_every_loss_trains_one_step_of_the_tiny_model(name, tiny_model, tmp_path
     assert math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])
     assert metrics["grad_norm"] > 0
     if name in AT_REFERENCE:
-        assert metrics["loss"] == pytest.approx(AT_REFERENCE[name], rel=1e-5)
-        assert metrics["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+        assert metrics["loss"] == pytest.approx(AT_REFERENCE[name], rel=1e-3)
+        assert metrics["rewards/margins"] == pytest.approx(0.0, abs=1e-3)
     else:  # simpo: no reference, rewards are β·(mean token log-prob) < 0
         assert metrics["rewards/chosen"] < 0 and metrics["rewards/rejected"] < 0
         gap = metrics["rewards/chosen"] - metrics["rewards/rejected"]
@@ -102,5 +104,5 @@ def test_bco_pair_state_is_saved_with_checkpoints(tiny_model, tmp_path) -> None:
         for step in (1, 2)
     }
     # one training call per step, 2 pairs -> 4 rewards each; step 1 starts at the reference
-    assert states[1] == {"mean": 0.0, "count": 4}
-    assert states[2]["count"] == 8 and states[2]["mean"] != 0.0
+    assert states[1]["count"] == 4 and states[1]["mean"] == pytest.approx(0.0, abs=1e-3)
+    assert states[2]["count"] == 8 and states[2]["mean"] != states[1]["mean"]
