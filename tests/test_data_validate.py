@@ -141,10 +141,20 @@ def test_parquet_and_conversational(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_model: Path):
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BPE tokenizer (with chat template) saved to a folder; no model is built."""
+    from prefopt.testing import build_tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    build_tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_dir: Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tiny_model)
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
 def expected_lengths(tokenizer, row: dict) -> tuple[int, int, int]:
@@ -155,7 +165,7 @@ def expected_lengths(tokenizer, row: dict) -> tuple[int, int, int]:
     return prompt, chosen, rejected
 
 
-def test_token_lengths_and_truncation(tmp_path: Path, tokenizer, tiny_model: Path) -> None:
+def test_token_lengths_and_truncation(tmp_path: Path, tokenizer, tokenizer_dir: Path) -> None:
     rows = [
         {"prompt": "Question: What colour is the fox?\nAnswer: ", "chosen": "The fox is red.",
          "rejected": "The fox is a bright and fluent blue."},
@@ -184,7 +194,7 @@ def test_token_lengths_and_truncation(tmp_path: Path, tokenizer, tiny_model: Pat
 
     result = runner.invoke(
         app,
-        ["validate", str(source), "--model", str(tiny_model), "--max-length", "30",
+        ["validate", str(source), "--model", str(tokenizer_dir), "--max-length", "30",
          "--max-prompt-length", "30", "--json"],
     )  # fmt: skip
     report_json = json.loads(result.stdout)
@@ -193,9 +203,9 @@ def test_token_lengths_and_truncation(tmp_path: Path, tokenizer, tiny_model: Pat
     assert result.exit_code == 0  # length findings are reported, not failures
 
 
-def test_token_table_in_cli_output(tmp_path: Path, tiny_model: Path) -> None:
+def test_token_table_in_cli_output(tmp_path: Path, tokenizer_dir: Path) -> None:
     source = write_lines(tmp_path / "t.jsonl", [good(i) for i in range(3)])
-    result = runner.invoke(app, ["validate", str(source), "--tokenizer", str(tiny_model)])
+    result = runner.invoke(app, ["validate", str(source), "--tokenizer", str(tokenizer_dir)])
     assert result.exit_code == 0, result.output
     assert "token lengths" in result.output
     assert "pairs 3: prompts truncated 0, completions truncated 0, dropped 0" in result.output
