@@ -58,7 +58,14 @@ def _share(count: int, total: int) -> str:
 # -- flip ----------------------------------------------------------------------------------
 
 
-@app.command()
+FLIP_HELP = (
+    "Put every pair in the Factual-DPO orientation: rows with (h_w, h_l) = (1, 0) get chosen "
+    "and rejected swapped and become (0, 1); all rows are kept and marked [bold]flipped[/bold] "
+    "true or false."
+)
+
+
+@app.command(help=FLIP_HELP)
 @run_command
 def flip(
     input: InputArg,
@@ -68,9 +75,7 @@ def flip(
     ] = None,
     force: ForceOpt = False,
 ) -> None:
-    """Put every pair in the Factual-DPO orientation: rows with (h_w, h_l) = (1, 0) get
-    chosen and rejected swapped and become (0, 1); all rows are kept and marked
-    [bold]flipped[/bold] true or false."""
+    """Flip (1, 0) rows into the Factual-DPO orientation (see ``FLIP_HELP``)."""
     from prefopt.data.flip import flip_file
 
     written, summary = flip_file(input, output, force=force)
@@ -125,7 +130,8 @@ def convert(
         str, typer.Option(help="Rejected field (columns, messages).")
     ] = "rejected",
     skip_invalid: Annotated[
-        bool, typer.Option(help="Leave out rows that cannot be converted, and count them.")
+        bool,
+        typer.Option("--skip-invalid", help="Leave out rows that cannot be converted; count them."),
     ] = False,
     force: ForceOpt = False,
 ) -> None:
@@ -155,7 +161,14 @@ def convert(
 # -- validate ------------------------------------------------------------------------------
 
 
-@app.command()
+VALIDATE_HELP = (
+    "Check a file before training: schema, empty or identical responses, duplicates, h flags "
+    "in the wrong orientation; with a tokenizer, token lengths and truncation. Exits 0 when "
+    "clean, 2 when not."
+)
+
+
+@app.command(help=VALIDATE_HELP)
 @run_command
 def validate(
     input: InputArg,
@@ -177,9 +190,7 @@ def validate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
-    """Check a file before training: schema, empty or identical responses, duplicates, h
-    flags in the wrong orientation; with a tokenizer, token lengths and truncation. Exits 0
-    when clean, 2 when not."""
+    """Check a file before training (see ``VALIDATE_HELP``)."""
     from prefopt.data.validate import validate_file
 
     if model and tokenizer:
