@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 
 from prefopt import __version__
-from prefopt.cli import demo, plugins, sweep, train
+from prefopt.cli import data, demo, plugins, sweep, train
 from prefopt.cli.common import State, error
+from prefopt.cli.eval import app as eval_app
+from prefopt.cli.merge import merge as merge_command
 
 app = typer.Typer(
     name="prefopt",
@@ -43,8 +45,11 @@ def main_options(
 
 
 app.add_typer(train.app, name="train")
+app.add_typer(data.app, name="data")
 app.add_typer(plugins.app, name="plugins")
 app.command("demo")(demo.demo)
+app.command("merge")(merge_command)
+app.add_typer(eval_app, name="eval")
 app.command("sweep")(sweep.sweep)
 
 
