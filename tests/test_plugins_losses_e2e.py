@@ -95,12 +95,13 @@ def test_plugins_list_shows_the_pack_with_package_and_version(pack_env) -> None:
 
 
 def test_train_ipo_end_to_end(pack_env, tiny_model: Path, pairs: Path, tmp_path: Path) -> None:
+    env = {**pack_env, "PREFOPT_CACHE_DIR": str(tmp_path / "cache")}
     out = tmp_path / "ipo-run"
     code, stdout, stderr = run_cli(
         "train", "ipo", "--beta", "0.2", "--model", str(tiny_model), "--train-file", str(pairs),
         "--output-dir", str(out), "--max-steps", "2",
         "--set", "training.per_device_train_batch_size=4", "--set", "training.logging_steps=1",
-        env=pack_env,
+        env=env,
     )  # fmt: skip
     assert code == 0, stderr
     assert "run finished" in stdout
@@ -123,13 +124,14 @@ def test_train_simpo_end_to_end_without_reference(
     row = synthetic_pairs(1, seed=11)[0]
     data = write_pairs(tmp_path / "one-pair.jsonl", [row, row])
     out = tmp_path / "simpo-run"
+    env = {**pack_env, "PREFOPT_CACHE_DIR": str(tmp_path / "cache")}
     beta, ratio = 2.5, 0.4
     code, stdout, stderr = run_cli(
         "train", "simpo", "--beta", str(beta), "--gamma-beta-ratio", str(ratio),
         "--model", str(tiny_model), "--train-file", str(data), "--output-dir", str(out),
         "--max-steps", "1", "--set", "training.per_device_train_batch_size=2",
         "--set", "training.logging_steps=1",
-        env=pack_env,
+        env=env,
     )  # fmt: skip
     assert code == 0, stderr
     [step] = metrics_of(out)

@@ -359,6 +359,7 @@ def train_one_step(
     (``beta=0.5``), ``sets`` any other key (``"training.save_strategy=steps"``). Returns the
     first line of ``metrics.jsonl`` (``loss``, ``grad_norm``, ``rewards/*``, your metrics).
     Bad config values raise :class:`prefopt.errors.ConfigError`, as on the command line.
+    prefopt's caches go to ``tmp_dir/cache`` unless ``$PREFOPT_CACHE_DIR`` is set.
     """
     from prefopt.api import AlgorithmSpec
     from prefopt.cli.common import quiet_libraries
@@ -387,7 +388,14 @@ def train_one_step(
     flags.update({f"algorithm.{name}": value for name, value in algorithm_config.items()})
     config = resolve_run_config(spec, None, flags, list(sets))
     quiet_libraries()
-    train(config, spec, quiet=True)
+    own_cache = "PREFOPT_CACHE_DIR" not in os.environ
+    if own_cache:  # keep tokenization and reference caches out of the user's cache folder
+        os.environ["PREFOPT_CACHE_DIR"] = str(tmp / "cache")
+    try:
+        train(config, spec, quiet=True)
+    finally:
+        if own_cache:
+            os.environ.pop("PREFOPT_CACHE_DIR", None)
     for line in (output_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if "loss" in record:
