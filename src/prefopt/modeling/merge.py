@@ -162,18 +162,20 @@ def load_tokenizer_for(chain: list[str], trust_remote_code: bool = False) -> Any
     """The tokenizer of the newest folder in ``chain`` that has one (the run's own first)."""
     from transformers import AutoTokenizer
 
+    problem = "no tokenizer files"
     for source in reversed(chain):
         local = Path(source).is_dir()
         if local and not (Path(source) / "tokenizer_config.json").is_file():
             continue
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            problem = _first_line(exc)
             continue
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
-    raise UsageError(f"no tokenizer found in {' -> '.join(chain)}")
+    raise UsageError(f"cannot load a tokenizer from {' -> '.join(chain)}: {problem}")
 
 
 def recorded_dtype(root: str) -> str:
