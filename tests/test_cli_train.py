@@ -131,7 +131,8 @@ def test_missing_model_path(pairs_file: Path, tmp_path: Path) -> None:
 def test_bad_record_names_file_line_and_field(tiny_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "bad.jsonl"
     data.write_text(
-        '{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q", "chosen": 3, "rejected": "b"}\n'
+        '{"prompt": "q", "chosen": "a", "rejected": "b"}\n'
+        '{"prompt": "q", "chosen": 3, "rejected": "b"}\n'
     )
     code, _, stderr = run_cli(
         "train", "dpo", "--model", str(tiny_model), "--train-file", str(data),
@@ -154,7 +155,8 @@ def test_version_and_plugins_list() -> None:
 def test_cli_import_loads_no_torch() -> None:
     probe = (
         "import sys, prefopt.cli.main; "
-        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets') if m in sys.modules]; "
+        "names = ('torch', 'transformers', 'trl', 'peft', 'datasets'); "
+        "heavy = [m for m in names if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

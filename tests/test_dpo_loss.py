@@ -29,7 +29,7 @@ REF_R = [-11.5, -19.5, -4.0, -8.0]
 
 def _expected(beta: float, eps: float) -> list[float]:
     out = []
-    for pc, pr, rc, rr in zip(POLICY_C, POLICY_R, REF_C, REF_R):
+    for pc, pr, rc, rr in zip(POLICY_C, POLICY_R, REF_C, REF_R, strict=True):
         m = (pc - pr) - (rc - rr)
         out.append(-(1 - eps) * _log_sigmoid(beta * m) - eps * _log_sigmoid(-beta * m))
     return out
@@ -46,10 +46,10 @@ def test_dpo_loss_matches_hand_computation(beta: float, eps: float) -> None:
     assert out.weights.tolist() == [1.0] * 4
     # Implicit rewards: β · (policy − reference), no other shift.
     assert out.chosen_rewards.tolist() == pytest.approx(
-        [beta * (p - r) for p, r in zip(POLICY_C, REF_C)]
+        [beta * (p - r) for p, r in zip(POLICY_C, REF_C, strict=True)]
     )
     assert out.rejected_rewards.tolist() == pytest.approx(
-        [beta * (p - r) for p, r in zip(POLICY_R, REF_R)]
+        [beta * (p - r) for p, r in zip(POLICY_R, REF_R, strict=True)]
     )
 
 

@@ -36,7 +36,8 @@ def _independent_logps(model, tokenizer, row: dict, side: str) -> float:
         logits = model(input_ids=ids).logits[0]
     log_probs = torch.log_softmax(logits, dim=-1)
     picked = [
-        log_probs[position - 1, ids[0, position]] for position in range(len(prompt_ids), ids.shape[1])
+        log_probs[position - 1, ids[0, position]]
+        for position in range(len(prompt_ids), ids.shape[1])
     ]
     return torch.stack(picked).double().sum().item()
 

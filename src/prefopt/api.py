@@ -171,8 +171,8 @@ class AlgorithmSpec:
     - ``needs_reference``: ``False`` for reference-free losses (the reference pass is skipped).
     - ``defaults``: run-config overrides as dotted keys, e.g. ``{"lora.r": 1}``.
     - ``run_name``: ``(config, model_short) -> str`` default run name, or ``None``.
-    - ``validate_records``: optional ``(records, path) -> None`` raising ``DataError``/``UsageError``
-      for data the algorithm cannot train on.
+    - ``validate_records``: optional ``(records, path) -> None`` raising ``DataError`` or
+      ``UsageError`` for data the algorithm cannot train on.
     - ``runner``: optional ``(config, spec, resume, quiet) -> RunResult`` that replaces
       :func:`prefopt.training.run.train` for algorithms with their own data flow (SFT).
     """

@@ -102,9 +102,19 @@ def synthetic_pairs(
         true_answer = ANSWERS[kind].format(e=name, v=truth)
         roll = rng.random()
         if roll < wrong_orientation:
-            chosen, rejected, h_w, h_l = FLUENT_ANSWERS[kind].format(e=name, v=wrong), true_answer, 1, 0
+            chosen, rejected, h_w, h_l = (
+                FLUENT_ANSWERS[kind].format(e=name, v=wrong),
+                true_answer,
+                1,
+                0,
+            )
         elif roll < wrong_orientation + both_true:
-            chosen, rejected, h_w, h_l = true_answer, FLUENT_ANSWERS[kind].format(e=name, v=truth), 0, 0
+            chosen, rejected, h_w, h_l = (
+                true_answer,
+                FLUENT_ANSWERS[kind].format(e=name, v=truth),
+                0,
+                0,
+            )
         else:
             chosen, rejected, h_w, h_l = true_answer, ANSWERS[kind].format(e=name, v=wrong), 0, 1
         row: dict[str, Any] = {"id": f"{'eval' if held_out else 'train'}-{seed}-{index}"}
@@ -216,7 +226,9 @@ def tiny_model_config(
     )
 
 
-def build_tiny_model(arch: str = "llama", seed: int = 0, tokenizer: Any = None, **sizes: Any) -> Any:
+def build_tiny_model(
+    arch: str = "llama", seed: int = 0, tokenizer: Any = None, **sizes: Any
+) -> Any:
     """A randomly initialised causal LM (fp32), deterministic for ``seed``."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -270,7 +282,9 @@ def tiny_model_dir(path: str | Path | None = None, arch: str = "llama", seed: in
 
 
 # -- CLI -----------------------------------------------------------------------------------
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> tuple[int, str, str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> tuple[int, str, str]:
     """Run ``python -m prefopt ARGS`` in a subprocess; returns ``(exit code, stdout, stderr)``.
 
     The subprocess gets a wide terminal (no wrapped tables) and ``HF_HUB_OFFLINE=1``.
@@ -326,9 +340,7 @@ def make_batch(
         policy_chosen_logps=chosen,
         policy_rejected_logps=rejected,
         reference_chosen_logps=None if reference_chosen is None else tensor(reference_chosen),
-        reference_rejected_logps=None
-        if reference_rejected is None
-        else tensor(reference_rejected),
+        reference_rejected_logps=None if reference_rejected is None else tensor(reference_rejected),
         chosen_lengths=torch.tensor(
             ones if chosen_lengths is None else list(chosen_lengths), dtype=torch.long
         ),

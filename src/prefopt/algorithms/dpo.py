@@ -56,7 +56,9 @@ class DPOLoss:
         import torch
 
         beta = self.config.beta
-        per_pair = sigmoid_preference_loss(beta * batch.logits_margin(), self.config.label_smoothing)
+        per_pair = sigmoid_preference_loss(
+            beta * batch.logits_margin(), self.config.label_smoothing
+        )
         return LossOutput(
             loss=per_pair.mean(),
             per_pair=per_pair,

@@ -1,1 +1,1 @@
-"""Preference data: records, reading and writing, converters, transforms, tokenization, collation."""
+"""Preference data: records, I/O, converters, transforms, tokenization and collation."""

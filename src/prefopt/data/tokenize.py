@@ -37,6 +37,8 @@ class TokenizedPair:
     chosen_ids: list[int]
     rejected_ids: list[int]
     extras: dict[str, float] = field(default_factory=dict)
+    #: Reference log-probs ``(chosen, rejected)`` from the reference cache, when precomputed.
+    reference: tuple[float, float] | None = None
 
 
 @dataclass
@@ -55,7 +57,9 @@ def render_texts(
     if isinstance(prompt, str):
         return prompt, str(chosen), str(rejected), False
     if getattr(tokenizer, "chat_template", None) is None:
-        raise DataError(where, None, "prompt", "conversational record but the tokenizer has no chat template")
+        raise DataError(
+            where, None, "prompt", "conversational record but the tokenizer has no chat template"
+        )
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     completions = []
     for name, messages in (("chosen", chosen), ("rejected", rejected)):
@@ -100,13 +104,13 @@ def _tokenize_batch(
 ) -> None:
     texts = [render_texts(row, tokenizer, f"{source}:{line}") for line, row in batch]
     chat = [t[3] for t in texts]
-    plain_prompts = [t[0] for t, is_chat in zip(texts, chat) if not is_chat]
-    chat_prompts = [t[0] for t, is_chat in zip(texts, chat) if is_chat]
+    plain_prompts = [t[0] for t, is_chat in zip(texts, chat, strict=True) if not is_chat]
+    chat_prompts = [t[0] for t, is_chat in zip(texts, chat, strict=True) if is_chat]
     plain_ids = iter(_encode(tokenizer, plain_prompts, special=True))
     chat_ids = iter(_encode(tokenizer, chat_prompts, special=False))
     completions = _encode(tokenizer, [c for t in texts for c in (t[1], t[2])], special=False)
     eos = tokenizer.eos_token_id
-    for index, ((line, row), is_chat) in enumerate(zip(batch, chat)):
+    for index, ((_line, row), is_chat) in enumerate(zip(batch, chat, strict=True)):
         prompt_ids = next(chat_ids) if is_chat else next(plain_ids)
         chosen_ids, rejected_ids = completions[2 * index], completions[2 * index + 1]
         if eos is not None:
