@@ -57,6 +57,14 @@ class ModelConfig:
     tokenizer: str | None = field(
         default=None, metadata={"help": "Tokenizer path if not the model's."}
     )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "Compute precision: auto (bf16 autocast where the hardware does bf16 fast: "
+            "CUDA with bf16, CPUs with AMX; training.bf16/fp16 are kept if set), bf16 or fp32."
+        },
+    )
+
 
 
 @dataclass
@@ -84,13 +92,38 @@ class DataConfig:
     max_prompt_length: int = field(
         default=512, metadata={"help": "Max prompt tokens (the end of the prompt is kept)."}
     )
+    layout: str = field(
+        default="auto",
+        metadata={
+            "help": "Batch layout: padded (2 rows a pair), prefix (one row a pair, prompt run "
+            "once), packed (prefix rows packed up to data.pack_tokens) or auto (packed when "
+            "the model takes custom attention masks, else padded)."
+        },
+    )
+    pack_tokens: int = field(
+        default=0,
+        metadata={"help": "Token budget of a packed row (0: the batch's longest pair)."},
+    )
+    prep_cache: bool = field(
+        default=True,
+        metadata={"help": "Cache tokenized data under the prefopt cache dir, keyed by content."},
+    )
+
 
 
 @dataclass
 class ReferenceConfig:
     mode: str = field(
-        default="online",
-        metadata={"help": "How reference log-probs are obtained: online (recomputed)."},
+        default="auto",
+        metadata={
+            "help": "Reference log-probs: online (recomputed every step), cached (computed "
+            "once, stored content-addressed and reused across epochs, runs and sweeps) or "
+            "auto (cached when the run covers the data at least once or the entry exists)."
+        },
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Cache folder (default: $PREFOPT_CACHE_DIR or the user cache dir)."},
     )
 
 

@@ -1,9 +1,22 @@
 """Collation of tokenized pairs into model inputs; the layout is a seam.
 
-``PaddedCollator`` builds the plain layout: 2B right-padded rows, the B chosen sequences
-``prompt + chosen`` first and then the B rejected ones ``prompt + rejected``. ``completion_mask``
-marks the completion tokens whose log-probs are summed; per-pair ``extras`` travel as float
-tensors of shape (B,).
+Three layouts, all giving the same per-pair log-probs (up to float rounding):
+
+- ``PaddedCollator``: 2B right-padded rows, the B chosen sequences ``prompt + chosen`` first and
+  then the B rejected ones ``prompt + rejected``. ``completion_mask`` marks the completion tokens
+  whose log-probs are summed. Every model and attention implementation takes it.
+- ``PrefixSharedCollator``: one row per pair, ``[prompt | chosen | rejected]``; the prompt is run
+  once instead of twice. Rejected tokens get the positions they would have after the prompt and
+  a mask that hides the chosen tokens from them (see :mod:`prefopt.modeling.attention_masks`).
+- ``PackedCollator``: prefix-shared pair segments packed several to a row up to a token budget
+  (first-fit decreasing), with a block-diagonal mask, so padding nearly vanishes.
+
+The prefix-shared and packed batches carry ``position_ids``, per-token ``segment_ids`` and
+``parts`` (the mask is built on the device at forward time) and the scored tokens as four (K,)
+vectors: ``score_rows``/``score_positions`` (the hidden state that predicts the token),
+``score_targets`` (the token id) and ``score_index`` (output sequence: pair ``i``'s chosen is
+``i``, its rejected ``B + i``). All layouts carry per-pair ``extras`` as float tensors of shape
+(B,) and, when every pair has cached reference log-probs, ``reference_logps`` (2B,) float64.
 """
 
 from __future__ import annotations
@@ -12,6 +25,31 @@ from collections.abc import Sequence
 from typing import Any
 
 from prefopt.data.tokenize import TokenizedPair
+
+LAYOUTS = ("padded", "prefix", "packed")
+
+
+def pair_length(pair: TokenizedPair, layout: str = "prefix") -> int:
+    """Tokens a pair occupies in ``layout`` (``padded``: its longer row)."""
+    if layout == "padded":
+        return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
+    return len(pair.prompt_ids) + len(pair.chosen_ids) + len(pair.rejected_ids)
+
+
+def _common(
+    batch: dict[str, Any], pairs: Sequence[TokenizedPair], extra_columns: Sequence[str]
+) -> None:
+    import torch
+
+    batch["extras"] = {
+        name: torch.tensor([pair.extras[name] for pair in pairs], dtype=torch.float32)
+        for name in extra_columns
+    }
+    references = [pair.reference for pair in pairs]
+    if references and all(reference is not None for reference in references):
+        chosen = [reference[0] for reference in references if reference is not None]
+        rejected = [reference[1] for reference in references if reference is not None]
+        batch["reference_logps"] = torch.tensor(chosen + rejected, dtype=torch.float64)
 
 
 class PaddedCollator:
@@ -36,7 +74,7 @@ class PaddedCollator:
         input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
         completion_mask = torch.zeros((len(sequences), width), dtype=torch.bool)
-        for row, (ids, prompt_length) in enumerate(zip(sequences, prompt_lengths)):
+        for row, (ids, prompt_length) in enumerate(zip(sequences, prompt_lengths, strict=True)):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, : len(ids)] = 1
             completion_mask[row, prompt_length : len(ids)] = True
@@ -45,8 +83,161 @@ class PaddedCollator:
             "attention_mask": attention_mask,
             "completion_mask": completion_mask,
         }
-        batch["extras"] = {
-            name: torch.tensor([pair.extras[name] for pair in pairs], dtype=torch.float32)
-            for name in self.extra_columns
-        }
+        _common(batch, pairs, self.extra_columns)
         return batch
+
+
+class PrefixSharedCollator:
+    """One row per pair: ``[prompt | chosen | rejected]`` with a prefix-sharing mask."""
+
+    layout = "prefix"
+
+    def __init__(self, pad_token_id: int, extra_columns: Sequence[str] = ()) -> None:
+        self.pad_token_id = pad_token_id
+        self.extra_columns = tuple(extra_columns)
+
+    def rows(self, pairs: Sequence[TokenizedPair]) -> list[list[int]]:
+        """Which pairs (indices into ``pairs``) share each row."""
+        return [[index] for index in range(len(pairs))]
+
+    def __call__(self, pairs: Sequence[TokenizedPair]) -> dict[str, Any]:
+        batch = build_segment_batch(pairs, self.rows(pairs), self.pad_token_id)
+        _common(batch, pairs, self.extra_columns)
+        return batch
+
+
+class PackedCollator(PrefixSharedCollator):
+    """Prefix-shared pair segments packed into rows of at most ``pack_tokens`` tokens.
+
+    ``pack_tokens <= 0`` packs into rows as wide as the batch's longest pair: no row grows
+    wider than prefix sharing needs, but short pairs share rows instead of padding. A pair
+    longer than the budget gets a row of its own.
+    """
+
+    layout = "packed"
+
+    def __init__(
+        self, pad_token_id: int, extra_columns: Sequence[str] = (), pack_tokens: int = 0
+    ) -> None:
+        super().__init__(pad_token_id, extra_columns)
+        self.pack_tokens = pack_tokens
+
+    def rows(self, pairs: Sequence[TokenizedPair]) -> list[list[int]]:
+        lengths = [pair_length(pair) for pair in pairs]
+        budget = max(self.pack_tokens, max(lengths))
+        return first_fit_decreasing(lengths, budget)
+
+
+def first_fit_decreasing(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Bin-pack item indices by length: longest first, each into the first row with room."""
+    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for index in order:
+        for row, free in enumerate(room):
+            if lengths[index] <= free:
+                rows[row].append(index)
+                room[row] -= lengths[index]
+                break
+        else:
+            rows.append([index])
+            room.append(budget - lengths[index])
+    return rows
+
+
+def build_segment_batch(
+    pairs: Sequence[TokenizedPair], rows: Sequence[Sequence[int]], pad_token_id: int
+) -> dict[str, Any]:
+    """Tensors of the prefix-shared/packed layouts for ``pairs`` placed in ``rows``."""
+    import torch
+
+    count = len(pairs)
+    width = max(sum(pair_length(pairs[index]) for index in row) for row in rows)
+    shape = (len(rows), width)
+    input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros(shape, dtype=torch.long)
+    segment_ids = torch.full(shape, -1, dtype=torch.long)
+    parts = torch.zeros(shape, dtype=torch.long)
+    score_rows: list[int] = []
+    score_positions: list[int] = []
+    score_targets: list[int] = []
+    score_index: list[int] = []
+    for row, members in enumerate(rows):
+        offset = 0
+        for segment, index in enumerate(members):
+            pair = pairs[index]
+            prompt, chosen, rejected = (
+                len(pair.prompt_ids),
+                len(pair.chosen_ids),
+                len(pair.rejected_ids),
+            )
+            end = offset + prompt + chosen + rejected
+            input_ids[row, offset:end] = torch.tensor(
+                pair.prompt_ids + pair.chosen_ids + pair.rejected_ids, dtype=torch.long
+            )
+            position_ids[row, offset : offset + prompt + chosen] = torch.arange(prompt + chosen)
+            position_ids[row, offset + prompt + chosen : end] = torch.arange(
+                prompt, prompt + rejected
+            )
+            segment_ids[row, offset:end] = segment
+            parts[row, offset + prompt : offset + prompt + chosen] = 1
+            parts[row, offset + prompt + chosen : end] = 2
+            # Token j of a completion is predicted by the hidden state before it; the first
+            # rejected token's predecessor is the prompt's last token, not the last chosen one.
+            # With an empty prompt the first token has no predecessor (as in the padded layout).
+            first = 0 if prompt else 1
+            start = offset + prompt
+            for j in range(first, chosen):
+                score_positions.append(start + j - 1)
+                score_targets.append(pair.chosen_ids[j])
+            score_index.extend([index] * (chosen - first))
+            start = offset + prompt + chosen
+            for j in range(first, rejected):
+                score_positions.append(start + j - 1 if j else offset + prompt - 1)
+                score_targets.append(pair.rejected_ids[j])
+            score_index.extend([count + index] * (rejected - first))
+            score_rows.extend([row] * (chosen + rejected - 2 * first))
+            offset = end
+    return {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "segment_ids": segment_ids,
+        "parts": parts,
+        "score_rows": torch.tensor(score_rows, dtype=torch.long),
+        "score_positions": torch.tensor(score_positions, dtype=torch.long),
+        "score_targets": torch.tensor(score_targets, dtype=torch.long),
+        "score_index": torch.tensor(score_index, dtype=torch.long),
+        "sequence_count": 2 * count,
+    }
+
+
+def make_collator(
+    layout: str, pad_token_id: int, extra_columns: Sequence[str] = (), pack_tokens: int = 0
+) -> Any:
+    """The collator for a resolved layout name (``padded``, ``prefix`` or ``packed``)."""
+    if layout == "prefix":
+        return PrefixSharedCollator(pad_token_id, extra_columns)
+    if layout == "packed":
+        return PackedCollator(pad_token_id, extra_columns, pack_tokens)
+    if layout == "padded":
+        return PaddedCollator(pad_token_id, extra_columns)
+    raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+
+
+def choose_layout(requested: str, model: Any, longest_row: int | None = None) -> tuple[str, str]:
+    """The layout to use for ``requested`` (``auto``, ``padded``, ``prefix``, ``packed``) with
+    ``model``, and why a custom-mask layout fell back to padded (empty when it did not)."""
+    if requested not in ("auto", *LAYOUTS):
+        from prefopt.errors import ConfigError
+
+        raise ConfigError(
+            f"data.layout must be one of auto, {', '.join(LAYOUTS)}, got '{requested}'"
+        )
+    if requested == "padded":
+        return "padded", ""
+    from prefopt.modeling.attention_masks import custom_mask_support
+
+    supported, reason = custom_mask_support(model, longest_row)
+    if not supported:
+        return "padded", reason
+    return ("packed" if requested == "auto" else requested), ""

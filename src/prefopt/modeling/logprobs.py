@@ -1,16 +1,29 @@
-"""Per-sequence log-probabilities of completion tokens.
+"""Per-sequence log-probabilities of completion tokens, with the LM head only where needed.
 
-For a row with token ids ``x`` and completion positions ``C`` (token indices whose log-prob
-counts), the sequence log-prob is ``Σ_{t∈C} log p(x_t | x_<t)``: the logits at position
-``t − 1`` predict token ``t``. Log-softmax is taken in fp32 and only at completion positions, so
-memory for it grows with the number of completion tokens, not with rows × width × vocabulary.
-The per-sequence sums are returned in fp64: a sum of hundreds of token log-probs loses its
-last digits in fp32, and the (N,) vectors are tiny.
+For a sequence with completion tokens ``C``, the sequence log-prob is
+``Σ_{t∈C} log p(x_t | x_<t) = Σ_t (z_t[x_t] − logsumexp(z_t))`` where ``z_t`` are the logits
+of the hidden state that predicts token ``t`` (the one before it). Every layout reduces to four
+(K,) vectors over the K scored tokens: the row and position of the predicting hidden state, the
+target token and the output sequence it counts for (see :mod:`prefopt.data.collate`).
+
+Lean path: the model runs with ``logits_to_keep=1`` (so its own LM head projects one position
+per row), a forward hook on the backbone keeps the final hidden states, and the LM head is
+applied only to the K predicting positions, in chunks of about ``CHUNK_ELEMENTS / vocab``
+tokens. Under autograd each chunk is checkpointed, so memory for logits is one chunk ×
+vocabulary, not rows × width × vocabulary; the backward recomputes a chunk's logits. Models
+whose head does more than a projection (logit soft-capping or scaling) or that lack the
+``get_decoder``/``logits_to_keep`` surface take the full-logits path, which gives the same
+numbers. The logsumexp is taken in fp32; per-sequence sums are returned in fp64: a sum of
+hundreds of token log-probs loses its last digits in fp32, and the (N,) vectors are tiny.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
+
+#: Logit elements per LM-head chunk (16M floats = 64 MB in fp32).
+CHUNK_ELEMENTS = 1 << 24
 
 
 def gather_completion_logps(logits: Any, input_ids: Any, completion_mask: Any) -> tuple[Any, Any]:
@@ -33,9 +46,175 @@ def gather_completion_logps(logits: Any, input_ids: Any, completion_mask: Any) -
     return logps, lengths
 
 
-def sequence_logps(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-    """Run ``model`` on a padded batch and return per-row completion log-probs and lengths."""
-    outputs = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+def score_vectors(batch: dict[str, Any]) -> tuple[Any, Any, Any, Any, int]:
+    """``(rows, positions, targets, index, sequences)`` of the scored tokens of any layout."""
+    if "score_index" in batch:
+        return (
+            batch["score_rows"],
+            batch["score_positions"],
+            batch["score_targets"],
+            batch["score_index"],
+            int(batch["sequence_count"]),
+        )
+    input_ids, completion_mask = batch["input_ids"], batch["completion_mask"]
+    rows, positions = completion_mask[:, 1:].nonzero(as_tuple=True)
+    targets = input_ids[rows, positions + 1]
+    return rows, positions, targets, rows, int(input_ids.shape[0])
+
+
+def unwrap(model: Any) -> Any:
+    """The ``PreTrainedModel`` inside DDP/accelerate and PEFT wrappers."""
+    for _ in range(8):
+        if hasattr(model, "module") and not hasattr(model, "config"):
+            model = model.module
+        elif hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        else:
+            break
+    return model
+
+
+def _lean_parts(model: Any) -> tuple[Any, Any] | None:
+    """``(backbone, lm_head)`` when the lean path applies to ``model``, else ``None``."""
+    inner = unwrap(model)
+    config = getattr(inner, "config", None)
+    get_decoder = getattr(inner, "get_decoder", None)
+    get_head = getattr(inner, "get_output_embeddings", None)
+    if config is None or get_decoder is None or get_head is None:
+        return None
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text_config, "final_logit_softcapping", None) or getattr(
+        text_config, "logit_scale", None
+    ) not in (None, 1, 1.0):
+        return None
+    try:
+        parameters = inspect.signature(type(inner).forward).parameters
+    except (TypeError, ValueError):
+        return None
+    if "logits_to_keep" not in parameters:
+        return None
+    backbone, head = get_decoder(), get_head()
+    if backbone is None or head is None or backbone is inner:
+        return None
+    return backbone, head
+
+
+def model_inputs(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for the model's forward for any layout."""
+    if "segment_ids" not in batch:
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    import torch
+
+    from prefopt.modeling.attention_masks import mask_for
+
+    inner = unwrap(model)
+    dtype = next(inner.parameters()).dtype
+    device_type = batch["input_ids"].device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+    return {
+        "input_ids": batch["input_ids"],
+        "position_ids": batch["position_ids"],
+        "attention_mask": mask_for(inner, batch["segment_ids"], batch["parts"], dtype),
+    }
+
+
+def head_logps(head: Any, hidden: Any, targets: Any) -> Any:
+    """``log p(target)`` for each row of ``hidden`` (k, H) through ``head``; fp32 (k,)."""
+    import torch
+
+    logits = head(hidden).float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def chunked_head_logps(head: Any, hidden: Any, targets: Any, vocab_size: int) -> Any:
+    """:func:`head_logps` in chunks; each chunk checkpointed when gradients are needed."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    size = max(1, CHUNK_ELEMENTS // max(1, vocab_size))
+    pieces = []
+    needs_grad = torch.is_grad_enabled() and (
+        hidden.requires_grad or any(p.requires_grad for p in head.parameters())
     )
-    return gather_completion_logps(outputs.logits, batch["input_ids"], batch["completion_mask"])
+    for start in range(0, hidden.shape[0], size):
+        part, wanted = hidden[start : start + size], targets[start : start + size]
+        if needs_grad:
+            pieces.append(checkpoint(head_logps, head, part, wanted, use_reentrant=False))
+        else:
+            pieces.append(head_logps(head, part, wanted))
+    if not pieces:
+        return hidden.new_zeros(0, dtype=torch.float32)
+    return torch.cat(pieces)
+
+
+def sequence_logps(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Run ``model`` on a batch of any layout; per-sequence completion log-probs and lengths.
+
+    Returns ``(logps (S,) fp64, lengths (S,))`` where S is the number of output sequences (2B
+    for a batch of B pairs: chosen first, then rejected).
+    """
+    import torch
+
+    rows, positions, targets, index, sequences = score_vectors(batch)
+    kwargs = model_inputs(model, batch)
+    lean = _lean_parts(model)
+    if lean is None:
+        logits = model(**kwargs, use_cache=False).logits
+        token_logps = head_logps(torch.nn.Identity(), logits[rows, positions], targets)
+    else:
+        backbone, head = lean
+        captured: list[Any] = []
+
+        def keep_hidden(module: Any, args: Any, output: Any) -> None:
+            captured.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+        handle = backbone.register_forward_hook(keep_hidden)
+        try:
+            model(**kwargs, use_cache=False, logits_to_keep=1)
+        finally:
+            handle.remove()
+        hidden = captured[-1]
+        vocab = int(getattr(head, "out_features", 0) or unwrap(model).config.vocab_size)
+        token_logps = chunked_head_logps(head, hidden[rows, positions], targets, vocab)
+    logps = torch.zeros(sequences, dtype=torch.float64, device=token_logps.device)
+    logps = logps.index_add(0, index, token_logps.double())
+    lengths = torch.bincount(index, minlength=sequences)
+    return logps, lengths
+
+
+# -- precision -----------------------------------------------------------------------------
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def fast_bf16_available() -> bool:
+    """Whether bf16 matmuls are fast here: a CUDA GPU with bf16, or a CPU with AMX-BF16."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            return "amx_bf16" in handle.read()
+    except OSError:
+        return False
+
+
+def resolve_bf16(precision: str, training: dict[str, Any]) -> bool:
+    """Whether to train under bf16 autocast for ``model.precision`` and the ``training`` keys.
+
+    ``bf16``/``fp32`` decide; ``auto`` keeps an explicit ``training.bf16``/``fp16: true`` and
+    otherwise picks bf16 where :func:`fast_bf16_available`.
+    """
+    if precision not in PRECISIONS:
+        from prefopt.errors import ConfigError
+
+        raise ConfigError(
+            f"model.precision must be one of {', '.join(PRECISIONS)}, got '{precision}'"
+        )
+    if precision != "auto":
+        return precision == "bf16"
+    if training.get("bf16") or training.get("fp16"):
+        return bool(training.get("bf16"))
+    return fast_bf16_available()

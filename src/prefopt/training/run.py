@@ -16,7 +16,7 @@ from typing import Any
 
 from prefopt.api import AlgorithmSpec
 from prefopt.config import RunConfig
-from prefopt.data.tokenize import TokenizationSettings, TokenizedPair, tokenize_pairs
+from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
 from prefopt.errors import UsageError
 
 CONFIG_FILE = "prefopt_config.yaml"
@@ -44,6 +44,13 @@ class PairDataset:
     def __getitem__(self, index: int) -> TokenizedPair:
         return self.pairs[index]
 
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens per pair, for length-grouped sampling."""
+        from prefopt.data.collate import pair_length
+
+        return [pair_length(pair) for pair in self.pairs]
+
 
 def load_pairs(
     source: str,
@@ -52,26 +59,42 @@ def load_pairs(
     config: RunConfig,
     spec: AlgorithmSpec,
 ) -> tuple[list[TokenizedPair], int]:
-    """Read, validate and tokenize one data source; returns the pairs and the dropped count."""
+    """Read, validate and tokenize one data source; returns the pairs and the dropped count.
+
+    A local file's prepared pairs are cached by content (``data.prep_cache``)."""
     from prefopt.data.io import load_rows
+    from prefopt.data.prep_cache import prepare_pairs
     from prefopt.data.records import validate_record
 
-    rows = []
-    for line, row in load_rows(source, split=split):
-        validate_record(row, source, line, spec.extra_columns)
-        rows.append((line, row))
-    if not rows:
-        raise UsageError(f"{source}: no preference pairs found")
-    if spec.validate_records is not None:
-        spec.validate_records(rows, source)
+    def read_rows() -> list[tuple[int, dict[str, Any]]]:
+        rows = []
+        for line, row in load_rows(source, split=split):
+            validate_record(row, source, line, spec.extra_columns)
+            rows.append((line, row))
+        if not rows:
+            raise UsageError(f"{source}: no preference pairs found")
+        if spec.validate_records is not None:
+            spec.validate_records(rows, source)
+        return rows
+
     settings = TokenizationSettings(config.data.max_length, config.data.max_prompt_length)
-    pairs, report = tokenize_pairs(rows, tokenizer, settings, spec.extra_columns, source)
+    pairs, report, _ = prepare_pairs(
+        source,
+        split,
+        tokenizer,
+        settings,
+        spec.extra_columns,
+        read_rows,
+        validation=spec.name,
+        use_cache=config.data.prep_cache,
+        root=config.reference.cache_dir,
+    )
     if report.dropped:
         log.warning(
             "%s: dropped %d of %d pairs left without completion tokens after truncation",
             source,
             report.dropped,
-            len(rows),
+            report.pairs + report.dropped,
         )
     if not pairs:
         raise UsageError(f"{source}: every pair was dropped by truncation; raise data.max_length")
@@ -98,6 +121,15 @@ def build_training_arguments(config: RunConfig, quiet: bool) -> Any:
     values.setdefault("dataloader_pin_memory", _has_cuda())
     values["remove_unused_columns"] = False
     values["label_names"] = []
+    from prefopt.modeling.logprobs import resolve_bf16
+
+    values["bf16"] = resolve_bf16(config.model.precision, values)
+    if config.model.precision == "fp32":
+        values["fp16"] = False
+    if values["bf16"] and not _has_cuda():
+        values.setdefault("use_cpu", True)  # TrainingArguments allows CPU bf16 only when told
+    if config.data.layout in ("auto", "packed"):  # similar lengths pack with little padding
+        values.setdefault("train_sampling_strategy", "group_by_length")
     if quiet:
         values["log_level"] = "error"
     try:
@@ -149,8 +181,16 @@ def train(config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: b
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, output_dir)
 
-    from prefopt.data.collate import PaddedCollator
+    from prefopt.data.collate import choose_layout, make_collator, pair_length
 
+    longest = max(config.data.pack_tokens, max(pair_length(pair) for pair in train_pairs))
+    layout, why = choose_layout(config.data.layout, model, longest)
+    if why:
+        notice = log.info if config.data.layout == "auto" else log.warning
+        notice("data.layout=%s: %s; using the padded layout", config.data.layout, why)
+    collator = make_collator(
+        layout, tokenizer.pad_token_id, spec.extra_columns, config.data.pack_tokens
+    )
     reference: Any = None
     if spec.needs_reference:
         reference = (
@@ -170,7 +210,7 @@ def train(config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: b
         args=args,
         train_dataset=PairDataset(train_pairs),
         eval_dataset=PairDataset(eval_pairs) if eval_pairs else None,
-        data_collator=PaddedCollator(tokenizer.pad_token_id, spec.extra_columns),
+        data_collator=collator,
         processing_class=tokenizer,
         make_loss=functools.partial(spec.make_loss, config.algorithm),
         reference=reference,
@@ -180,6 +220,10 @@ def train(config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: b
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # ProgressDisplay prints instead
+    if reference is not None:
+        from prefopt.training.reference_cache import provide_for_run
+
+        provide_for_run(trainer, config, tokenizer, train_pairs, eval_pairs, quiet)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final: dict[str, float] = {}
     if eval_pairs:

@@ -63,14 +63,26 @@ class PreferenceTrainer(Trainer):
             rank=accelerator.process_index,
         )
 
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        # Pairs are no dicts with input_ids, so hand LengthGroupedSampler the dataset's lengths.
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        lengths = getattr(dataset, "lengths", None)
+        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedSampler(batch, lengths=lengths)
+        return super()._get_train_sampler(train_dataset)
+
     # -- forward ---------------------------------------------------------------------------
     def policy_logps(self, model: Any, inputs: dict[str, Any]) -> tuple[Any, Any]:
-        """Per-row completion log-probs and lengths; the layout seam (padded here)."""
+        """Per-sequence completion log-probs and lengths (chosen, then rejected) for any layout
+        of :mod:`prefopt.data.collate`; the layout seam."""
         return sequence_logps(model, inputs)
 
     def preference_batch(self, model: Any, inputs: dict[str, Any]) -> PreferenceBatch:
-        reference_logps = None
-        if self.reference is not None:
+        reference_logps = inputs.get("reference_logps")  # precomputed by the reference cache
+        if reference_logps is None and self.reference is not None:
             reference_logps = self.reference.logps(model, inputs, self.policy_logps)
         logps, lengths = self.policy_logps(model, inputs)
         half = logps.shape[0] // 2

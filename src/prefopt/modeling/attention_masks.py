@@ -1,0 +1,135 @@
+"""Attention masks for the prefix-shared and packed layouts, and who can take them.
+
+A row of those layouts holds one or more pair segments ``[prompt | chosen | rejected]``. Each
+token carries a *segment id* (which pair of the row it belongs to, ``-1`` for padding) and a
+*part* (``0`` prompt, ``1`` chosen, ``2`` rejected). Query ``q`` may attend key ``k`` when
+
+    seg[q] == seg[k]  and  k <= q  and  not (part[q] == 2 and part[k] == 1)      (or q == k)
+
+i.e. causal attention inside a pair, except that rejected tokens do not see the chosen ones: a
+rejected token sees the prompt and the earlier rejected tokens, exactly what it would see in its
+own ``prompt + rejected`` row. ``q == k`` keeps every row of the mask non-empty (padding attends
+to itself), so no softmax runs over an empty set. Rejected tokens keep the *positions* they
+would have in their own row (they continue from the end of the prompt), so the collators pass
+``position_ids`` explicitly.
+
+The same rule is given three ways: a dense boolean 4D mask ``(R, 1, T, T)`` for the SDPA
+attention implementation, an additive float 4D mask for ``eager``, and a FlexAttention
+``BlockMask`` (CUDA only). transformers 5 passes a ready 4D mask through untouched
+(``masking_utils._preprocess_mask_arguments``) and uses the given ``position_ids`` for rotary
+embeddings. Models that would lose something by that (sliding-window attention, absolute or
+ALiBi position schemes, attention kernels without custom masks) are refused by
+:func:`custom_mask_support`, and the run falls back to the padded layout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Architectures checked to build their mask with ``masking_utils.create_causal_mask`` (which
+#: passes a 4D mask through) and to take positions only from ``position_ids`` (rotary).
+ROTARY_CAUSAL_MODELS = frozenset(
+    {"llama", "qwen2", "qwen3", "mistral", "gemma", "phi3", "olmo", "olmo2", "granite"}
+)
+#: Attention implementations that take a dense 4D mask (bool for sdpa, additive for eager).
+DENSE_MASK_ATTENTION = frozenset({"sdpa", "eager"})
+FLEX_ATTENTION = "flex_attention"
+
+
+def _config_of(model: Any) -> Any:
+    seen = 0
+    while hasattr(model, "module") and not hasattr(model, "config") and seen < 8:
+        model = model.module
+        seen += 1
+    return model.config
+
+
+def attention_implementation(model: Any) -> str:
+    config = _config_of(model)
+    return str(getattr(config, "_attn_implementation", None) or "eager")
+
+
+def custom_mask_support(model: Any, longest_row: int | None = None) -> tuple[bool, str]:
+    """Whether ``model`` can run rows with a custom 4D mask; ``(False, reason)`` if not."""
+    config = _config_of(model)
+    model_type = str(getattr(config, "model_type", ""))
+    if model_type not in ROTARY_CAUSAL_MODELS:
+        return False, f"model type '{model_type}' is not checked for custom attention masks"
+    implementation = attention_implementation(model)
+    if implementation == FLEX_ATTENTION:
+        if not flex_attention_available():
+            return False, "flex_attention needs CUDA and torch.nn.attention.flex_attention"
+    elif implementation not in DENSE_MASK_ATTENTION:
+        return False, f"attention implementation '{implementation}' takes no custom 4D mask"
+    if model_type == "qwen2" and getattr(config, "use_sliding_window", False):
+        return False, "sliding-window attention would be replaced by the custom mask"
+    window = getattr(config, "sliding_window", None)
+    if (
+        model_type in ("mistral", "phi3")
+        and window is not None
+        and (longest_row is None or longest_row > int(window))
+    ):
+        return False, "sliding-window attention would be replaced by the custom mask"
+    if getattr(config, "layer_types", None) and any(
+        kind != "full_attention" for kind in config.layer_types
+    ):
+        return False, "the model mixes attention kinds per layer"
+    return True, ""
+
+
+def flex_attention_available() -> bool:
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def allowed(segment_ids: Any, parts: Any) -> Any:
+    """Dense boolean ``(R, 1, T, T)`` mask of the rule above (True = may attend)."""
+    import torch
+
+    width = segment_ids.shape[1]
+    same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)
+    causal = torch.ones(width, width, dtype=torch.bool, device=segment_ids.device).tril()
+    rejected_sees_chosen = (parts.unsqueeze(2) == 2) & (parts.unsqueeze(1) == 1)
+    mask = same & causal & ~rejected_sees_chosen
+    mask |= torch.eye(width, dtype=torch.bool, device=segment_ids.device)
+    return mask.unsqueeze(1)
+
+
+def additive(mask: Any, dtype: Any) -> Any:
+    """A boolean mask as the additive float mask eager attention expects (0 or dtype min)."""
+    import torch
+
+    zeros = torch.zeros((), dtype=dtype, device=mask.device)
+    blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=mask.device)
+    return torch.where(mask, zeros, blocked)
+
+
+def block_mask(segment_ids: Any, parts: Any) -> Any:
+    """The same rule as a FlexAttention ``BlockMask`` (CUDA; untested on the CPU-only CI)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b: Any, h: Any, q: Any, k: Any) -> Any:
+        same = segment_ids[b, q] == segment_ids[b, k]
+        blocked = (parts[b, q] == 2) & (parts[b, k] == 1)
+        return (same & (k <= q) & ~blocked) | (q == k)
+
+    rows, width = segment_ids.shape
+    return create_block_mask(mask_mod, rows, None, width, width, device=segment_ids.device)
+
+
+def mask_for(model: Any, segment_ids: Any, parts: Any, compute_dtype: Any) -> Any:
+    """The mask object ``model``'s attention implementation takes for these rows."""
+    implementation = attention_implementation(model)
+    if implementation == FLEX_ATTENTION:
+        return block_mask(segment_ids, parts)
+    mask = allowed(segment_ids, parts)
+    if implementation == "eager":
+        return additive(mask, compute_dtype)
+    return mask

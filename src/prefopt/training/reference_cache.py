@@ -1,0 +1,384 @@
+"""Persistent, content-addressed cache of reference log-probs.
+
+Reference log-probs depend only on the reference weights, the token ids of the pairs (which
+the tokenizer, the data and the tokenization settings determine) and the compute precision. So
+they are computed once, in eval mode without gradients, and stored under
+``<cache dir>/reference/<key>.npz`` where ``key`` hashes
+
+- the model's identity: sha256 of its safetensors files and ``config.json`` (memoised per file,
+  so a large model is hashed once), the recorded base of an adapter folder, the load settings
+  (dtype, 4-bit); the in-memory weights when no local files can be found;
+- the tokenizer's fingerprint and the sha256 of every pair's token ids, in order;
+- the tokenization settings and the precision (bf16 autocast or fp32).
+
+Epochs, resumed runs and every job of a sweep over the same model and data reuse the entry. An
+entry that does not load, has the wrong shape or fails its checksum is reported, removed and
+computed again.
+
+``reference.mode``: ``online`` recomputes reference log-probs in every step; ``cached`` uses
+this cache; ``auto`` uses it when the run's steps cover the data at least once or the entry
+already exists (a 3-step smoke run on a large file would otherwise pay for a full pass).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from prefopt.data.collate import pair_length
+from prefopt.data.prep_cache import (
+    atomic_write_bytes,
+    cache_root,
+    digest,
+    file_sha256,
+    pairs_fingerprint,
+    tokenizer_fingerprint,
+)
+from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
+from prefopt.errors import ConfigError
+
+log = logging.getLogger("prefopt")
+
+REFERENCE_VERSION = 1
+MODES = ("auto", "online", "cached")
+_MODEL_FILES = ("config.json", "adapter_config.json")
+
+
+# -- keys ----------------------------------------------------------------------------------
+def model_fingerprint(model_config: Any, base_model: Any = None, root: Path | None = None) -> str:
+    """Identity of the reference weights described by ``model_config`` (see module doc)."""
+    from prefopt.modeling.loading import adapter_base, check_model_source
+
+    source = check_model_source(model_config.name_or_path)
+    settings = {
+        "dtype": model_config.dtype,
+        "load_in_4bit": model_config.load_in_4bit,
+        "bnb_4bit_compute_dtype": model_config.bnb_4bit_compute_dtype
+        if model_config.load_in_4bit
+        else None,
+    }
+    folder = _local_folder(source, model_config.revision)
+    if folder is not None:
+        files: dict[str, Any] = {"model": _folder_fingerprint(folder, root)}
+        base = adapter_base(str(folder))
+        base_folder = None
+        if base is not None:
+            base_folder = _local_folder(check_model_source(base, "adapter base"), None)
+            files["base"] = None if base_folder is None else _folder_fingerprint(base_folder, root)
+        if base is None or base_folder is not None:
+            return digest({"files": files, "settings": settings})
+    if base_model is None:
+        raise ValueError(
+            f"cannot fingerprint model '{source}': no local files and no weights given"
+        )
+    return digest({"weights": weights_fingerprint(base_model), "settings": settings})
+
+
+def _local_folder(source: str, revision: str | None) -> Path | None:
+    path = Path(source)
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(source, revision=revision, local_files_only=True)
+    except Exception:  # not in the local hub cache: fall back to hashing the weights
+        return None
+    return Path(folder)
+
+
+def _folder_fingerprint(folder: Path, root: Path | None) -> dict[str, str]:
+    names = sorted(
+        p.name for p in folder.iterdir() if p.suffix == ".safetensors" or p.name in _MODEL_FILES
+    )
+    return {name: file_sha256(folder / name, root) for name in names}
+
+
+def weights_fingerprint(model: Any) -> str:
+    """sha256 of a model's parameters and buffers, LoRA weights left out."""
+    import torch
+
+    hasher = hashlib.sha256()
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    for name, tensor in sorted(named, key=lambda item: item[0]):
+        if "lora_" in name:
+            continue
+        hasher.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        hasher.update(data.numpy().tobytes())
+    return hasher.hexdigest()
+
+
+def reference_key(
+    model_id: str,
+    tokenizer: Any,
+    pairs: Sequence[TokenizedPair],
+    settings: TokenizationSettings,
+    precision: str,
+) -> str:
+    return digest(
+        {
+            "version": REFERENCE_VERSION,
+            "model": model_id,
+            "tokenizer": tokenizer_fingerprint(tokenizer),
+            "pairs": pairs_fingerprint(pairs),
+            "count": len(pairs),
+            "settings": settings.fingerprint(),
+            "precision": precision,
+        }
+    )
+
+
+# -- storage -------------------------------------------------------------------------------
+class ReferenceCache:
+    """``(N, 2)`` float64 arrays of (chosen, rejected) reference log-probs, by key."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.folder = cache_root(root) / "reference"
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.npz"
+
+    def load(self, key: str, count: int) -> Any:
+        """The stored array, or ``None`` when absent or unusable (then removed)."""
+        import numpy as np
+
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                values = np.array(data["logps"], dtype=np.float64)
+                meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+            problem = None
+            if values.shape != (count, 2):
+                problem = f"shape {values.shape}, expected {(count, 2)}"
+            elif meta.get("key") != key or meta.get("sha256") != _checksum(values):
+                problem = "checksum mismatch"
+            elif not np.isfinite(values).all():
+                problem = "non-finite values"
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            problem = f"unreadable ({type(exc).__name__})"
+        if problem is None:
+            return values
+        log.warning("reference cache entry %s is stale or corrupt (%s); recomputing", path, problem)
+        path.unlink(missing_ok=True)
+        return None
+
+    def save(self, key: str, values: Any, meta: dict[str, Any] | None = None) -> Path:
+        import numpy as np
+
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        info = {**(meta or {}), "key": key, "sha256": _checksum(values), "created": time.time()}
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            logps=values,
+            meta=np.frombuffer(json.dumps(info).encode("utf-8"), dtype=np.uint8),
+        )
+        path = self.path(key)
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+
+def _checksum(values: Any) -> str:
+    return hashlib.sha256(values.tobytes()).hexdigest()
+
+
+# -- computation ---------------------------------------------------------------------------
+def compute_reference_logps(
+    pairs: Sequence[TokenizedPair],
+    logps_fn: Callable[[dict[str, Any]], Any],
+    collator: Callable[[Sequence[TokenizedPair]], dict[str, Any]],
+    batch_size: int,
+    device: Any,
+    bf16: bool = False,
+    progress: bool = False,
+    label: str = "reference log-probs",
+) -> Any:
+    """``(N, 2)`` float64 (chosen, rejected) log-probs of ``pairs`` under ``logps_fn``.
+
+    Pairs run in length order (less padding) without gradients, under bf16 autocast when the
+    training does, so cached values match what an online reference would give.
+    """
+    import numpy as np
+    import torch
+
+    device = torch.device(device)
+    order = sorted(range(len(pairs)), key=lambda index: pair_length(pairs[index]))
+    values = np.zeros((len(pairs), 2), dtype=np.float64)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    bar = _Progress(len(pairs), label) if progress else None
+    try:
+        for start in range(0, len(order), batch_size):
+            members = order[start : start + batch_size]
+            batch = _to_device(collator([_without_reference(pairs[i]) for i in members]), device)
+            with torch.no_grad(), autocast:
+                logps = logps_fn(batch).detach().to("cpu", torch.float64).numpy()
+            half = len(members)
+            values[members, 0] = logps[:half]
+            values[members, 1] = logps[half:]
+            if bar is not None:
+                bar.advance(half)
+    finally:
+        if bar is not None:
+            bar.close()
+    return values
+
+
+def _without_reference(pair: TokenizedPair) -> TokenizedPair:
+    if pair.reference is None:
+        return pair
+    return TokenizedPair(pair.prompt_ids, pair.chosen_ids, pair.rejected_ids, pair.extras)
+
+
+def _to_device(batch: Any, device: Any) -> Any:
+    if isinstance(batch, dict):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    return batch.to(device) if hasattr(batch, "to") else batch
+
+
+class _Progress:
+    """A rich progress bar on a terminal; nothing otherwise (a summary line is logged)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self._bar: Any = None
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=total)
+
+    def advance(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, count)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def attach(pairs: Sequence[TokenizedPair], values: Any) -> None:
+    for pair, (chosen, rejected) in zip(pairs, values.tolist(), strict=True):
+        pair.reference = (chosen, rejected)
+
+
+# -- run wiring ----------------------------------------------------------------------------
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ConfigError(f"reference.mode must be one of {', '.join(MODES)}, got '{mode}'")
+    return mode
+
+
+def use_cache(mode: str, planned_pairs: float, train_pairs: int, entry_exists: bool) -> bool:
+    """Whether ``mode`` means cached reference log-probs for this run."""
+    if check_mode(mode) != "auto":
+        return mode == "cached"
+    return entry_exists or planned_pairs >= train_pairs
+
+
+def provide(
+    datasets: dict[str, list[TokenizedPair]],
+    mode: str,
+    *,
+    model_id: Callable[[], str],
+    tokenizer: Any,
+    settings: TokenizationSettings,
+    logps_fn: Callable[[dict[str, Any]], Any],
+    collator: Callable[[Sequence[TokenizedPair]], dict[str, Any]],
+    args: Any,
+    planned_pairs: float,
+    root: str | Path | None = None,
+    quiet: bool = False,
+) -> bool:
+    """Attach cached reference log-probs to every pair of ``datasets`` when ``mode`` asks for
+    it (computing and storing missing entries); returns whether the cache is used."""
+    if check_mode(mode) == "online" or not datasets.get("train"):
+        return False
+    cache = ReferenceCache(root)
+    precision = "bf16" if args.bf16 else ("fp16" if args.fp16 else "fp32")
+    identity = model_id()
+    keys = {
+        name: reference_key(identity, tokenizer, pairs, settings, precision)
+        for name, pairs in datasets.items()
+    }
+    exists = cache.path(keys["train"]).is_file()
+    if not use_cache(mode, planned_pairs, len(datasets["train"]), exists):
+        return False
+    batch_size = max(args.per_device_train_batch_size, args.per_device_eval_batch_size)
+    for name, pairs in datasets.items():
+        with args.main_process_first(desc=f"reference log-probs ({name})"):
+            values = cache.load(keys[name], len(pairs))
+            if values is None:
+                started = time.perf_counter()
+                values = compute_reference_logps(
+                    pairs,
+                    logps_fn,
+                    collator,
+                    batch_size,
+                    args.device,
+                    bf16=args.bf16,
+                    progress=not quiet,
+                    label=f"reference log-probs ({name})",
+                )
+                path = cache.save(keys[name], values, {"pairs": len(pairs), "precision": precision})
+                log.info(
+                    "reference log-probs of %d %s pairs computed in %.1f s, cached in %s",
+                    len(pairs),
+                    name,
+                    time.perf_counter() - started,
+                    path,
+                )
+        attach(pairs, values)
+    return True
+
+
+def provide_for_run(
+    trainer: Any,
+    config: Any,
+    tokenizer: Any,
+    train_pairs: list[TokenizedPair],
+    eval_pairs: list[TokenizedPair] | None,
+    quiet: bool = False,
+) -> bool:
+    """:func:`provide` for a built trainer: its reference, log-prob function and collator."""
+    from prefopt.modeling.logprobs import unwrap
+
+    args = trainer.args
+    reference = trainer.reference
+    base = getattr(reference, "model", None)
+    if base is None:
+        base = unwrap(trainer.model)
+    if args.max_steps > 0:
+        planned = float(args.max_steps * args.per_device_train_batch_size)
+        planned *= args.gradient_accumulation_steps * args.world_size
+    else:
+        planned = args.num_train_epochs * len(train_pairs)
+    datasets = {"train": train_pairs}
+    if eval_pairs:
+        datasets["eval"] = eval_pairs
+    return provide(
+        datasets,
+        config.reference.mode,
+        model_id=lambda: model_fingerprint(
+            config.model, base, cache_root(config.reference.cache_dir)
+        ),
+        tokenizer=tokenizer,
+        settings=TokenizationSettings(config.data.max_length, config.data.max_prompt_length),
+        logps_fn=lambda batch: reference.logps(trainer.model, batch, trainer.policy_logps),
+        collator=trainer.data_collator,
+        args=args,
+        planned_pairs=planned,
+        root=config.reference.cache_dir,
+        quiet=quiet,
+    )
