@@ -40,10 +40,14 @@ class DPOConfig:
 
 
 def sigmoid_preference_loss(logits: Any, label_smoothing: float = 0.0) -> Any:
-    """``−(1 − ε)·log σ(z) − ε·log σ(−z)`` elementwise, for ``z = β·margin``."""
+    """``−(1 − ε)·log σ(z) − ε·log σ(−z)`` elementwise, for ``z = β·margin``.
+
+    Written with ``−log σ(z) = softplus(−z)``: the same function, but ``F.logsigmoid`` costs
+    milliseconds per call on CPU even for a handful of pairs, where softplus takes microseconds.
+    """
     import torch.nn.functional as F
 
-    return -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+    return (1 - label_smoothing) * F.softplus(-logits) + label_smoothing * F.softplus(logits)
 
 
 class DPOLoss:
