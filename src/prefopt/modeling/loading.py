@@ -46,11 +46,11 @@ def adapter_base(path: str) -> str | None:
     return str(base)
 
 
-def torch_dtype(name: str) -> Any:
+def torch_dtype(name: str, key: str = "model.dtype") -> Any:
     import torch
 
     if name not in _DTYPES:
-        raise UsageError(f"model.dtype must be one of {', '.join(_DTYPES)}, got '{name}'")
+        raise UsageError(f"{key} must be one of {', '.join(_DTYPES)}, got '{name}'")
     if name == "auto":
         return torch.float32
     return getattr(torch, name)
@@ -102,6 +102,8 @@ def load_model(config: ModelConfig, for_training: bool = True) -> Any:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, source).merge_and_unload()
+    if config.load_in_4bit:
+        keep_4bit_layers_differentiable(model)
     if config.load_in_4bit and for_training:
         from peft import prepare_model_for_kbit_training
 
@@ -109,17 +111,42 @@ def load_model(config: ModelConfig, for_training: bool = True) -> Any:
     return model
 
 
+def keep_4bit_layers_differentiable(model: Any) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference; returns the count.
+
+    On CPUs with AVX512-BF16, a ``Linear4bit`` run in eval mode without grad (the reference
+    pass) converts its weight in place to a packed layout whose kernel has no backward: every
+    later training step then silently drops the gradient through the frozen base layers, and
+    the LoRA gradients of all but the last layers come out wrong.
+    """
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
 def quantization_kwargs(config: ModelConfig) -> dict[str, Any]:
+    """QLoRA loading: NF4 with double quantization and the configured compute dtype; on GPUs
+    each data-parallel process puts its copy on its own device (``LOCAL_RANK``)."""
+    import os
+
+    import torch
     from transformers import BitsAndBytesConfig
 
-    return {
+    compute_dtype = torch_dtype(config.bnb_4bit_compute_dtype, "model.bnb_4bit_compute_dtype")
+    kwargs: dict[str, Any] = {
         "quantization_config": BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch_dtype(config.bnb_4bit_compute_dtype),
+            bnb_4bit_compute_dtype=compute_dtype,
         )
     }
+    if torch.cuda.is_available():
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    return kwargs
 
 
 def _first_line(exc: BaseException) -> str:

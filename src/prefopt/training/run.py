@@ -143,6 +143,8 @@ def build_model_and_reference(config: RunConfig, spec: AlgorithmSpec) -> tuple[A
     from prefopt.modeling.loading import load_model
     from prefopt.modeling.lora import apply_lora
 
+    if config.model.load_in_4bit and config.lora is None:
+        raise UsageError("model.load_in_4bit trains LoRA adapters on a frozen 4-bit base: set lora")
     model = load_model(config.model)
     reference_model = None
     if config.lora is not None:
