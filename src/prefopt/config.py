@@ -66,11 +66,10 @@ class ModelConfig:
     )
 
 
-
 @dataclass
 class LoraSettings:
     r: int = field(default=16, metadata={"help": "LoRA rank."})
-    alpha: float = field(default=32.0, metadata={"help": "LoRA scaling numerator (alpha/r)."})
+    alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha/r)."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
     target_modules: list[str] | str = field(
         default="all-linear",
@@ -108,7 +107,6 @@ class DataConfig:
         default=True,
         metadata={"help": "Cache tokenized data under the prefopt cache dir, keyed by content."},
     )
-
 
 
 @dataclass
@@ -194,9 +192,9 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin is typing.Union or origin is types.UnionType:
         options = typing.get_args(annotation)
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
-            if type(None) in options:
-                return None
+        is_null = value is None or (isinstance(value, str) and value.lower() in ("null", "none"))
+        if is_null and type(None) in options:
+            return None
         errors = []
         # Try the most specific types first so "3" stays an int where int is allowed.
         for option in sorted(options, key=_specificity):
@@ -382,8 +380,7 @@ class ConfigBuilder:
             if section == "algorithm_name":
                 if value != self.algorithm_name:
                     raise ConfigError(
-                        f"{where}: config is for algorithm '{value}', "
-                        f"not '{self.algorithm_name}'"
+                        f"{where}: config is for algorithm '{value}', not '{self.algorithm_name}'"
                     )
                 continue
             if section not in SECTIONS:

@@ -20,9 +20,7 @@ class ConfigError(UsageError):
 class DataError(UsageError):
     """A problem in an input data file, located as ``file:line: field: problem``."""
 
-    def __init__(
-        self, path: str | Path, line: int | None, field: str | None, problem: str
-    ) -> None:
+    def __init__(self, path: str | Path, line: int | None, field: str | None, problem: str) -> None:
         self.path = str(path)
         self.line = line
         self.field = field

@@ -18,7 +18,7 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def looks_like_local_path(name: str) -> bool:
-    """A path-like string (``./x``, ``/x``, ``~/x``, ``x/y/z``) rather than a hub id ``org/name``."""
+    """A path-like string (``./x``, ``/x``, ``~/x``, ``x/y/z``), not a hub id ``org/name``."""
     return (
         name.startswith((".", "/", "~"))
         or name.count("/") > 1
@@ -32,7 +32,11 @@ def check_model_source(name_or_path: str | None, what: str = "model") -> str:
         raise UsageError(f"no {what} given: pass --model or set model.name_or_path")
     if looks_like_local_path(name_or_path) and not Path(name_or_path).expanduser().exists():
         raise UsageError(f"{what} path does not exist: {name_or_path}")
-    return str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().exists() else name_or_path
+    return (
+        str(Path(name_or_path).expanduser())
+        if Path(name_or_path).expanduser().exists()
+        else name_or_path
+    )
 
 
 def adapter_base(path: str) -> str | None:
@@ -59,8 +63,9 @@ def torch_dtype(name: str, key: str = "model.dtype") -> Any:
 def load_tokenizer(config: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
-    source = config.tokenizer or config.name_or_path
-    source = check_model_source(source, "tokenizer")
+    source = check_model_source(
+        config.tokenizer or config.name_or_path, "tokenizer" if config.tokenizer else "model"
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             source, trust_remote_code=config.trust_remote_code, revision=config.revision
@@ -69,9 +74,7 @@ def load_tokenizer(config: ModelConfig) -> Any:
         base = adapter_base(source) if Path(source).is_dir() else None
         if base is None:
             raise UsageError(f"cannot load tokenizer '{source}': {_first_line(exc)}") from None
-        tokenizer = AutoTokenizer.from_pretrained(
-            base, trust_remote_code=config.trust_remote_code
-        )
+        tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=config.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -82,7 +85,14 @@ def load_model(config: ModelConfig, for_training: bool = True) -> Any:
     from transformers import AutoModelForCausalLM
 
     source = check_model_source(config.name_or_path)
-    base = adapter_base(source) if Path(source).is_dir() else None
+    # An adapter folder (maybe trained on another adapter: SFT -> DPO) loads as its root base
+    # with every adapter of the chain merged in, innermost first.
+    chain = [source]
+    if Path(source).is_dir() and adapter_base(source) is not None:
+        from prefopt.modeling.merge import resolve_chain
+
+        chain = resolve_chain(source)
+    base, adapters = chain[0], chain[1:]
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype(config.dtype),
         "trust_remote_code": config.trust_remote_code,
@@ -95,13 +105,13 @@ def load_model(config: ModelConfig, for_training: bool = True) -> Any:
     if config.load_in_4bit:
         kwargs.update(quantization_kwargs(config))
     try:
-        model = AutoModelForCausalLM.from_pretrained(base or source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load model '{base or source}': {_first_line(exc)}") from None
-    if base is not None:
+        raise UsageError(f"cannot load model '{base}': {_first_line(exc)}") from None
+    for adapter in adapters:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, source).merge_and_unload()
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     if config.load_in_4bit:
         keep_4bit_layers_differentiable(model)
     if config.load_in_4bit and for_training:
