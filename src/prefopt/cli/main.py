@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated
 
@@ -80,6 +81,8 @@ def prepare(argv: list[str]) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # bitsandbytes warns on import about an optional CPU kernel package; not the user's concern.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     code = prepare(argv)
     if code is not None:
         raise SystemExit(code)
