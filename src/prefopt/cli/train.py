@@ -34,6 +34,7 @@ COMMON_OPTIONS: list[tuple[str, str | None, Any, list[str], str]] = [
     ("max_steps", "training.max_steps", int | None, ["--max-steps"], "Stop after this many optimizer steps."),
     ("sets", None, list[str] | None, ["--set"], "Override any config key: --set training.learning_rate=1e-5 (repeatable)."),
     ("resume", None, bool, ["--resume"], "Continue from the newest checkpoint-<step> in the output folder."),
+    ("num_processes", None, int | None, ["--num-processes"], "Data-parallel processes on this machine (relaunches under torch.distributed; see docs/distributed.md)."),
     ("print_config", None, bool, ["--print-config"], "Print the resolved config as YAML and exit."),
     ("quiet", None, bool, ["--quiet", "-q"], "No progress display, only errors and the final summary."),
 ]
@@ -109,6 +110,7 @@ def build_algorithm_command(spec: Any) -> Any:
             resume=bool(values.get("resume")),
             print_config=bool(values.get("print_config")),
             quiet=bool(values.get("quiet")) or State.quiet,
+            num_processes=values.get("num_processes"),
         )
 
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -137,18 +139,34 @@ def run_training(
     resume: bool,
     print_config: bool,
     quiet: bool,
+    num_processes: int | None = None,
 ) -> None:
     quiet_libraries()
     from prefopt.config import resolve_run_config
 
     config = resolve_run_config(spec, config_file, flags, sets)
     if print_config:
-        typer.echo(config.to_yaml(), nl=False)
+        import yaml
+
+        from prefopt.training.redaction import redact
+
+        typer.echo(yaml.safe_dump(redact(config.to_dict()), sort_keys=False), nl=False)
+        return
+    from prefopt.training.launch import child_arguments, is_main_process, launch, wants_launch
+
+    if wants_launch(num_processes):  # start the workers; each re-resolves the same layers
+        arguments = child_arguments(
+            spec.name, config_file, flags, sets, resume=resume, quiet=quiet, debug=State.debug
+        )
+        code = launch(num_processes or 1, arguments)
+        if code:
+            raise typer.Exit(code)
         return
     from prefopt.training.run import train
 
     result = train(config, spec, resume=resume, quiet=quiet)
-    print_summary(result)
+    if is_main_process():
+        print_summary(result)
 
 
 def print_summary(result: Any) -> None:

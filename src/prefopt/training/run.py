@@ -58,6 +58,7 @@ def load_pairs(
     tokenizer: Any,
     config: RunConfig,
     spec: AlgorithmSpec,
+    progress: bool = False,
 ) -> tuple[list[TokenizedPair], int]:
     """Read, validate and tokenize one data source; returns the pairs and the dropped count.
 
@@ -77,18 +78,23 @@ def load_pairs(
             spec.validate_records(rows, source)
         return rows
 
+    from prefopt.training.callbacks import TaskProgress
+
     settings = TokenizationSettings(config.data.max_length, config.data.max_prompt_length)
-    pairs, report, _ = prepare_pairs(
-        source,
-        split,
-        tokenizer,
-        settings,
-        spec.extra_columns,
-        read_rows,
-        validation=spec.name,
-        use_cache=config.data.prep_cache,
-        root=config.reference.cache_dir,
-    )
+    with TaskProgress(f"tokenize {source} ({split})", enabled=progress) as shown:
+        pairs, report, cached = prepare_pairs(
+            source,
+            split,
+            tokenizer,
+            settings,
+            spec.extra_columns,
+            lambda: shown.counting(read_rows()),
+            validation=spec.name,
+            use_cache=config.data.prep_cache,
+            root=config.reference.cache_dir,
+        )
+        if cached:
+            shown.count, shown.note = report.pairs, "from the prep cache"
     if report.dropped:
         log.warning(
             "%s: dropped %d of %d pairs left without completion tokens after truncation",
@@ -121,6 +127,9 @@ def build_training_arguments(config: RunConfig, quiet: bool) -> Any:
     values.setdefault("dataloader_pin_memory", _has_cuda())
     values["remove_unused_columns"] = False
     values["label_names"] = []
+    from prefopt.training.redaction import check_training_secrets
+
+    check_training_secrets(values)
     from prefopt.modeling.logprobs import resolve_bf16
 
     values["bf16"] = resolve_bf16(config.model.precision, values)
@@ -156,6 +165,9 @@ def build_model_and_reference(config: RunConfig, spec: AlgorithmSpec) -> tuple[A
 
 def train(config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: bool = False) -> RunResult:
     """Train ``spec`` as configured; returns where the outputs are and the final metrics."""
+    from prefopt.training.launch import configure_cpu_workers
+
+    configure_cpu_workers()  # torchrun/accelerate workers without GPUs: gloo DDP
     if spec.runner is not None:  # algorithms with their own data flow (e.g. SFT)
         result: RunResult = spec.runner(config, spec, resume=resume, quiet=quiet)
         return result
@@ -172,13 +184,18 @@ def train(config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: b
 
     tokenizer = load_tokenizer(config.model)
     train_pairs, dropped = load_pairs(
-        config.data.train, config.data.train_split, tokenizer, config, spec
+        config.data.train, config.data.train_split, tokenizer, config, spec, progress=not quiet
     )
     eval_pairs = None
     if config.data.eval:
-        eval_pairs, _ = load_pairs(config.data.eval, config.data.eval_split, tokenizer, config, spec)
+        eval_pairs, _ = load_pairs(
+            config.data.eval, config.data.eval_split, tokenizer, config, spec, progress=not quiet
+        )
 
     args = build_training_arguments(config, quiet)
+    from transformers import set_seed
+
+    set_seed(args.seed)  # new weights (LoRA) start the same in every run and every process
     model, reference_model = build_model_and_reference(config, spec)
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, output_dir)
@@ -203,9 +220,12 @@ def train(config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: b
     pairs_per_step = (
         args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     )
-    callbacks: list[Any] = [MetricsJsonlCallback(output_dir)]
-    if not quiet:
-        callbacks.append(ProgressDisplay(pairs_per_step))
+    from prefopt.training.guards import NonFiniteError, NonFiniteGuard
+
+    display = None if quiet else ProgressDisplay(pairs_per_step)
+    callbacks: list[Any] = [MetricsJsonlCallback(output_dir), NonFiniteGuard()]
+    if display is not None:
+        callbacks.append(display)
     trainer_class = resolve_trainer_class(spec)
     trainer = trainer_class(
         model=model,
@@ -222,11 +242,31 @@ def train(config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: b
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # ProgressDisplay prints instead
+    if args.bf16:  # every forward runs under autocast: round frozen weights once, not per step
+        import torch
+
+        from prefopt.modeling.logprobs import cast_frozen_linears
+
+        for frozen in (trainer.model, reference_model):
+            if frozen is not None:
+                cast_frozen_linears(frozen, torch.bfloat16)
     if reference is not None:
         from prefopt.training.reference_cache import provide_for_run
 
         provide_for_run(trainer, config, tokenizer, train_pairs, eval_pairs, quiet)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    from prefopt.training.wandb_setup import finish_wandb_run, start_wandb_run
+
+    wandb_run = start_wandb_run(config, args, resume=resume)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except BaseException as exc:
+        finish_wandb_run(wandb_run, failed=True)
+        if isinstance(exc, NonFiniteError):  # name the checkpoint to resume from
+            raise exc.with_checkpoint(latest_checkpoint(output_dir)) from None
+        raise
+    finally:
+        if display is not None:
+            display.close()
     final: dict[str, float] = {}
     if eval_pairs:
         final.update(trainer.evaluate())
@@ -235,6 +275,7 @@ def train(config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: b
         if "loss" in entry:
             final = {**entry, **final}
             break
+    finish_wandb_run(wandb_run)
     return RunResult(output_dir, trainer.state.global_step, len(train_pairs), dropped, final)
 
 
@@ -251,14 +292,24 @@ def _unwrap_peft(model: Any) -> Any:
 
 
 def save_config(config: RunConfig, output_dir: Path) -> Path:
+    """Write the resolved config, secrets (tokens, keys) replaced by ``<redacted>``."""
+    import yaml
+
+    from prefopt.training.redaction import redact
+
     path = output_dir / CONFIG_FILE
-    temporary = path.with_suffix(".yaml.tmp")
-    temporary.write_text(config.to_yaml(), encoding="utf-8")
+    temporary = path.with_suffix(f".yaml.{os.getpid()}.tmp")  # data-parallel workers all write it
+    text = yaml.safe_dump(redact(config.to_dict()), sort_keys=False)
+    temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
     return path
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder in ``output_dir``, or ``None``.
+
+    The Trainer writes ``trainer_state.json`` last (prefopt's loss state goes in before it), so
+    a folder without a readable one is a save cut short (a killed run): it is skipped."""
     if not output_dir.is_dir():
         return None
     steps = []
@@ -266,4 +317,18 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
         name = child.name
         if child.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit():
             steps.append((int(name[11:]), child))
-    return max(steps)[1] if steps else None
+    for _, folder in sorted(steps, reverse=True):
+        if _complete_checkpoint(folder):
+            return folder
+        log.warning("%s is incomplete (no readable trainer_state.json): skipped", folder)
+    return None
+
+
+def _complete_checkpoint(folder: Path) -> bool:
+    import json
+
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True

@@ -18,6 +18,7 @@ from transformers import Trainer
 
 from prefopt.api import LossContext, LossOutput, PreferenceBatch
 from prefopt.modeling.logprobs import sequence_logps
+from prefopt.training.guards import check_loss
 from prefopt.training.reference import ReferenceModel
 
 LOSS_STATE_FILE = "prefopt_loss_state.json"
@@ -70,7 +71,9 @@ class PreferenceTrainer(Trainer):
         if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
-            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            # Group by the global batch, so that 1 x 8 and 2 x 4 pairs per step see the same order.
+            args = self.args
+            batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
             return LengthGroupedSampler(batch, lengths=lengths)
         return super()._get_train_sampler(train_dataset)
 
@@ -105,6 +108,8 @@ class PreferenceTrainer(Trainer):
     ) -> Any:
         batch = self.preference_batch(model, inputs)
         output: LossOutput = self.loss_fn(batch)
+        if model.training:  # the non-finite guard: stop before backward and optimizer step
+            check_loss(output.loss, self.state.global_step + 1)
         self._record(batch, output, "train" if model.training else "eval")
         if return_outputs:
             return output.loss, {}
@@ -157,23 +162,32 @@ class PreferenceTrainer(Trainer):
 
     # -- loss state in checkpoints ---------------------------------------------------------
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        # The loss state goes in first: the Trainer writes trainer_state.json last, so a
+        # checkpoint folder holding trainer_state.json is complete (see latest_checkpoint).
         state_dict = getattr(self.loss_fn, "state_dict", None)
-        if state_dict is None or not self.args.should_save:
-            return
-        folder = os.path.join(
-            self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"
-        )
-        if os.path.isdir(folder):
+        if state_dict is not None and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"
+            )
+            os.makedirs(folder, exist_ok=True)
             write_loss_state(folder, state_dict())
+        super()._save_checkpoint(model, trial)
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        load_state = getattr(self.loss_fn, "load_state_dict", None)
-        path = os.path.join(resume_from_checkpoint, LOSS_STATE_FILE)
-        if load_state is not None and os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                load_state(json.load(handle))
+    def train(
+        self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        # Restored here rather than in _load_from_checkpoint, which DeepSpeed runs skip.
+        if resume_from_checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        if isinstance(resume_from_checkpoint, str):
+            load_state = getattr(self.loss_fn, "load_state_dict", None)
+            path = os.path.join(resume_from_checkpoint, LOSS_STATE_FILE)
+            if load_state is not None and os.path.isfile(path):
+                with open(path, encoding="utf-8") as handle:
+                    load_state(json.load(handle))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
 
 def write_loss_state(folder: str, state: dict[str, Any]) -> None:

@@ -1,0 +1,149 @@
+"""Checkpoints and `--resume`: a run killed with SIGKILL after a checkpoint and resumed ends with
+the same per-step metrics as an uninterrupted run (model, optimizer, scheduler, RNG, data
+position and the loss state: dynamic-β's τ, β and warmup margins)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+STEPS = 6
+CHECKPOINT_STEP = 3
+SETS = [
+    "training.logging_steps=1",
+    f"training.save_steps={CHECKPOINT_STEP}",
+    "training.per_device_train_batch_size=4",
+    "training.learning_rate=1e-3",
+    "model.precision=fp32",
+]
+# dynamic-β: the checkpoint falls inside the warmup (calls 1-4), so the collected margins must
+# survive for τ to be right at call 4; β then moves at calls 5 and 6.
+ALGORITHMS = {
+    "dpo": {},
+    "dynamic-beta": {"warmup_steps": 4, "alpha": 0.05, "delta": 0.25},
+}
+TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
+
+
+def metric_lines(output_dir: Path) -> list[dict]:
+    records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records if "loss" in r]
+
+
+def command(algorithm: str, model: Path, data: Path, out: Path) -> list[str]:
+    flags = [
+        item
+        for name, value in ALGORITHMS[algorithm].items()
+        for item in (f"--{name.replace('_', '-')}", str(value))
+    ]
+    sets = [item for value in SETS for item in ("--set", value)]
+    return [
+        sys.executable, "-m", "prefopt", "train", algorithm, "--model", str(model),
+        "--train-file", str(data), "--output-dir", str(out), "--max-steps", str(STEPS),
+        *sets, *flags, "-q",
+    ]  # fmt: skip
+
+
+def run_in_process(
+    algorithm: str, model: Path, data: Path, out: Path, resume: bool = False
+) -> list[dict]:
+    """The run of ``command`` in this process (same code and settings as the CLI)."""
+    from prefopt.cli.common import quiet_libraries
+    from prefopt.config import resolve_run_config
+    from prefopt.registry import get_algorithm
+    from prefopt.training.run import train
+
+    spec = get_algorithm(algorithm)
+    flags = {
+        "model.name_or_path": str(model),
+        "data.train": str(data),
+        "training.output_dir": str(out),
+        "training.max_steps": STEPS,
+        **{f"algorithm.{k}": v for k, v in ALGORITHMS[algorithm].items()},
+    }
+    quiet_libraries()
+    train(resolve_run_config(spec, None, flags, SETS), spec, resume=resume, quiet=True)
+    return metric_lines(out)
+
+
+def kill_after_checkpoint(args: list[str], checkpoint: Path, timeout: float = 300) -> None:
+    """Start ``args``, wait until ``checkpoint`` is complete, then SIGKILL the process."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = checkpoint / "trainer_state.json"  # written last: the checkpoint is complete
+    deadline = time.monotonic() + timeout
+    try:
+        while not marker.is_file():
+            if process.poll() is not None:
+                stderr = process.stderr.read().decode() if process.stderr else ""
+                pytest.fail(f"the run ended (code {process.returncode}) before {marker}: {stderr}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {marker} after {timeout} s")
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+        if process.stderr:
+            process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+
+
+# dpo resumes through `prefopt train ... --resume`, dynamic-beta through train(resume=True).
+@pytest.mark.parametrize(("algorithm", "resume_with_cli"), [("dpo", True), ("dynamic-beta", False)])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(
+    algorithm: str, resume_with_cli: bool, tiny_model: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    reference = run_in_process(algorithm, tiny_model, pairs_file, tmp_path / "reference")
+    assert [r["step"] for r in reference] == list(range(1, STEPS + 1))
+
+    out = tmp_path / "killed"
+    args = command(algorithm, tiny_model, pairs_file, out)
+    kill_after_checkpoint(args, out / f"checkpoint-{CHECKPOINT_STEP}")
+    assert not (out / "adapter_model.safetensors").exists()  # it really died mid-run
+    survivors = metric_lines(out)
+    assert [r["step"] for r in survivors][:CHECKPOINT_STEP] == list(range(1, CHECKPOINT_STEP + 1))
+    if algorithm == "dynamic-beta":
+        state = json.loads(
+            (out / f"checkpoint-{CHECKPOINT_STEP}/prefopt_loss_state.json").read_text()
+        )
+        assert state["calls"] == CHECKPOINT_STEP and state["tau"] is None  # still warming up
+        assert len(state["collected"]) == CHECKPOINT_STEP * 4  # margins of 3 batches of 4
+
+    if resume_with_cli:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+        resumed = subprocess.run(
+            [*args, "--resume"], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert resumed.returncode == 0, resumed.stderr
+    else:
+        run_in_process(algorithm, tiny_model, pairs_file, out, resume=True)
+    assert (out / "adapter_model.safetensors").is_file()
+    after = metric_lines(out)
+    assert [r["step"] for r in after] == list(range(1, STEPS + 1))  # no step twice, none lost
+    for expected, got in zip(reference, after, strict=True):
+        assert set(got) == set(expected), expected["step"]
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), (expected["step"], key)
+    if algorithm == "dynamic-beta":
+        assert after[-1]["beta"] != after[0]["beta"]  # β moved after the warmup
+        assert "tau" in after[-1]
+
+
+def test_latest_checkpoint_skips_a_save_cut_short(tmp_path: Path) -> None:
+    from prefopt.training.run import latest_checkpoint
+
+    assert latest_checkpoint(tmp_path / "missing") is None
+    for step, state in ((2, "{}"), (10, "{}"), (12, None), (14, '{"trunc')):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-99.tmp").mkdir()
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-10"  # not 2 (older), 12, 14
