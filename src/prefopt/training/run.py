@@ -163,7 +163,9 @@ def build_model_and_reference(config: RunConfig, spec: AlgorithmSpec) -> tuple[A
     return model, reference_model
 
 
-def train(config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: bool = False) -> RunResult:
+def train(
+    config: RunConfig, spec: AlgorithmSpec, resume: bool = False, quiet: bool = False
+) -> RunResult:
     """Train ``spec`` as configured; returns where the outputs are and the final metrics."""
     from prefopt.training.launch import configure_cpu_workers
 
