@@ -125,6 +125,24 @@ def test_coerce_union_prefers_specific_types() -> None:
     assert coerce("3", int | float, "k") == 3
     assert coerce("0.5", int | float, "k") == 0.5
     assert coerce("null", int | None, "k") is None
+    assert coerce("none", str | None, "k") == "none"
     assert coerce("a,b", list[str], "k") == ["a", "b"]
     with pytest.raises(ConfigError):
         coerce("x", float, "k")
+
+
+def test_saved_config_reads_back_as_written(tmp_path: Path) -> None:
+    first = resolve_run_config(
+        SPEC, sets=["training.report_to=none", "lora.target_modules=all-linear"]
+    )
+    saved = tmp_path / "prefopt_config.yaml"
+    saved.write_text(first.to_yaml())
+    again = resolve_run_config(SPEC, saved)
+    assert again.lora is not None and again.lora.target_modules == "all-linear"
+    assert again.training["report_to"] == "none"
+    assert again.to_dict() == first.to_dict()
+
+
+def test_list_values_from_the_command_line() -> None:
+    config = resolve_run_config(SPEC, sets=["lora.target_modules=[q_proj, v_proj]"])
+    assert config.lora is not None and config.lora.target_modules == ["q_proj", "v_proj"]

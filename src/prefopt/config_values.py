@@ -26,9 +26,12 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin is typing.Union or origin is types.UnionType:
         options = typing.get_args(annotation)
-        is_null = value is None or (isinstance(value, str) and value.lower() in ("null", "none"))
+        # Only YAML's own nulls: "none" is a real value for some fields (report_to: none).
+        is_null = value is None or (isinstance(value, str) and value.strip() in ("null", "~"))
         if is_null and type(None) in options:
             return None
+        if isinstance(value, str) and value.strip().startswith("["):
+            value = parse_scalar(value)  # "[q_proj, v_proj]" is a list, not a string
         errors = []
         # Try the most specific types first so "3" stays an int where int is allowed.
         for option in sorted(options, key=_specificity):
@@ -114,9 +117,13 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
 
 
 def _specificity(option: Any) -> int:
+    """Try order within a union: numbers before text, and text before lists, so that
+    ``all-linear`` stays a string for ``list[str] | str`` (a saved config reads back as written)."""
     order = {bool: 0, int: 1, float: 2}
     if option in order:
         return order[option]
+    if typing.get_origin(option) in (list, tuple) or option in (list, tuple):
+        return 10
     if option is str:
         return 9
     return 5
