@@ -25,18 +25,79 @@ app = typer.Typer(
 RUN_PANEL = "Run"
 # name -> (dotted config key or None, annotation, option declarations, help)
 COMMON_OPTIONS: list[tuple[str, str | None, Any, list[str], str]] = [
-    ("config", None, Path | None, ["--config", "-c"], "YAML run config (sections model, lora, data, training, algorithm)."),
-    ("model", "model.name_or_path", str | None, ["--model", "-m"], "Model hub id or local folder (model.name_or_path)."),
-    ("train_file", "data.train", str | None, ["--train-file"], "Training pairs: .jsonl/.json/.parquet file or hub dataset (data.train)."),
+    (
+        "config",
+        None,
+        Path | None,
+        ["--config", "-c"],
+        "YAML run config (sections model, lora, data, training, algorithm).",
+    ),
+    (
+        "model",
+        "model.name_or_path",
+        str | None,
+        ["--model", "-m"],
+        "Model hub id or local folder (model.name_or_path).",
+    ),
+    (
+        "train_file",
+        "data.train",
+        str | None,
+        ["--train-file"],
+        "Training pairs: .jsonl/.json/.parquet file or hub dataset (data.train).",
+    ),
     ("eval_file", "data.eval", str | None, ["--eval-file"], "Evaluation pairs (data.eval)."),
-    ("output_dir", "training.output_dir", str | None, ["--output-dir", "-o"], "Output folder (default runs/<run name>)."),
-    ("run_name", "training.run_name", str | None, ["--run-name"], "Run name (default: the algorithm's, e.g. DPO_<model>)."),
-    ("max_steps", "training.max_steps", int | None, ["--max-steps"], "Stop after this many optimizer steps."),
-    ("sets", None, list[str] | None, ["--set"], "Override any config key: --set training.learning_rate=1e-5 (repeatable)."),
-    ("resume", None, bool, ["--resume"], "Continue from the newest checkpoint-<step> in the output folder."),
-    ("num_processes", None, int | None, ["--num-processes"], "Data-parallel processes on this machine (relaunches under torch.distributed; see docs/distributed.md)."),
+    (
+        "output_dir",
+        "training.output_dir",
+        str | None,
+        ["--output-dir", "-o"],
+        "Output folder (default runs/<run name>).",
+    ),
+    (
+        "run_name",
+        "training.run_name",
+        str | None,
+        ["--run-name"],
+        "Run name (default: the algorithm's, e.g. DPO_<model>).",
+    ),
+    (
+        "max_steps",
+        "training.max_steps",
+        int | None,
+        ["--max-steps"],
+        "Stop after this many optimizer steps.",
+    ),
+    (
+        "sets",
+        None,
+        list[str] | None,
+        ["--set"],
+        "Override any config key: --set training.learning_rate=1e-5 (repeatable).",
+    ),
+    (
+        "resume",
+        None,
+        bool,
+        ["--resume"],
+        "Continue from the newest checkpoint-<step> in the output folder.",
+    ),
+    (
+        "num_processes",
+        None,
+        int | None,
+        ["--num-processes"],
+        "Data-parallel processes on this machine (relaunches under torch.distributed; "
+        "see docs/distributed.md).",
+    ),
     ("print_config", None, bool, ["--print-config"], "Print the resolved config as YAML and exit."),
-    ("quiet", None, bool, ["--quiet", "-q"], "No progress display, only errors and the final summary."),
+    (
+        "quiet",
+        None,
+        bool,
+        ["--quiet", "-q"],
+        "No progress display, only errors and the final summary.",
+    ),
 ]
 
 
@@ -49,7 +110,9 @@ def _option_annotation(annotation: Any) -> Any:
     return str | None
 
 
-def _algorithm_parameters(config_class: type, taken: set[str]) -> list[tuple[str, str, inspect.Parameter]]:
+def _algorithm_parameters(
+    config_class: type, taken: set[str]
+) -> list[tuple[str, str, inspect.Parameter]]:
     hints = typing.get_type_hints(config_class)
     params = []
     for f in dataclasses.fields(config_class):
@@ -60,7 +123,9 @@ def _algorithm_parameters(config_class: type, taken: set[str]) -> list[tuple[str
         help_text = f"{f.metadata.get('help', '')} (default: {default})".strip()
         cli_type = _option_annotation(hints.get(f.name, str))
         decls = [f"--{flag}/--no-{flag}"] if cli_type == bool | None else [f"--{flag}"]
-        option = typer.Option(*decls, help=help_text, rich_help_panel="Algorithm", show_default=False)
+        option = typer.Option(
+            *decls, help=help_text, rich_help_panel="Algorithm", show_default=False
+        )
         name = f"algo__{f.name}"
         params.append(
             (
@@ -176,7 +241,13 @@ def print_summary(result: Any) -> None:
     table.add_row("output", str(result.output_dir))
     table.add_row("steps", str(result.steps))
     table.add_row("train pairs", f"{result.train_pairs} ({result.dropped_pairs} dropped)")
-    for key in ("loss", "rewards/accuracies", "rewards/margins", "eval_loss", "eval_rewards/accuracies"):
+    for key in (
+        "loss",
+        "rewards/accuracies",
+        "rewards/margins",
+        "eval_loss",
+        "eval_rewards/accuracies",
+    ):
         if key in result.final_metrics:
             table.add_row(key, f"{result.final_metrics[key]:.4f}")
     console().print(table)
