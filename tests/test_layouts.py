@@ -170,18 +170,49 @@ def test_train_with_each_layout_starts_at_ln2(
     sets = [f"data.layout={layout}", "model.precision=fp32", "training.save_strategy=no"]
     if layout == "packed":
         data = write_pairs(tmp_path / "pairs.jsonl", rows)
+        held_out = write_pairs(tmp_path / "eval.jsonl", synthetic_pairs(12, held_out=True))
         code, _, stderr = run_cli(
             "train", "dpo", "--model", str(tiny_model), "--train-file", str(data),
-            "--output-dir", str(out), "--max-steps", "2", "--quiet",
+            "--eval-file", str(held_out), "--output-dir", str(out), "--max-steps", "2", "--quiet",
             "--set", "training.per_device_train_batch_size=8", "--set", "training.logging_steps=1",
             *[item for key in sets for item in ("--set", key)],
             env={"PREFOPT_CACHE_DIR": str(tmp_path / "cache")},
         )  # fmt: skip
         assert code == 0, stderr
-        first = json.loads((out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[0])
+        lines = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        first = json.loads(lines[0])
+        assert any("eval_loss" in json.loads(line) for line in lines)  # length-grouped eval
     else:
         sets.append(f"reference.cache_dir={tmp_path / 'cache'}")
         first = train_one_step("dpo", tiny_model, tmp_path, rows=rows, pairs=8, steps=2, sets=sets)
     saved = (out / "prefopt_config.yaml").read_text(encoding="utf-8")
     assert f"layout: {layout}" in saved
     assert abs(first["loss"] - math.log(2)) < 1e-5
+
+
+def test_frozen_linears_in_bf16_change_nothing_under_autocast(tiny_model: Path) -> None:
+    """Rounding frozen weights to bf16 once gives the operands autocast makes on every call."""
+    from prefopt.config import LoraSettings
+    from prefopt.modeling.logprobs import cast_frozen_linears
+    from prefopt.modeling.lora import apply_lora
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    batch = PackedCollator(tokenizer.pad_token_id)(_pairs(tokenizer, conversational=False))
+    results = []
+    for cast in (False, True):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        model = apply_lora(base, LoraSettings())
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.data.normal_(0, 0.1)
+        if cast:
+            assert cast_frozen_linears(model, torch.bfloat16) == 2 * 7 + 1  # layers' + LM head
+            assert base.model.embed_tokens.weight.dtype == torch.float32  # left alone
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logps, _ = sequence_logps(model, batch)
+        logps.sum().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        results.append((logps.detach(), grads))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))

@@ -7,10 +7,11 @@ of the hidden state that predicts token ``t`` (the one before it). Every layout 
 target token and the output sequence it counts for (see :mod:`prefopt.data.collate`).
 
 Lean path: the model runs with ``logits_to_keep=1`` (so its own LM head projects one position
-per row), a forward hook on the backbone keeps the final hidden states, and the LM head is
-applied only to the K predicting positions, in chunks of about ``CHUNK_ELEMENTS / vocab``
-tokens. Under autograd each chunk is checkpointed, so memory for logits is one chunk ×
-vocabulary, not rows × width × vocabulary; the backward recomputes a chunk's logits. Models
+per row), and a forward hook on the backbone applies the LM head to the final hidden states of
+the K predicting positions only, inside the model's call (so under the same autocast as the
+model's own head), in chunks of about ``CHUNK_ELEMENTS / vocab`` tokens. Under autograd each
+chunk is checkpointed, so memory for logits is one chunk × vocabulary, not rows × width ×
+vocabulary; the backward recomputes a chunk's logits. Models
 whose head does more than a projection (logit soft-capping or scaling) or that lack the
 ``get_decoder``/``logits_to_keep`` surface take the full-logits path, which gives the same
 numbers. The logsumexp is taken in fp32; per-sequence sums are returned in fp64: a sum of
@@ -165,19 +166,21 @@ def sequence_logps(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
         token_logps = head_logps(torch.nn.Identity(), logits[rows, positions], targets)
     else:
         backbone, head = lean
-        captured: list[Any] = []
+        vocab = int(getattr(head, "out_features", 0) or unwrap(model).config.vocab_size)
+        scored: list[Any] = []
 
-        def keep_hidden(module: Any, args: Any, output: Any) -> None:
-            captured.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+        # The head runs inside the backbone's call, so under whatever autocast wraps the
+        # model's forward (accelerate's mixed precision), like the model's own LM head.
+        def score_hidden(module: Any, args: Any, output: Any) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+            scored.append(chunked_head_logps(head, hidden[rows, positions], targets, vocab))
 
-        handle = backbone.register_forward_hook(keep_hidden)
+        handle = backbone.register_forward_hook(score_hidden)
         try:
             model(**kwargs, use_cache=False, logits_to_keep=1)
         finally:
             handle.remove()
-        hidden = captured[-1]
-        vocab = int(getattr(head, "out_features", 0) or unwrap(model).config.vocab_size)
-        token_logps = chunked_head_logps(head, hidden[rows, positions], targets, vocab)
+        token_logps = scored[-1]
     logps = torch.zeros(sequences, dtype=torch.float64, device=token_logps.device)
     logps = logps.index_add(0, index, token_logps.double())
     lengths = torch.bincount(index, minlength=sequences)
@@ -218,3 +221,26 @@ def resolve_bf16(precision: str, training: dict[str, Any]) -> bool:
     if training.get("bf16") or training.get("fp16"):
         return bool(training.get("bf16"))
     return fast_bf16_available()
+
+
+def cast_frozen_linears(model: Any, dtype: Any) -> int:
+    """Store the weights of frozen plain ``nn.Linear`` layers in ``dtype``; returns how many.
+
+    Under autocast a matmul casts its fp32 weight to bf16 on every call, and a frozen weight
+    (LoRA's base layers, the LM head) is never cached, so every step re-rounds the whole model.
+    Rounding once gives the same bf16 operands (round-to-nearest-even either way), so the
+    results are unchanged while the casts and half the weight memory go. Norms, embeddings and
+    trainable or quantized layers are left alone. Only for runs that always compute under
+    autocast.
+    """
+    import torch
+
+    count = 0
+    for module in model.modules():
+        if type(module) is not torch.nn.Linear:  # bitsandbytes layers subclass Linear
+            continue
+        if any(parameter.requires_grad for parameter in module.parameters(recurse=False)):
+            continue
+        module.to(dtype)
+        count += 1
+    return count

@@ -65,17 +65,27 @@ class PreferenceTrainer(Trainer):
         )
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        # Pairs are no dicts with input_ids, so hand LengthGroupedSampler the dataset's lengths.
         dataset = self.train_dataset if train_dataset is None else train_dataset
-        lengths = getattr(dataset, "lengths", None)
-        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
-            from transformers.trainer_pt_utils import LengthGroupedSampler
+        # Group by the global batch, so that 1 x 8 and 2 x 4 pairs per step see the same order.
+        args = self.args
+        batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        return self._length_grouped(dataset, batch) or super()._get_train_sampler(train_dataset)
 
-            # Group by the global batch, so that 1 x 8 and 2 x 4 pairs per step see the same order.
-            args = self.args
-            batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-            return LengthGroupedSampler(batch, lengths=lengths)
-        return super()._get_train_sampler(train_dataset)
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        generator = torch.Generator().manual_seed(
+            self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        )
+        grouped = self._length_grouped(eval_dataset, self.args.eval_batch_size, generator)
+        return grouped or super()._get_eval_sampler(eval_dataset)
+
+    def _length_grouped(self, dataset: Any, batch: int, generator: Any = None) -> Any:
+        # Pairs are no dicts with input_ids, so hand LengthGroupedSampler the dataset's lengths.
+        lengths = getattr(dataset, "lengths", None)
+        if self.args.train_sampling_strategy != "group_by_length" or lengths is None:
+            return None
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        return LengthGroupedSampler(batch, lengths=lengths, generator=generator)
 
     # -- forward ---------------------------------------------------------------------------
     def policy_logps(self, model: Any, inputs: dict[str, Any]) -> tuple[Any, Any]:
@@ -86,7 +96,9 @@ class PreferenceTrainer(Trainer):
     def preference_batch(self, model: Any, inputs: dict[str, Any]) -> PreferenceBatch:
         reference_logps = inputs.get("reference_logps")  # precomputed by the reference cache
         if reference_logps is None and self.reference is not None:
-            reference_logps = self.reference.logps(model, inputs, self.policy_logps)
+            # Same autocast as the policy (a frozen copy is not wrapped by accelerate).
+            with self.accelerator.autocast():
+                reference_logps = self.reference.logps(model, inputs, self.policy_logps)
         logps, lengths = self.policy_logps(model, inputs)
         half = logps.shape[0] // 2
         return PreferenceBatch(
