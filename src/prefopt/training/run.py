@@ -252,14 +252,6 @@ def train(
         for frozen in (trainer.model, reference_model):
             if frozen is not None:
                 cast_frozen_linears(frozen, torch.bfloat16)
-    if args.bf16:  # every forward runs under autocast: round frozen weights once, not per step
-        import torch
-
-        from prefopt.modeling.logprobs import cast_frozen_linears
-
-        for frozen in (trainer.model, reference_model):
-            if frozen is not None:
-                cast_frozen_linears(frozen, torch.bfloat16)
     if reference is not None:
         from prefopt.training.reference_cache import provide_for_run
 
