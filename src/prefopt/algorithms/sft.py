@@ -220,21 +220,17 @@ def run_sft(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool 
     from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
     from prefopt.training.run import (
         RunResult,
-        latest_checkpoint,
         resolve_trainer_class,
         save_config,
+        starting_point,
     )
 
-    if not config.data.train:
-        raise UsageError("no training data given: pass --train-file or set data.train")
+    train_source, checkpoint = starting_point(config, resume)
     output_dir = config.output_dir
-    checkpoint = latest_checkpoint(output_dir) if resume else None
-    if resume and checkpoint is None:
-        raise UsageError(f"--resume: no checkpoint-<step> folder in {output_dir}")
 
     tokenizer = load_tokenizer(config.model)
     train_examples, dropped = load_examples(
-        config.data.train, config.data.train_split, tokenizer, config
+        train_source, config.data.train_split, tokenizer, config
     )
     eval_examples = None
     if config.data.eval:

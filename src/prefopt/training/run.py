@@ -177,16 +177,12 @@ def train(
     from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
     from prefopt.training.reference import DisabledAdapterReference, FrozenCopyReference
 
-    if not config.data.train:
-        raise UsageError("no training data given: pass --train-file or set data.train")
+    train_source, checkpoint = starting_point(config, resume)
     output_dir = config.output_dir
-    checkpoint = latest_checkpoint(output_dir) if resume else None
-    if resume and checkpoint is None:
-        raise UsageError(f"--resume: no checkpoint-<step> folder in {output_dir}")
 
     tokenizer = load_tokenizer(config.model)
     train_pairs, dropped = load_pairs(
-        config.data.train, config.data.train_split, tokenizer, config, spec, progress=not quiet
+        train_source, config.data.train_split, tokenizer, config, spec, progress=not quiet
     )
     eval_pairs = None
     if config.data.eval:
@@ -291,6 +287,19 @@ def _unwrap_peft(model: Any) -> Any:
     while not hasattr(model, "disable_adapter") and hasattr(model, "module"):
         model = model.module
     return model
+
+
+def starting_point(config: RunConfig, resume: bool) -> tuple[str, Path | None]:
+    """What a run starts from: its training data source and, with ``--resume``, the newest
+    complete ``checkpoint-<step>`` to continue from. Usage errors if either is missing."""
+    if not config.data.train:
+        raise UsageError("no training data given: pass --train-file or set data.train")
+    if not resume:
+        return config.data.train, None
+    checkpoint = latest_checkpoint(config.output_dir)
+    if checkpoint is None:
+        raise UsageError(f"--resume: no checkpoint-<step> folder in {config.output_dir}")
+    return config.data.train, checkpoint
 
 
 def save_config(config: RunConfig, output_dir: Path) -> Path:
