@@ -135,3 +135,23 @@ def test_bad_records_are_never_cached(tmp_path: Path, tokenizer) -> None:
                 root=tmp_path / "c",
             )
     assert not list((tmp_path / "c").glob("prep/*.npz"))
+
+
+def test_direct_rust_encoding_equals_the_tokenizer_call(tokenizer) -> None:
+    from prefopt.data.tokenize import _encode, _plain_backend
+
+    assert _plain_backend(tokenizer) is not None  # the fast path is taken for this tokenizer
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Where does the zora live?"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    texts = ["Question: hi", "The zora is red.</s>", chat, "  two  spaces ", "ünïcode ✓", ""]
+    for special in (True, False):
+        expected = [list(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+        assert _encode(tokenizer, texts, special) == expected
+    tokenizer.backend_tokenizer.enable_truncation(4)  # state the plain call would reset
+    try:
+        assert _plain_backend(tokenizer) is None
+    finally:
+        tokenizer.backend_tokenizer.no_truncation()

@@ -152,8 +152,35 @@ def truncate_pair(
 def _encode(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
     if not texts:
         return []
+    backend = _plain_backend(tokenizer)
+    if backend is not None:  # same ids, without building a BatchEncoding of offsets etc.
+        return [
+            encoding.ids
+            for encoding in backend.encode_batch_fast(texts, add_special_tokens=special)
+        ]
     encoded = tokenizer(texts, add_special_tokens=special)["input_ids"]
     return [list(ids) for ids in encoded]
+
+
+def _plain_backend(tokenizer: Any) -> Any:
+    """The Rust tokenizer behind ``tokenizer`` when calling it directly gives exactly what
+    ``tokenizer(texts)`` gives: a plain fast tokenizer with no truncation or padding set."""
+    try:
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # pragma: no cover - older transformers
+        return None
+    if not isinstance(tokenizer, TokenizersBackend) or hasattr(tokenizer, "_switch_to_input_mode"):
+        return None
+    if type(tokenizer)._encode_plus is not TokenizersBackend._encode_plus:
+        return None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return None
+    if backend.truncation is not None or backend.padding is not None:
+        return None
+    if bool(backend.encode_special_tokens) != bool(tokenizer.split_special_tokens):
+        return None
+    return backend
 
 
 def _with_eos(ids: list[int], eos: int) -> list[int]:
