@@ -203,8 +203,7 @@ def train(
     longest = max(config.data.pack_tokens, max(pair_length(pair) for pair in train_pairs))
     layout, why = choose_layout(config.data.layout, model, longest)
     if why:
-        notice = log.info if config.data.layout == "auto" else log.warning
-        notice("data.layout=%s: %s; using the padded layout", config.data.layout, why)
+        log.warning("data.layout=%s: %s; using the padded layout", config.data.layout, why)
     collator = make_collator(
         layout, tokenizer.pad_token_id, spec.extra_columns, config.data.pack_tokens
     )
