@@ -329,11 +329,17 @@ def compare_training(opts: argparse.Namespace, work: Path, env: dict[str, str]) 
                 row[f"{tool}_{metric}"] = median(results[(tool, shape)], metric)
         row["ratio"] = row["prefopt_pairs_per_s"] / row["trl_pairs_per_s"]
         row["cpu_ratio"] = row["prefopt_pairs_per_cpu_s"] / row["trl_pairs_per_cpu_s"]
+        # Each repeat runs the two tools back to back, so a repeat's ratio sees one load level.
+        paired = zip(results[("prefopt", shape)], results[("trl", shape)], strict=True)
+        row["paired_ratio"] = statistics.median(
+            mine["pairs_per_s"] / trl["pairs_per_s"] for mine, trl in paired
+        )
         print(
             f"  {shape:17s} pairs/s TRL {row['trl_pairs_per_s']:.2f}, "
             f"prefopt {row['prefopt_pairs_per_s']:.2f} -> {row['ratio']:.2f}x   "
             f"pairs/CPU-s TRL {row['trl_pairs_per_cpu_s']:.2f}, "
             f"prefopt {row['prefopt_pairs_per_cpu_s']:.2f} -> {row['cpu_ratio']:.2f}x   "
+            f"median of paired ratios {row['paired_ratio']:.2f}x   "
             f"peak RSS TRL {row['trl_maxrss_mb']:.0f} MB, prefopt {row['prefopt_maxrss_mb']:.0f} MB"
         )
         report[shape] = row
