@@ -221,6 +221,7 @@ def run_sft(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool 
     from prefopt.training.run import (
         RunResult,
         resolve_trainer_class,
+        save_and_summarize,
         save_config,
         starting_point,
     )
@@ -265,14 +266,7 @@ def run_sft(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool 
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    final: dict[str, float] = {}
-    if eval_examples:
-        final.update(trainer.evaluate())
-    trainer.save_model(str(output_dir))
-    for entry in reversed(trainer.state.log_history):
-        if "loss" in entry:
-            final = {**entry, **final}
-            break
+    final = save_and_summarize(trainer, output_dir, evaluate=bool(eval_examples))
     return RunResult(output_dir, trainer.state.global_step, len(train_examples), dropped, final)
 
 

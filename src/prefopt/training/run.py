@@ -264,14 +264,7 @@ def train(
     finally:
         if display is not None:
             display.close()
-    final: dict[str, float] = {}
-    if eval_pairs:
-        final.update(trainer.evaluate())
-    trainer.save_model(str(output_dir))
-    for entry in reversed(trainer.state.log_history):
-        if "loss" in entry:
-            final = {**entry, **final}
-            break
+    final = save_and_summarize(trainer, output_dir, evaluate=bool(eval_pairs))
     finish_wandb_run(wandb_run)
     return RunResult(output_dir, trainer.state.global_step, len(train_pairs), dropped, final)
 
@@ -286,6 +279,20 @@ def _unwrap_peft(model: Any) -> Any:
     while not hasattr(model, "disable_adapter") and hasattr(model, "module"):
         model = model.module
     return model
+
+
+def save_and_summarize(trainer: Any, output_dir: Path, evaluate: bool) -> dict[str, float]:
+    """Save the trained adapter/model and tokenizer; the final metrics: the last logged training
+    step's, plus a closing evaluation when there is eval data."""
+    final: dict[str, float] = {}
+    if evaluate:
+        final.update(trainer.evaluate())
+    trainer.save_model(str(output_dir))
+    for entry in reversed(trainer.state.log_history):
+        if "loss" in entry:
+            final = {**entry, **final}
+            break
+    return final
 
 
 def starting_point(config: RunConfig, resume: bool) -> tuple[str, Path | None]:
