@@ -24,13 +24,15 @@ def pair_logps(
     """``(chosen_logps, rejected_logps)``, each a float tensor of shape (N,), in eval mode."""
     import torch
 
+    from prefopt.modeling.sdpa_gqa import native_gqa_on_cpu
+
     collator = PaddedCollator(pad_token_id)
     device = next(model.parameters()).device
     chosen, rejected = [], []
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), native_gqa_on_cpu(device.type):
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start : start + batch_size]
                 batch = collator(chunk)

@@ -9,9 +9,10 @@ target token and the output sequence it counts for (see :mod:`prefopt.data.colla
 Lean path: the model runs with ``logits_to_keep=1`` (so its own LM head projects one position
 per row), and a forward hook on the backbone applies the LM head to the final hidden states of
 the K predicting positions only, inside the model's call (so under the same autocast as the
-model's own head), in chunks of about ``CHUNK_ELEMENTS / vocab`` tokens. Under autograd each
-chunk is checkpointed, so memory for logits is one chunk × vocabulary, not rows × width ×
-vocabulary; the backward recomputes a chunk's logits. Models
+model's own head), in chunks of about ``CHUNK_ELEMENTS / vocab`` tokens. Under autograd a
+chunk keeps no logits (a linear head has a hand-written backward in
+:mod:`prefopt.modeling.head_logprobs`; other heads are checkpointed), so memory for logits is one
+chunk × vocabulary, not rows × width × vocabulary; the backward recomputes a chunk's logits. Models
 whose head does more than a projection (logit soft-capping or scaling) or that lack the
 ``get_decoder``/``logits_to_keep`` surface take the full-logits path, which gives the same
 numbers. The logsumexp is taken in fp32; per-sequence sums are returned in fp64: a sum of
@@ -130,12 +131,24 @@ def head_logps(head: Any, hidden: Any, targets: Any) -> Any:
 
 
 def chunked_head_logps(head: Any, hidden: Any, targets: Any, vocab_size: int) -> Any:
-    """:func:`head_logps` in chunks; each chunk checkpointed when gradients are needed."""
+    """:func:`head_logps` in chunks of about ``CHUNK_ELEMENTS`` logits.
+
+    A plain ``nn.Linear`` head goes through :class:`~prefopt.modeling.head_logprobs.HeadLogProbs`
+    (keeps no logits for the backward); any other head module is checkpointed chunk by chunk
+    when gradients are needed.
+    """
     import torch
     from torch.utils.checkpoint import checkpoint
 
     size = max(1, CHUNK_ELEMENTS // max(1, vocab_size))
     pieces = []
+    if type(head) is torch.nn.Linear:
+        from prefopt.modeling.head_logprobs import linear_head_logps
+
+        for start in range(0, hidden.shape[0], size):
+            end = start + size
+            pieces.append(linear_head_logps(head, hidden[start:end], targets[start:end]))
+        return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
     needs_grad = torch.is_grad_enabled() and (
         hidden.requires_grad or any(p.requires_grad for p in head.parameters())
     )

@@ -247,24 +247,26 @@ def train(
         for frozen in (trainer.model, reference_model):
             if frozen is not None:
                 cast_frozen_linears(frozen, torch.bfloat16)
-    if reference is not None:
-        from prefopt.training.reference_cache import provide_for_run
-
-        provide_for_run(trainer, config, tokenizer, train_pairs, eval_pairs, quiet)
+    from prefopt.modeling.sdpa_gqa import native_gqa_on_cpu
     from prefopt.training.wandb_setup import finish_wandb_run, start_wandb_run
 
-    wandb_run = start_wandb_run(config, args, resume=resume)
-    try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except BaseException as exc:
-        finish_wandb_run(wandb_run, failed=True)
-        if isinstance(exc, NonFiniteError):  # name the checkpoint to resume from
-            raise exc.with_checkpoint(latest_checkpoint(output_dir)) from None
-        raise
-    finally:
-        if display is not None:
-            display.close()
-    final = save_and_summarize(trainer, output_dir, evaluate=bool(eval_pairs))
+    with native_gqa_on_cpu(args.device.type):
+        if reference is not None:
+            from prefopt.training.reference_cache import provide_for_run
+
+            provide_for_run(trainer, config, tokenizer, train_pairs, eval_pairs, quiet)
+        wandb_run = start_wandb_run(config, args, resume=resume)
+        try:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except BaseException as exc:
+            finish_wandb_run(wandb_run, failed=True)
+            if isinstance(exc, NonFiniteError):  # name the checkpoint to resume from
+                raise exc.with_checkpoint(latest_checkpoint(output_dir)) from None
+            raise
+        finally:
+            if display is not None:
+                display.close()
+        final = save_and_summarize(trainer, output_dir, evaluate=bool(eval_pairs))
     finish_wandb_run(wandb_run)
     return RunResult(output_dir, trainer.state.global_step, len(train_pairs), dropped, final)
 
