@@ -51,6 +51,45 @@ def test_records_prompt_completion_or_prompt_chosen() -> None:
         as_pair_record(chat, "f.jsonl", 6)
 
 
+def test_single_conversation_records() -> None:
+    from prefopt.algorithms.sft import as_pair_record
+
+    user = {"role": "user", "content": "Where does the zora live?"}
+    reply = {"role": "assistant", "content": "In the cave."}
+    earlier = [{"role": "system", "content": "Be brief."}, user, reply, user]
+    record = as_pair_record({"messages": [*earlier, reply]}, "c.jsonl", 1)
+    assert record["prompt"] == earlier  # earlier assistant turns are context
+    assert record["chosen"] == [reply] and record["rejected"] == [reply]
+    with pytest.raises(DataError, match=r"^c.jsonl:2: messages\[1\]: the last message must be"):
+        as_pair_record({"messages": [reply, user]}, "c.jsonl", 2)
+    with pytest.raises(DataError, match=r"^c.jsonl:3: messages: needs at least one message"):
+        as_pair_record({"messages": [reply]}, "c.jsonl", 3)
+    with pytest.raises(DataError, match=r"^c.jsonl:4: messages: expected a non-empty list"):
+        as_pair_record({"messages": []}, "c.jsonl", 4)
+    with pytest.raises(DataError, match=r"^c.jsonl:5: messages\[0\].content: expected a string"):
+        as_pair_record({"messages": [{"role": "user", "content": 3}, reply]}, "c.jsonl", 5)
+    with pytest.raises(DataError, match=r"^c.jsonl:6: messages\[1\]: empty response"):
+        as_pair_record({"messages": [user, {"role": "assistant", "content": ""}]}, "c.jsonl", 6)
+
+
+def test_cli_sft_messages_file_trains_like_prompt_completion(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pairs = synthetic_pairs(8, conversational=True)
+    as_messages = [{"messages": [*p["prompt"], *p["chosen"]]} for p in pairs]
+    as_completion = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs]
+    losses = []
+    for name, rows in (("messages", as_messages), ("completion", as_completion)):
+        data = write_pairs(tmp_path / f"{name}.jsonl", rows)
+        out = tmp_path / name
+        _main(capsys, "sft", "--model", str(tiny_model), "--train-file", str(data),
+              "--output-dir", str(out), "--max-steps", "1",
+              "--set", "training.per_device_train_batch_size=8")  # fmt: skip
+        losses.append(_first_loss(out))
+    assert losses[0]["loss"] == losses[1]["loss"]
+    assert losses[0]["num_tokens"] == losses[1]["num_tokens"]
+
+
 def _completion_logps(model, tokenizer, prompt: str, completion: str) -> tuple[float, int]:
     """Sum of log π(completion tokens + EOS | prompt) with plain transformers."""
     prompt_ids = tokenizer(prompt)["input_ids"]

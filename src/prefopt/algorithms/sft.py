@@ -4,8 +4,10 @@ Loss: the mean negative log-likelihood of the completion tokens (prompt tokens m
 
     loss = −Σ_pairs Σ_{t ∈ completion} log π(y_t | x, y_<t) / Σ_pairs |completion|
 
-Data: prompt/completion records (``prompt`` + ``completion``), or preference records, of
-which ``prompt`` + ``chosen`` are used. Strings or chat message lists (TRL's formats);
+Data: prompt/completion records (``prompt`` + ``completion``), preference records, of
+which ``prompt`` + ``chosen`` are used, or single conversations (``messages``: the final
+assistant reply is the completion, the messages before it the prompt). Strings or chat message
+lists (TRL's formats);
 conversational records go through the tokenizer's chat template, exactly as prefopt tokenizes
 them for DPO, so SFT trains on the very token sequences a following DPO run scores.
 ``completion_only_loss=False`` trains on the prompt tokens too.
@@ -82,6 +84,8 @@ def as_pair_record(row: Any, source: str, line: int) -> dict[str, Any]:
 
     if not isinstance(row, dict):
         raise DataError(source, line, None, f"expected a JSON object, got {type(row).__name__}")
+    if "messages" in row and "prompt" not in row:
+        return conversation_as_pair_record(row["messages"], source, line)
     completion_field = "completion" if "completion" in row else "chosen"
     if "prompt" not in row:
         raise DataError(source, line, "prompt", "missing field")
@@ -102,6 +106,40 @@ def as_pair_record(row: Any, source: str, line: int) -> dict[str, Any]:
             where = where.replace("chosen", completion_field).replace("rejected", completion_field)
         problem = exc.problem.replace("chosen and rejected", completion_field)
         raise DataError(source, line, where, problem) from None
+    return pair
+
+
+def conversation_as_pair_record(messages: Any, source: str, line: int) -> dict[str, Any]:
+    """A single conversation (``{"messages": [...]}``, TRL's language-modeling format) as a
+    pair record: the messages before the final assistant reply are the prompt, the reply is
+    the completion (earlier assistant turns are context, not trained on)."""
+    from prefopt.data.records import validate_record
+
+    if not isinstance(messages, list) or not messages:
+        raise DataError(source, line, "messages", "expected a non-empty list of messages")
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "assistant":
+        raise DataError(
+            source,
+            line,
+            f"messages[{len(messages) - 1}]",
+            "the last message must be the assistant's reply",
+        )
+    if len(messages) < 2:
+        raise DataError(
+            source, line, "messages", "needs at least one message before the assistant's reply"
+        )
+    pair = {"prompt": messages[:-1], "chosen": [last], "rejected": [last]}
+    try:
+        validate_record(pair, source, line)
+    except DataError as exc:
+        where = exc.field or "messages"
+        if where.startswith("prompt"):  # prompt[i] is messages[i]
+            where = "messages" + where[len("prompt") :]
+        elif where.startswith(("chosen", "rejected")):  # chosen[0] is the last message
+            rest = where.split("]", 1)[1] if "]" in where else ""
+            where = f"messages[{len(messages) - 1}]{rest}"
+        raise DataError(source, line, where, exc.problem) from None
     return pair
 
 
