@@ -15,6 +15,13 @@ from prefopt.errors import UsageError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: Help of every command's ``--trust-remote-code`` flag (off by default everywhere).
+TRUST_REMOTE_CODE_HELP = (
+    "Run the Python code that ships with the model repository (custom architectures); "
+    "only for sources you trust."
+)
+
+
 class State:
     """Process-wide CLI switches set by the top-level callback."""
 

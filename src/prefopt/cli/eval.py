@@ -13,7 +13,14 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from prefopt.cli.common import State, console, error, quiet_libraries, run_command
+from prefopt.cli.common import (
+    TRUST_REMOTE_CODE_HELP,
+    State,
+    console,
+    error,
+    quiet_libraries,
+    run_command,
+)
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -119,6 +126,9 @@ def pairs(
     dtype: Annotated[
         str, typer.Option("--dtype", help="float32, bfloat16 or float16.")
     ] = "float32",
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help=TRUST_REMOTE_CODE_HELP)
+    ] = False,
 ) -> None:
     """Score preference pairs: accuracy, margins, rewards, log-probs; split by Δh with h flags."""
     from prefopt.data.io import check_writable, write_jsonl
@@ -136,6 +146,7 @@ def pairs(
             model, data, ref=ref, no_ref=no_ref, beta=beta, length_normalize=length_normalize,
             batch_size=batch_size, max_length=max_length, max_prompt_length=max_prompt_length,
             dtype=dtype, split=split, progress=advance, say=say,
+            trust_remote_code=trust_remote_code,
         )  # fmt: skip
     write_json(results_path, output.results, force)
     if out is not None:
@@ -257,6 +268,9 @@ def generate(
     restart: Annotated[
         bool, typer.Option("--restart", help="Discard OUT.partial instead of resuming.")
     ] = False,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help=TRUST_REMOTE_CODE_HELP)
+    ] = False,
 ) -> None:
     """Generate answers with the chat template, batched; an interrupted run resumes."""
     from prefopt.eval.generate import GenerationSettings, generate_file
@@ -269,8 +283,9 @@ def generate(
     say = (lambda message: None) if State.quiet else console(stderr=True).print
     with progress_bar("generating", State.quiet) as advance:
         path, made, resumed = generate_file(
-            model, prompts, out, settings, force, restart, dtype, advance, say
-        )
+            model, prompts, out, settings, force, restart, dtype, advance, say,
+            trust_remote_code,
+        )  # fmt: skip
     console().print(f"{made + resumed} answers in {path} ({made} generated, {resumed} resumed)")
 
 

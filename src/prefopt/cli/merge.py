@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from prefopt.cli.common import State, console, quiet_libraries, run_command
+from prefopt.cli.common import TRUST_REMOTE_CODE_HELP, State, console, quiet_libraries, run_command
 
 
 @run_command
@@ -41,6 +41,9 @@ def merge(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing output folder.")
     ] = False,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help=TRUST_REMOTE_CODE_HELP)
+    ] = False,
 ) -> None:
     """Merge a LoRA adapter into its full-precision base (also after 4-bit training) and save
     safetensors weights, the tokenizer and a model card. Follows SFT → DPO adapter chains."""
@@ -49,7 +52,10 @@ def merge(
 
     out = console()
     say = (lambda message: None) if State.quiet else out.print
-    result = merge_adapter(source, output_dir, base=base, dtype=dtype, force=force, say=say)
+    result = merge_adapter(
+        source, output_dir, base=base, dtype=dtype, force=force, say=say,
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
     out.print(
         f"merged model saved to [bold]{result.output_dir}[/] "
         f"({result.parameters / 1e6:.2f}M parameters, {result.dtype}, base {result.base})"

@@ -137,6 +137,7 @@ def generate_file(
     dtype: str = "float32",
     progress: Callable[..., Any] | None = None,
     say: Callable[[str], Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[Path, int, int]:
     """Generate answers for every prompt not yet in ``<out>.partial``; returns
     ``(out, generated now, resumed)``."""
@@ -148,7 +149,7 @@ def generate_file(
     settings.check()
     say = say or (lambda message: None)
     prompts = read_prompts(prompts_path)
-    plan = plan_models(model, no_ref=True)
+    plan = plan_models(model, no_ref=True, trust_remote_code=trust_remote_code)
     store_settings = {"model": str(model), "prompts": str(prompts_path), **asdict(settings)}
     store_settings.pop("batch_size")  # batching does not change greedy answers
     store = ResumableJsonl(out, store_settings, key_field="id", force=force, restart=restart)
@@ -157,7 +158,7 @@ def generate_file(
     if resumed:
         say(f"resuming: {resumed} of {len(prompts)} answers already in {store.partial}")
     if todo:
-        tokenizer = load_tokenizer_for(plan.chain)
+        tokenizer = load_tokenizer_for(plan.chain, trust_remote_code)
         policy = load_policy(plan, dtype)
         if plan.adapter:
             policy = policy.merge_and_unload()

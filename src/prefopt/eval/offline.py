@@ -40,6 +40,7 @@ class ModelPlan:
     reference: str | None  # None: reference-free
     reference_is_base: bool  # reference = the policy with its adapter switched off
     run: dict[str, Any] | None = None
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -48,8 +49,16 @@ class EvalOutput:
     per_pair: list[dict[str, Any]] = field(default_factory=list)
 
 
-def plan_models(model: str, ref: str | None = None, no_ref: bool = False) -> ModelPlan:
+def plan_models(
+    model: str, ref: str | None = None, no_ref: bool = False, trust_remote_code: bool = False
+) -> ModelPlan:
     """Decide the policy chain and the reference for ``model`` (see the module docstring)."""
+    plan = _plan(model, ref, no_ref)
+    plan.trust_remote_code = trust_remote_code
+    return plan
+
+
+def _plan(model: str, ref: str | None, no_ref: bool) -> ModelPlan:
     from prefopt.modeling.loading import check_model_source
 
     model = check_model_source(model)
@@ -83,11 +92,12 @@ def _same(a: str, b: str) -> bool:
 
 def load_policy(plan: ModelPlan, dtype: str) -> Any:
     """The policy model: a merged/plain model, or base + switchable adapter."""
+    trust = plan.trust_remote_code
     if not plan.adapter:
-        return merging.load_full_precision(plan.chain, dtype=dtype)
+        return merging.load_full_precision(plan.chain, trust, dtype=dtype)
     from peft import PeftModel
 
-    base = merging.load_full_precision(plan.chain[:-1], dtype=dtype)
+    base = merging.load_full_precision(plan.chain[:-1], trust, dtype=dtype)
     return PeftModel.from_pretrained(base, plan.chain[-1])
 
 
@@ -98,7 +108,7 @@ def load_reference(plan: ModelPlan, dtype: str) -> Any:
         if merging.is_adapter_folder(plan.reference)
         else [plan.reference]
     )
-    return merging.load_full_precision(chain, dtype=dtype)
+    return merging.load_full_precision(chain, plan.trust_remote_code, dtype=dtype)
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -163,6 +173,7 @@ def evaluate(
     split: str = "test",
     progress: Callable[[int, str, int], Any] | None = None,
     say: Callable[[str], Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> EvalOutput:
     """Score ``data`` under ``model`` (and its reference); returns results and per-pair rows."""
     import torch
@@ -172,7 +183,7 @@ def evaluate(
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     say = say or (lambda message: None)
-    plan = plan_models(model, ref, no_ref)
+    plan = plan_models(model, ref, no_ref, trust_remote_code)
     run_config = merging.read_run_config(model) if plan.adapter else None
     data_config = (run_config or {}).get("data") or {}
     max_length = max_length or int(data_config.get("max_length") or 1024)
@@ -184,7 +195,7 @@ def evaluate(
     if dtype not in ("float32", "bfloat16", "float16"):
         raise UsageError(f"--dtype must be float32, bfloat16 or float16, got '{dtype}'")
 
-    tokenizer = merging.load_tokenizer_for(plan.chain)
+    tokenizer = merging.load_tokenizer_for(plan.chain, trust_remote_code)
     loaded = load_eval_pairs(data, tokenizer, max_length, max_prompt_length, split)
     if loaded.dropped:
         say(f"{loaded.dropped} pairs dropped: no completion tokens left after truncation")

@@ -178,12 +178,12 @@ def load_tokenizer_for(chain: list[str], trust_remote_code: bool = False) -> Any
     raise UsageError(f"cannot load a tokenizer from {' -> '.join(chain)}: {problem}")
 
 
-def recorded_dtype(root: str) -> str:
+def recorded_dtype(root: str, trust_remote_code: bool = False) -> str:
     """The dtype a base model was published in (``config.json``), ``float32`` if unknown."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(root)
+        config = AutoConfig.from_pretrained(root, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
         return "float32"
     dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
@@ -203,6 +203,7 @@ def merge_adapter(
     dtype: str = "auto",
     force: bool = False,
     say: Any = None,
+    trust_remote_code: bool = False,
 ) -> MergeResult:
     """Merge the adapter in ``source`` (a run folder or an adapter folder) into its base and
     save the result to ``output`` (default ``<source>-merged``), atomically."""
@@ -228,10 +229,10 @@ def merge_adapter(
     if out.exists() and not force:
         raise UsageError(f"{out} already exists; pass --force to overwrite it")
     say = say or (lambda message: None)
-    saved_dtype = recorded_dtype(chain[0]) if dtype == "auto" else dtype
+    saved_dtype = recorded_dtype(chain[0], trust_remote_code) if dtype == "auto" else dtype
     say(f"merging {' -> '.join(chain)} (fp32), saving as {saved_dtype}")
-    model = load_full_precision(chain)
-    tokenizer = load_tokenizer_for(chain)
+    model = load_full_precision(chain, trust_remote_code)
+    tokenizer = load_tokenizer_for(chain, trust_remote_code)
     model = model.to(getattr(torch, saved_dtype))
     run = read_run_config(source)
     record = {
@@ -344,4 +345,9 @@ def _absolute(name: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
+    if "trust_remote_code" in text:  # transformers' multi-line refusal of custom code
+        return (
+            "the model ships its own Python code; pass --trust-remote-code to run it "
+            "(only for sources you trust)"
+        )
     return text.splitlines()[0] if text else type(exc).__name__
