@@ -7,6 +7,8 @@ reusing the name ``dpo``, one written for plugin API 99.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from prefopt.testing import run_cli, write_distribution
@@ -146,3 +148,50 @@ def test_generated_flags_match_what_show_prints() -> None:
     code, stdout, stderr = run_cli("train", "dpo", "--label-smoothing", "0.2", "--print-config")
     assert code == 0, stderr
     assert "label_smoothing: 0.2" in stdout
+
+
+KINDS_PLUGIN = """
+import prefopt
+from prefopt.data.converters import ConverterSpec
+from prefopt.eval.judges import JudgeSpec
+
+
+def convert(row, options):
+    return {"prompt": row["q"], "chosen": row["good"], "rejected": row["bad"]}
+
+
+@prefopt.hookimpl
+def prefopt_converters():
+    return [ConverterSpec("qa-triples", "q/good/bad rows from the test plugin", convert)]
+
+
+@prefopt.hookimpl
+def prefopt_judges():
+    return [JudgeSpec("always-five", "rates every answer 5", lambda options: None)]
+"""
+
+
+def test_plugins_list_shows_converters_and_judges_with_their_package(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    site = tmp_path_factory.mktemp("kinds-site")
+    write_distribution(
+        site,
+        "prefopt-qa-kit",
+        "3.1",
+        {"qa-kit": "qa_kit_plugin"},
+        {"qa_kit_plugin.py": KINDS_PLUGIN},
+    )
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    code, stdout, stderr = run_cli("plugins", "list", env={"PYTHONPATH": path})
+    assert code == 0, stderr
+    rows = {
+        line.split("│")[1].strip(): line for line in stdout.splitlines() if line.startswith("│")
+    }
+    assert "prefopt-qa-kit" in rows["qa-triples"] and "3.1" in rows["qa-triples"]
+    assert "q/good/bad rows" in rows["qa-triples"]
+    assert "prefopt-qa-kit" in rows["always-five"]
+    for builtin in ("hh", "ultrafeedback", "openai"):
+        assert "│ prefopt " in rows[builtin]
+    assert "data converters (prefopt data convert --from NAME)" in stdout
+    assert "judges (prefopt eval judge --judge NAME)" in stdout

@@ -101,6 +101,7 @@ class PluginRegistry:
         self._providers: dict[str, PluginInfo] = {}
         self._refused: dict[str, str] = {}
         self._kinds: dict[str, dict[str, Any]] = {}
+        self._kind_providers: dict[str, dict[str, PluginInfo]] = {}
 
     # -- loading ---------------------------------------------------------------------------
     def load_entry_points(self) -> PluginRegistry:
@@ -219,6 +220,7 @@ class PluginRegistry:
         """Items of another plugin kind (converters, judges), keyed by their ``key``."""
         if hook_name not in self._kinds:
             items: dict[str, Any] = {}
+            providers: dict[str, PluginInfo] = {}
             for info, found in self._call_each(hook_name):
                 for item in found:
                     name = getattr(item, key, None)
@@ -228,8 +230,15 @@ class PluginRegistry:
                         self._problem(info, f"{hook_name}: name '{name}' is already taken")
                     else:
                         items[name] = item
+                        providers[name] = info
             self._kinds[hook_name] = items
+            self._kind_providers[hook_name] = providers
         return self._kinds[hook_name]
+
+    def collected_provider(self, hook_name: str, name: str) -> PluginInfo | None:
+        """The plugin that provided item ``name`` of :meth:`collect` ``(hook_name)``."""
+        self.collect(hook_name)
+        return self._kind_providers[hook_name].get(name)
 
     def get_algorithm(self, name: str) -> AlgorithmSpec:
         algorithms = self.algorithms

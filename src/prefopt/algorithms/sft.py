@@ -319,7 +319,7 @@ def _record_absolute_base(model: Any) -> None:
 
 SPEC = AlgorithmSpec(
     name="sft",
-    summary="Supervised fine-tuning on completions (prompt/completion or prompt + chosen).",
+    summary="Supervised fine-tuning on completions (prompt/completion, prompt + chosen, messages).",
     config_class=SFTSettings,
     make_loss=make_loss,
     trainer_class="prefopt.algorithms.sft:PrefoptSFTTrainer",

@@ -14,14 +14,16 @@ import typer
 from prefopt.cli.common import console, run_command
 
 app = typer.Typer(
-    help="Inspect installed plugins and the algorithms they provide.", no_args_is_help=True
+    help="Inspect installed plugins and the algorithms, data converters and judges they provide.",
+    no_args_is_help=True,
 )
 
 
 @app.command("list")
 @run_command
 def list_plugins() -> None:
-    """List algorithms with their summary and providing package; broken plugins too."""
+    """List algorithms, data converters (`prefopt data convert --from`) and judges
+    (`prefopt eval judge --judge`) with their providing package; broken plugins too."""
     from rich.table import Table
 
     from prefopt.registry import get_registry
@@ -40,6 +42,18 @@ def list_plugins() -> None:
         table.add_row(name, algorithms[name].summary, reference, info.package, info.version)
     out = console()
     out.print(table)
+    from prefopt.data.converters import get_converters
+
+    judges = registry.collect("prefopt_judges")
+    for title, hook, items in (
+        (
+            "data converters (prefopt data convert --from NAME)",
+            "prefopt_converters",
+            get_converters(),
+        ),
+        ("judges (prefopt eval judge --judge NAME)", "prefopt_judges", judges),
+    ):
+        out.print(_kind_table(title, hook, items, registry))
     broken = [info for info in registry.plugins.values() if info.broken]
     if broken:
         problems = Table(title="broken plugins", title_style="bold red")
@@ -50,6 +64,27 @@ def list_plugins() -> None:
             problems.add_row(info.name, f"{info.package} {info.version}", "; ".join(info.problems))
         out.print(problems)
     out.print("Details of one algorithm: prefopt plugins show NAME")
+
+
+def _kind_table(title: str, hook: str, items: dict[str, Any], registry: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("name", style="bold")
+    table.add_column("summary")
+    table.add_column("package")
+    table.add_column("version")
+    for name in sorted(items):
+        info = registry.collected_provider(hook, name)
+        package, version = (info.package, info.version) if info else ("prefopt", prefopt_version())
+        table.add_row(name, str(getattr(items[name], "summary", "")), package, version)
+    return table
+
+
+def prefopt_version() -> str:
+    import prefopt
+
+    return str(prefopt.__version__)
 
 
 @app.command("show")
