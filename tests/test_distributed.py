@@ -128,6 +128,61 @@ def test_num_processes_decides_who_launches(monkeypatch: pytest.MonkeyPatch) -> 
         wants_launch(4)
 
 
+def test_worker_errors_are_printed_once(tiny_model: Path, tmp_path: Path) -> None:
+    from prefopt.testing import synthetic_pairs, write_pairs
+
+    rows = synthetic_pairs(8)
+    rows[2]["chosen"] = 7  # every worker reads the data and stops at line 3
+    data = write_pairs(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(
+        "train", "dpo", "--model", str(tiny_model), "--train-file", str(data),
+        "--output-dir", str(out), "--max-steps", "1", "--num-processes", "2", "-q",
+    )  # fmt: skip
+    assert code == 2
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {data}:3: chosen: expected a string or a list of messages, got int 7"
+    ]
+    assert "Traceback" not in stderr
+
+
+def test_worker_error_lines_are_grouped_by_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefopt.training.launch import (
+        WORKER_ERRORS_VARIABLE,
+        leave_worker_error,
+        worker_errors,
+    )
+
+    monkeypatch.delenv(WORKER_ERRORS_VARIABLE, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    assert leave_worker_error("boom") is False  # not a worker of --num-processes: print it
+    monkeypatch.setenv(WORKER_ERRORS_VARIABLE, str(tmp_path))
+    for rank, message in ((0, "same"), (1, "same"), (2, "same"), (3, "only here")):
+        monkeypatch.setenv("RANK", str(rank))
+        assert leave_worker_error(message) is True
+    assert worker_errors(tmp_path, 4) == ["ranks 0, 1, 2: same", "rank 3: only here"]
+    (tmp_path / "rank-00003.txt").write_text("same")
+    assert worker_errors(tmp_path, 4) == ["same"]
+    assert worker_errors(tmp_path / "empty", 2) == []
+
+
+def test_exit_code_is_the_failing_workers_not_a_stopped_ones() -> None:
+    from types import SimpleNamespace
+
+    from prefopt.training.launch import child_exit_code
+
+    def failed(**codes: int) -> SimpleNamespace:
+        ranks = {int(rank[1:]): SimpleNamespace(exitcode=code) for rank, code in codes.items()}
+        return SimpleNamespace(failures=ranks)
+
+    assert child_exit_code(failed(r0=-15, r1=2)) == 2  # rank 0 was stopped because rank 1 failed
+    assert child_exit_code(failed(r0=-9, r1=-15)) == 137
+    assert child_exit_code(SimpleNamespace(failures={})) == 1
+
+
 def test_child_arguments_keep_the_layers_and_their_order() -> None:
     from prefopt.training.launch import child_arguments
 

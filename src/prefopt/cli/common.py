@@ -37,8 +37,12 @@ def console(stderr: bool = False) -> Any:
 
 
 def error(message: str) -> None:
-    """Print a one-line error to stderr."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print a one-line error to stderr (a worker of ``--num-processes`` hands it to the
+    parent instead, which prints each distinct line once)."""
+    from prefopt.training.launch import leave_worker_error
+
+    if not leave_worker_error(message):
+        print(f"error: {message}", file=sys.stderr)
 
 
 def run_command(function: F) -> F:

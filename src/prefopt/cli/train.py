@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from prefopt.cli.common import State, console, quiet_libraries, run_command
+from prefopt.cli.common import State, console, error, quiet_libraries, run_command
 
 app = typer.Typer(
     help="Train a model with a preference algorithm (see `prefopt train --help` for the list).",
@@ -223,7 +223,11 @@ def run_training(
         arguments = child_arguments(
             spec.name, config_file, flags, sets, resume=resume, quiet=quiet, debug=State.debug
         )
-        code = launch(num_processes or 1, arguments)
+        code, errors = launch(num_processes or 1, arguments)
+        for line in errors:
+            error(line)
+        if code and not errors:
+            error(f"a worker process failed with exit code {code}")
         if code:
             raise typer.Exit(code)
         return

@@ -7,7 +7,9 @@ The parent resolves the run config once (so a bad flag fails fast, with one line
 ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` in its environment;
 accelerate (inside ``transformers.Trainer``) then sets up DDP with NCCL on GPUs and gloo on
 CPUs. The parent's exit code is the first failing child's (2 for a usage error such as the
-non-finite guard), else 0.
+non-finite guard), else 0. A failing child leaves its one-line error in a folder the parent
+names (``PREFOPT_WORKER_ERRORS``) instead of printing it, and the parent prints each distinct
+line once: N workers hitting the same bad record give one line, not N.
 
 Other launchers work as well because a child only reads the environment:
 ``accelerate launch --num_processes 4 -m prefopt train dpo ...`` (DeepSpeed, FSDP, multi-node:
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +32,8 @@ from prefopt.errors import UsageError
 
 #: Environment variables that mark a process started by a distributed launcher.
 LAUNCHER_VARIABLES = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "ACCELERATE_PROCESS_ID")
+#: Folder where workers of ``--num-processes`` leave their error line for the parent.
+WORKER_ERRORS_VARIABLE = "PREFOPT_WORKER_ERRORS"
 
 
 def world_size_from_env() -> int | None:
@@ -118,8 +123,23 @@ def child_arguments(
     return arguments
 
 
-def launch(num_processes: int, arguments: list[str]) -> int:
-    """Run ``prefopt ARGUMENTS`` as ``num_processes`` local workers; returns the exit code."""
+def launch(num_processes: int, arguments: list[str]) -> tuple[int, list[str]]:
+    """Run ``prefopt ARGUMENTS`` as ``num_processes`` local workers; returns the exit code and
+    the workers' distinct error lines (see :func:`worker_errors`)."""
+    with tempfile.TemporaryDirectory(prefix="prefopt-worker-errors-") as folder:
+        previous = os.environ.get(WORKER_ERRORS_VARIABLE)
+        os.environ[WORKER_ERRORS_VARIABLE] = folder  # inherited by the workers
+        try:
+            code = _launch(num_processes, arguments)
+        finally:
+            if previous is None:
+                os.environ.pop(WORKER_ERRORS_VARIABLE, None)
+            else:
+                os.environ[WORKER_ERRORS_VARIABLE] = previous
+        return code, worker_errors(Path(folder), num_processes)
+
+
+def _launch(num_processes: int, arguments: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -143,13 +163,46 @@ def launch(num_processes: int, arguments: list[str]) -> int:
     return 0
 
 
+def leave_worker_error(message: str) -> bool:
+    """In a worker of ``--num-processes``, leave ``message`` for the parent to print; whether
+    it was left (False outside such a worker: print it yourself)."""
+    folder, rank = os.environ.get(WORKER_ERRORS_VARIABLE), os.environ.get("RANK")
+    if not folder or rank is None:
+        return False
+    try:
+        (Path(folder) / f"rank-{int(rank):05d}.txt").write_text(message, encoding="utf-8")
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def worker_errors(folder: Path, workers: int) -> list[str]:
+    """The distinct error lines the workers left in ``folder``, by first rank. A line every
+    worker reported is given as is; one only some reported names them (``rank 1: ...``)."""
+    ranks_of: dict[str, list[int]] = {}
+    for path in sorted(folder.glob("rank-*.txt")):
+        message = path.read_text(encoding="utf-8").strip()
+        ranks_of.setdefault(message, []).append(int(path.stem.split("-", 1)[1]))
+    lines = []
+    for message, ranks in ranks_of.items():
+        if len(ranks) == workers:
+            lines.append(message)
+        else:
+            label = "rank" if len(ranks) == 1 else "ranks"
+            lines.append(f"{label} {', '.join(map(str, ranks))}: {message}")
+    return lines
+
+
 def child_exit_code(exc: Any) -> int:
-    """The exit code of the first failed worker (by rank); 1 when none is recorded."""
+    """The exit code of the first worker (by rank) that failed on its own; 1 when none is
+    recorded. Workers the launcher stopped after another one failed (SIGTERM) count only when
+    no worker exited with a code of its own."""
     failures = getattr(exc, "failures", {}) or {}
-    for rank in sorted(failures):
-        code = getattr(failures[rank], "exitcode", None)
+    codes = [getattr(failures[rank], "exitcode", None) for rank in sorted(failures)]
+    for code in codes:
         if isinstance(code, int) and code > 0:
             return code
+    for code in codes:
         if isinstance(code, int) and code < 0:  # killed by a signal
             return 128 - code
     return 1
