@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -15,11 +15,15 @@ from prefopt.errors import UsageError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-#: Help of every command's ``--trust-remote-code`` flag (off by default everywhere).
-TRUST_REMOTE_CODE_HELP = (
-    "Run the Python code that ships with the model repository (custom architectures); "
-    "only for sources you trust."
-)
+#: Every command's ``--trust-remote-code`` flag (off by default everywhere).
+TrustRemoteCodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Run the Python code that ships with the model repository (custom "
+        "architectures); only for sources you trust.",
+    ),
+]
 
 
 class State:

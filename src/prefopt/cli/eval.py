@@ -14,8 +14,8 @@ import typer
 from typer.core import TyperGroup
 
 from prefopt.cli.common import (
-    TRUST_REMOTE_CODE_HELP,
     State,
+    TrustRemoteCodeOption,
     console,
     error,
     quiet_libraries,
@@ -47,6 +47,21 @@ app = typer.Typer(
 
 OUTPUT = "Output"
 
+# Options several subcommands share.
+ModelArgument = Annotated[
+    str,
+    typer.Argument(help="Merged model folder, adapter/run folder or hub id.", show_default=False),
+]
+DtypeOption = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Overwrite existing outputs.", rich_help_panel=OUTPUT)
+]
+
+
+def _notes() -> Any:
+    """Where progress notes go: stderr, or nowhere under --quiet."""
+    return (lambda message: None) if State.quiet else console(stderr=True).print
+
 
 def _metric_table(title: str, metrics: dict[str, Any]) -> Any:
     from rich.table import Table
@@ -62,12 +77,7 @@ def _metric_table(title: str, metrics: dict[str, Any]) -> Any:
 @app.command("pairs")
 @run_command
 def pairs(
-    model: Annotated[
-        str,
-        typer.Argument(
-            help="Merged model folder, adapter/run folder or hub id.", show_default=False
-        ),
-    ],
+    model: ModelArgument,
     data: Annotated[
         str, typer.Option("--data", "-d", help="Preference pairs (JSONL/JSON/Parquet or hub id).")
     ],
@@ -108,9 +118,7 @@ def pairs(
             rich_help_panel=OUTPUT,
         ),
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Overwrite existing outputs.", rich_help_panel=OUTPUT)
-    ] = False,
+    force: ForceOption = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per forward pass.")] = 16,
     max_length: Annotated[
         int | None,
@@ -123,12 +131,8 @@ def pairs(
         ),
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Split of a hub dataset.")] = "test",
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="float32, bfloat16 or float16.")
-    ] = "float32",
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help=TRUST_REMOTE_CODE_HELP)
-    ] = False,
+    dtype: DtypeOption = "float32",
+    trust_remote_code: TrustRemoteCodeOption = False,
 ) -> None:
     """Score preference pairs: accuracy, margins, rewards, log-probs; split by Δh with h flags."""
     from prefopt.data.io import check_writable, write_jsonl
@@ -140,7 +144,7 @@ def pairs(
         check_writable(out, force)
     quiet_libraries()
     show = console()
-    say = (lambda message: None) if State.quiet else console(stderr=True).print
+    say = _notes()
     with progress_bar("scoring", State.quiet) as advance:
         output = evaluate(
             model, data, ref=ref, no_ref=no_ref, beta=beta, length_normalize=length_normalize,
@@ -155,25 +159,23 @@ def pairs(
     show.print(
         _metric_table(f"{info['model']} on {info['data']} (β={info['beta']})", info["metrics"])
     )
-    groups = info["by_delta_h"]
-    if groups:
-        from rich.table import Table
-
-        from prefopt.eval.compare import format_value
-
-        table = Table(title="by Δh = h_l − h_w", title_justify="left")
-        for column in ("Δh", "pairs", "accuracy", "margin", "reward_margin", "logp_accuracy"):
-            table.add_column(column)
-        for group, values in groups.items():
-            table.add_row(
-                group,
-                *(
-                    format_value(values[k])
-                    for k in ("pairs", "accuracy", "margin", "reward_margin", "logp_accuracy")
-                ),
-            )
-        show.print(table)
+    if info["by_delta_h"]:
+        show.print(_delta_h_table(info["by_delta_h"]))
     show.print(f"results: {results_path}" + (f", per pair: {out}" if out else ""))
+
+
+def _delta_h_table(groups: dict[str, dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    from prefopt.eval.compare import format_value
+
+    columns = ("pairs", "accuracy", "margin", "reward_margin", "logp_accuracy")
+    table = Table(title="by Δh = h_l − h_w", title_justify="left")
+    for column in ("Δh", *columns):
+        table.add_column(column)
+    for group, values in groups.items():
+        table.add_row(group, *(format_value(values[k]) for k in columns))
+    return table
 
 
 @app.command("compare")
@@ -225,12 +227,7 @@ def compare(
 @app.command("generate")
 @run_command
 def generate(
-    model: Annotated[
-        str,
-        typer.Argument(
-            help="Merged model folder, adapter/run folder or hub id.", show_default=False
-        ),
-    ],
+    model: ModelArgument,
     prompts: Annotated[
         Path,
         typer.Option(
@@ -261,16 +258,12 @@ def generate(
             help="Chat template: auto (message lists only, as in training) or always.",
         ),
     ] = "auto",
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="float32, bfloat16 or float16.")
-    ] = "float32",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing OUT.")] = False,
+    dtype: DtypeOption = "float32",
+    force: ForceOption = False,
     restart: Annotated[
         bool, typer.Option("--restart", help="Discard OUT.partial instead of resuming.")
     ] = False,
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help=TRUST_REMOTE_CODE_HELP)
-    ] = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
 ) -> None:
     """Generate answers with the chat template, batched; an interrupted run resumes."""
     from prefopt.eval.generate import GenerationSettings, generate_file
@@ -280,25 +273,13 @@ def generate(
     settings = GenerationSettings(
         max_new_tokens, temperature, top_p, seed, batch_size, max_prompt_length, chat
     )
-    say = (lambda message: None) if State.quiet else console(stderr=True).print
+    say = _notes()
     with progress_bar("generating", State.quiet) as advance:
         path, made, resumed = generate_file(
             model, prompts, out, settings, force, restart, dtype, advance, say,
             trust_remote_code,
         )  # fmt: skip
     console().print(f"{made + resumed} answers in {path} ({made} generated, {resumed} resumed)")
-
-
-def _options(pairs: list[str]) -> dict[str, str]:
-    from prefopt.errors import UsageError
-
-    options = {}
-    for item in pairs:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--option expects key=value, got '{item}'")
-        options[key.strip()] = value
-    return options
 
 
 @app.command("judge")
@@ -370,9 +351,7 @@ def judge(
             rich_help_panel=OUTPUT,
         ),
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Overwrite existing outputs.", rich_help_panel=OUTPUT)
-    ] = False,
+    force: ForceOption = False,
     restart: Annotated[
         bool,
         typer.Option("--restart", help="Discard saved partial ratings.", rich_help_panel=OUTPUT),
@@ -382,7 +361,7 @@ def judge(
     (score < 5) and, with --baseline, the win rate of ANSWERS over BASELINE (ties excluded)."""
     from prefopt.data.io import check_writable
     from prefopt.eval.judges import get_judge
-    from prefopt.eval.judging import AnswerFields, JudgeFailure, run_judge
+    from prefopt.eval.judging import AnswerFields, JudgeFailure, parse_options, run_judge
     from prefopt.eval.offline import progress_bar, write_json
 
     out = out or answers.with_name(f"{answers.name.split('.')[0]}.judgments.jsonl")
@@ -392,7 +371,7 @@ def judge(
     options: dict[str, Any] = {
         "api_key_env": api_key_env,
         "timeout": timeout,
-        **_options(option or []),
+        **parse_options(option or []),
     }
     if base_url:
         options["base_url"] = base_url
@@ -400,7 +379,7 @@ def judge(
         options["model"] = model
     backend = spec.make_judge(options)
     fields = AnswerFields(question_field, answer_field, reference_field)
-    say = (lambda message: None) if State.quiet else console(stderr=True).print
+    say = _notes()
     try:
         with progress_bar("judging", State.quiet) as advance:
             summary = run_judge(

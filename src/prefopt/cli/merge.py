@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from prefopt.cli.common import TRUST_REMOTE_CODE_HELP, State, console, quiet_libraries, run_command
+from prefopt.cli.common import State, TrustRemoteCodeOption, console, quiet_libraries, run_command
 
 
 @run_command
@@ -41,9 +41,7 @@ def merge(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing output folder.")
     ] = False,
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help=TRUST_REMOTE_CODE_HELP)
-    ] = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
 ) -> None:
     """Merge a LoRA adapter into its full-precision base (also after 4-bit training) and save
     safetensors weights, the tokenizer and a model card. Follows SFT → DPO adapter chains."""

@@ -43,6 +43,19 @@ class AnswerFields:
     reference: str | None = None
 
 
+def parse_options(items: list[str]) -> dict[str, str]:
+    """``--option key=value`` settings as a dict; ``UsageError`` for an item without ``=``."""
+    from prefopt.errors import UsageError
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--option expects key=value, got '{item}'")
+        options[key.strip()] = value
+    return options
+
+
 def question_text(value: Any) -> str:
     """A prompt as text: a string as is, a message list as its user turns."""
     if isinstance(value, str):
