@@ -211,11 +211,9 @@ def run_training(
 
     config = resolve_run_config(spec, config_file, flags, sets)
     if print_config:
-        import yaml
+        from prefopt.training.redaction import redacted_config_yaml
 
-        from prefopt.training.redaction import redact
-
-        typer.echo(yaml.safe_dump(redact(config.to_dict()), sort_keys=False), nl=False)
+        typer.echo(redacted_config_yaml(config), nl=False)
         return
     from prefopt.training.launch import child_arguments, is_main_process, launch, wants_launch
 

@@ -7,9 +7,10 @@ A secret is recognised by its name or by its value:
   ``WANDB_API_KEY``, ``HF_TOKEN``; ``tokenizer`` and ``max_tokens`` are no such words);
 - any text containing the value of such an environment variable (8 characters or more).
 
-:func:`redact` replaces those strings by ``<redacted>`` (``prefopt_config.yaml``,
-``--print-config``, the config sent to wandb); :func:`redact_argv` does the same for a command
-line (wandb records the program's arguments). ``training.hub_token`` is refused outright
+:func:`redact` replaces those strings by ``<redacted>`` (``prefopt_config.yaml`` and
+``--print-config`` through :func:`redacted_config_yaml`, the config sent to wandb);
+:func:`redact_argv` does the same for a command line (wandb records the program's arguments).
+``training.hub_token`` is refused outright
 (:func:`check_training_secrets`): the Trainer pickles its arguments into every
 ``training_args.bin``, so a token there would land on disk; ``HF_TOKEN`` works instead.
 """
@@ -60,6 +61,14 @@ def redact(value: Any, secrets: list[str] | None = None, key: str = "") -> Any:
     if isinstance(value, str) and ((secret_key and value) or any(s in value for s in secrets)):
         return REDACTED
     return value
+
+
+def redacted_config_yaml(config: Any) -> str:
+    """A run config (``RunConfig``) as YAML with its secrets redacted: what
+    ``prefopt_config.yaml`` holds and ``--print-config`` prints."""
+    import yaml
+
+    return yaml.safe_dump(redact(config.to_dict()), sort_keys=False)
 
 
 def redact_argv(argv: list[str], secrets: list[str] | None = None) -> list[str]:

@@ -312,14 +312,11 @@ def starting_point(config: RunConfig, resume: bool) -> tuple[str, Path | None]:
 
 def save_config(config: RunConfig, output_dir: Path) -> Path:
     """Write the resolved config, secrets (tokens, keys) replaced by ``<redacted>``."""
-    import yaml
-
-    from prefopt.training.redaction import redact
+    from prefopt.training.redaction import redacted_config_yaml
 
     path = output_dir / CONFIG_FILE
     temporary = path.with_suffix(f".yaml.{os.getpid()}.tmp")  # data-parallel workers all write it
-    text = yaml.safe_dump(redact(config.to_dict()), sort_keys=False)
-    temporary.write_text(text, encoding="utf-8")
+    temporary.write_text(redacted_config_yaml(config), encoding="utf-8")
     os.replace(temporary, path)
     return path
 
