@@ -137,27 +137,27 @@ def chunked_head_logps(head: Any, hidden: Any, targets: Any, vocab_size: int) ->
     (keeps no logits for the backward); any other head module is checkpointed chunk by chunk
     when gradients are needed.
     """
+    import functools
+
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    size = max(1, CHUNK_ELEMENTS // max(1, vocab_size))
-    pieces = []
+    score: Any
     if type(head) is torch.nn.Linear:
         from prefopt.modeling.head_logprobs import linear_head_logps
 
-        for start in range(0, hidden.shape[0], size):
-            end = start + size
-            pieces.append(linear_head_logps(head, hidden[start:end], targets[start:end]))
-        return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
-    needs_grad = torch.is_grad_enabled() and (
+        score = functools.partial(linear_head_logps, head)
+    elif torch.is_grad_enabled() and (
         hidden.requires_grad or any(p.requires_grad for p in head.parameters())
-    )
-    for start in range(0, hidden.shape[0], size):
-        part, wanted = hidden[start : start + size], targets[start : start + size]
-        if needs_grad:
-            pieces.append(checkpoint(head_logps, head, part, wanted, use_reentrant=False))
-        else:
-            pieces.append(head_logps(head, part, wanted))
+    ):
+        score = functools.partial(checkpoint, head_logps, head, use_reentrant=False)
+    else:
+        score = functools.partial(head_logps, head)
+    size = max(1, CHUNK_ELEMENTS // max(1, vocab_size))
+    pieces = [
+        score(hidden[start : start + size], targets[start : start + size])
+        for start in range(0, hidden.shape[0], size)
+    ]
     if not pieces:
         return hidden.new_zeros(0, dtype=torch.float32)
     return torch.cat(pieces)
