@@ -158,7 +158,7 @@ def generate_file(
     if resumed:
         say(f"resuming: {resumed} of {len(prompts)} answers already in {store.partial}")
     if todo:
-        tokenizer = load_tokenizer_for(plan.chain, trust_remote_code)
+        tokenizer = load_tokenizer_for(plan.chain, plan.trust_remote_code)
         policy = load_policy(plan, dtype)
         if plan.adapter:
             policy = policy.merge_and_unload()

@@ -195,7 +195,7 @@ def evaluate(
     if dtype not in ("float32", "bfloat16", "float16"):
         raise UsageError(f"--dtype must be float32, bfloat16 or float16, got '{dtype}'")
 
-    tokenizer = merging.load_tokenizer_for(plan.chain, trust_remote_code)
+    tokenizer = merging.load_tokenizer_for(plan.chain, plan.trust_remote_code)
     loaded = load_eval_pairs(data, tokenizer, max_length, max_prompt_length, split)
     if loaded.dropped:
         say(f"{loaded.dropped} pairs dropped: no completion tokens left after truncation")
