@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from prefopt.console import console as console  # re-exported for the commands
 from prefopt.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,13 +32,6 @@ class State:
 
     debug: bool = bool(os.environ.get("PREFOPT_DEBUG"))
     quiet: bool = False
-
-
-def console(stderr: bool = False) -> Any:
-    """A rich console bound to the current stdout/stderr (made on demand, so tests can capture)."""
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def error(message: str) -> None:

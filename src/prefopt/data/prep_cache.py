@@ -44,12 +44,20 @@ _READ_CHUNK = 1 << 22
 Rows = list[tuple[int, dict[str, Any]]]
 
 
+def default_cache_dir() -> Path:
+    """prefopt's cache folder: ``$PREFOPT_CACHE_DIR``, else the user cache dir."""
+    env = os.environ.get("PREFOPT_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("prefopt"))
+
+
 def cache_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The cache folder: ``explicit``, else ``$PREFOPT_CACHE_DIR``, else the user cache dir."""
+    """The cache folder: ``explicit``, else :func:`default_cache_dir`."""
     if explicit:
         return Path(explicit).expanduser()
-    from prefopt.testing import default_cache_dir
-
     return default_cache_dir()
 
 

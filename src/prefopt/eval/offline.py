@@ -311,7 +311,7 @@ def progress_bar(description: str, quiet: bool) -> Iterator[Callable[..., Any] |
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from prefopt.cli.common import console
+    from prefopt.console import console
 
     with Progress(
         TextColumn("{task.description}"),

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from prefopt.data.prep_cache import default_cache_dir
 from prefopt.testing.world import (
     ANSWERS,
     COLOURS,
@@ -145,15 +146,6 @@ def save_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, **size
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return path
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("PREFOPT_CACHE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("prefopt"))
 
 
 def tiny_model_dir(path: str | Path | None = None, arch: str = "llama", seed: int = 0) -> Path:

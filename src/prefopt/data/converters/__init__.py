@@ -26,41 +26,14 @@ from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefopt.data.converters.spec import ConversionError, ConverterSpec, ConvertOptions
 from prefopt.data.records import to_conversational, to_standard, validate_record
 from prefopt.errors import DataError, UsageError
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    """Settings a converter may use: the input's field names (``columns``, ``messages``)."""
-
-    prompt_key: str = "prompt"
-    chosen_key: str = "chosen"
-    rejected_key: str = "rejected"
-
-
-@dataclass(frozen=True)
-class ConverterSpec:
-    """One input format: ``convert(row, options)`` returns the record for one input row and
-    raises :class:`ConversionError` for a row it cannot convert."""
-
-    name: str
-    summary: str
-    convert: Callable[[dict[str, Any], ConvertOptions], dict[str, Any]]
-
-
-class ConversionError(Exception):
-    """A row that cannot be converted; located by :func:`convert_rows` as file:line."""
-
-    def __init__(self, field: str | None, problem: str) -> None:
-        super().__init__(f"{field}: {problem}" if field else problem)
-        self.field = field
-        self.problem = problem
 
 
 @dataclass

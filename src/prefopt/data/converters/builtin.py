@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import prefopt
-from prefopt.data.converters import ConversionError, ConverterSpec, ConvertOptions
+from prefopt.data.converters.spec import ConversionError, ConverterSpec, ConvertOptions
 
 Messages = list[dict[str, Any]]
 
