@@ -71,11 +71,15 @@ def run_command(function: F) -> F:
 
 
 def quiet_libraries() -> None:
-    """Silence library chatter (transformers' and datasets' info logs, HF progress bars)."""
+    """Silence library chatter (transformers' and datasets' info logs, HF progress bars) and
+    pick torch's CPU threads (``--threads`` / ``PREFOPT_THREADS``, else from the current load:
+    see :mod:`prefopt.modeling.threads`). Every command that loads a model calls this first."""
     import logging
     import warnings
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from prefopt.modeling.threads import apply_threads
+
+    apply_threads()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl)\.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated
 
@@ -41,10 +42,21 @@ def main_options(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Less output.")] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch (env PREFOPT_THREADS; default: the free CPUs, "
+            "i.e. available CPUs minus the current load average, at least 1).",
+        ),
+    ] = None,
 ) -> None:
     """prefopt: align a language model with preference pairs."""
     State.debug = State.debug or debug
     State.quiet = quiet
+    if threads is not None:
+        os.environ["PREFOPT_THREADS"] = str(threads)  # read when a command sets up torch
 
 
 app.add_typer(train.app, name="train")
@@ -56,8 +68,21 @@ app.add_typer(eval_app, name="eval")
 app.command("sweep")(sweep.sweep)
 
 
+#: Global options that take a value (the value is no command word).
+_VALUE_OPTIONS = ("--threads",)
+
+
 def _command_words(argv: list[str]) -> list[str]:
-    return [word for word in argv if not word.startswith("-")]
+    words: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _VALUE_OPTIONS:
+            skip = True
+        elif not word.startswith("-"):
+            words.append(word)
+    return words
 
 
 def prepare(argv: list[str]) -> int | None:
