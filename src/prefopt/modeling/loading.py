@@ -8,6 +8,7 @@ model: its base is loaded and the adapter merged in, so an SFT run can feed a DP
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,74 @@ def check_model_source(name_or_path: str | None, what: str = "model") -> str:
     )
 
 
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _in_hub_cache(name: str, revision: str | None) -> bool:
+    """Whether ``name`` (a hub id) has a config in the local hub cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json", revision=revision)
+    except Exception:  # a malformed id: leave the error to transformers
+        return False
+    return isinstance(cached, str)
+
+
+def hub_reachable(timeout: float = 2.5) -> bool:
+    """Whether a TCP connection to the hub endpoint (or the HTTPS proxy) opens within
+    ``timeout`` seconds, name resolution included."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    proxy = next(
+        (
+            os.environ[name]
+            for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+            if os.environ.get(name)
+        ),
+        None,
+    )
+    url = proxy or constants.ENDPOINT
+    target = urlsplit(url if "://" in url else f"http://{url}")
+    host = target.hostname or "huggingface.co"
+    port = target.port or (443 if target.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    worker.start()
+    worker.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def check_hub_source(name: str, revision: str | None = None, what: str = "model") -> None:
+    """Fail fast, in one line, when ``name`` is a hub id that is neither cached nor reachable
+    (instead of transformers' retries, tens of seconds and a page of warnings)."""
+    if Path(name).expanduser().exists() or _hub_offline() or _in_hub_cache(name, revision):
+        return
+    if not hub_reachable():
+        from huggingface_hub import constants
+
+        raise UsageError(
+            f"cannot reach the Hugging Face hub ({constants.ENDPOINT}) to download {what} "
+            f"'{name}', and it is not in the local cache; check the network, or pass a local "
+            "folder (set HF_HUB_OFFLINE=1 to use only cached models without trying the network)"
+        )
+
+
 def adapter_base(path: str) -> str | None:
     """The base model recorded in an adapter folder, or ``None`` if ``path`` is no adapter."""
     config_file = Path(path) / "adapter_config.json"
@@ -66,6 +135,7 @@ def load_tokenizer(config: ModelConfig) -> Any:
     source = check_model_source(
         config.tokenizer or config.name_or_path, "tokenizer" if config.tokenizer else "model"
     )
+    check_hub_source(source, config.revision, "tokenizer" if config.tokenizer else "model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             source, trust_remote_code=config.trust_remote_code, revision=config.revision
@@ -104,6 +174,7 @@ def load_model(config: ModelConfig, for_training: bool = True) -> Any:
         kwargs["revision"] = config.revision
     if config.load_in_4bit:
         kwargs.update(quantization_kwargs(config))
+    check_hub_source(base, config.revision)
     try:
         model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
     except (OSError, ValueError) as exc:

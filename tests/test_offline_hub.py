@@ -1,0 +1,65 @@
+"""A hub id that is neither cached nor reachable fails fast with one line and an
+HF_HUB_OFFLINE hint, instead of tens of seconds of retries and warnings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from prefopt.errors import UsageError
+from prefopt.testing import run_cli
+
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+
+
+def test_train_with_an_unreachable_hub_fails_fast(pairs_file: Path, tmp_path: Path) -> None:
+    started = time.perf_counter()
+    code, _, err = run_cli(
+        "train", "dpo", "--model", "nobody-prefopt/no-such-model", "--train-file",
+        str(pairs_file), "--output-dir", str(tmp_path / "out"),
+        env={"HF_HUB_OFFLINE": "", "HF_ENDPOINT": UNREACHABLE, "HF_HOME": str(tmp_path / "hf")},
+        timeout=120,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: cannot reach the Hugging Face hub")
+    assert "nobody-prefopt/no-such-model" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0]
+    assert seconds < 20  # interpreter and imports included; the probe itself waits <= 3 s
+
+
+def test_check_hub_source_skips_local_cached_and_offline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from prefopt.modeling import loading
+
+    monkeypatch.setattr(loading, "hub_reachable", lambda timeout=2.5: False)
+    monkeypatch.setattr(loading, "_hub_offline", lambda: False)
+    monkeypatch.setattr(loading, "_in_hub_cache", lambda name, revision: False)
+    with pytest.raises(UsageError, match="HF_HUB_OFFLINE=1"):
+        loading.check_hub_source("org/model")
+    loading.check_hub_source(str(tmp_path))  # a local folder needs no hub
+    monkeypatch.setattr(loading, "_in_hub_cache", lambda name, revision: True)
+    loading.check_hub_source("org/model")  # cached: transformers can load it without the hub
+    monkeypatch.setattr(loading, "_in_hub_cache", lambda name, revision: False)
+    monkeypatch.setattr(loading, "_hub_offline", lambda: True)
+    loading.check_hub_source("org/model")  # offline mode: transformers fails fast on its own
+    monkeypatch.setattr(loading, "_hub_offline", lambda: False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda timeout=2.5: True)
+    loading.check_hub_source("org/model")
+
+
+def test_hub_reachable_is_false_for_a_refused_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    from prefopt.modeling.loading import hub_reachable
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", UNREACHABLE)
+    started = time.perf_counter()
+    assert hub_reachable(timeout=1.0) is False
+    assert time.perf_counter() - started < 2
