@@ -18,6 +18,9 @@ def test_demo_prints_measured_numbers(tmp_path: Path) -> None:
         "--eval-pairs", "24", "--delta", "3",
     )  # fmt: skip
     assert code == 0, err
+    # train's progress, as plain lines in a pipe: both runs' steps, then scoring
+    steps = [line for line in err.splitlines() if line.startswith("step 6/6  loss=")]
+    assert len(steps) == 2, err
 
     flipped = [
         json.loads(line) for line in (workdir / "train_flipped.jsonl").read_text().splitlines()
@@ -50,3 +53,17 @@ def test_demo_prints_measured_numbers(tmp_path: Path) -> None:
         f"{results[n]['by_delta_h']['1']['accuracy']:.4f}" for n in ("dpo", "factual")
     ]
     assert (workdir / "compare.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_demo_shows_live_progress_on_a_terminal(tmp_path: Path) -> None:
+    terminal = {"TTY_COMPATIBLE": "1", "TERM": "xterm"}  # rich draws live bars, as on a tty
+    args = ("demo", "--workdir", str(tmp_path / "demo"), "--steps", "2", "--train-pairs", "16",
+            "--eval-pairs", "8")  # fmt: skip
+    code, _, err = run_cli(*args, env=terminal)
+    assert code == 0, err
+    assert "train" in err and "2/2 steps" in err and "loss" in err  # train's live bar
+    assert "scoring" in err  # eval's bar over the held-out pairs
+
+    code, _, quiet_err = run_cli("--quiet", *args[:2], str(tmp_path / "q"), *args[3:], env=terminal)
+    assert code == 0, quiet_err
+    assert "steps" not in quiet_err and "scoring" not in quiet_err

@@ -52,7 +52,13 @@ class DemoResult:
 
 
 def _train(
-    algorithm: str, data: Path, out: Path, steps: int, seed: int, extra: dict[str, Any]
+    algorithm: str,
+    data: Path,
+    out: Path,
+    steps: int,
+    seed: int,
+    extra: dict[str, Any],
+    progress: bool = False,
 ) -> Path:
     from prefopt.config import resolve_run_config
     from prefopt.registry import get_algorithm
@@ -75,7 +81,8 @@ def _train(
         **extra,
     }
     config = resolve_run_config(spec, None, flags)
-    return train(config, spec, quiet=True).output_dir
+    # ``quiet=False`` brings train's own progress: a live bar on a terminal, else plain lines.
+    return train(config, spec, quiet=not progress).output_dir
 
 
 def run_demo(
@@ -87,10 +94,13 @@ def run_demo(
     beta: float = 0.5,
     seed: int = 0,
     say: Any = print,
+    progress: bool = False,
 ) -> DemoResult:
+    """The demo's runs and measurements; ``progress`` shows training and scoring progress on
+    stderr the way ``prefopt train`` and ``prefopt eval`` do."""
     from prefopt.data.flip import flip_file
     from prefopt.eval import compare as comparing
-    from prefopt.eval.offline import evaluate, write_json
+    from prefopt.eval.offline import evaluate, progress_bar, write_json
 
     started = time.perf_counter()
     workdir = Path(workdir or tempfile.mkdtemp(prefix="prefopt-demo-"))
@@ -120,7 +130,7 @@ def run_demo(
     )
 
     say(f"training DPO on the labels as given ({steps} steps, β={beta}) ...")
-    dpo = _train("dpo", raw, workdir / "dpo", steps, seed, {"algorithm.beta": beta})
+    dpo = _train("dpo", raw, workdir / "dpo", steps, seed, {"algorithm.beta": beta}, progress)
     say(f"training Factual-DPO on the flipped pairs ({steps} steps, β={beta}, Δ={delta}) ...")
     factual = _train(
         "factual",
@@ -129,16 +139,28 @@ def run_demo(
         steps,
         seed,
         {"algorithm.beta": beta, "algorithm.delta": delta},
+        progress,
     )
 
     say(f"evaluating on the {eval_pairs} flipped held-out pairs ...")
     # Per-token log-probs: the fluent answers are longer, and summed log-probs of the untrained
     # model would mostly measure length.
     base_results = workdir / "base" / "eval_results.json"
-    base = evaluate(str(model_dir), str(held_out), no_ref=True, beta=beta, length_normalize=True)
+    with progress_bar("scoring base", not progress) as advance:
+        base = evaluate(
+            str(model_dir),
+            str(held_out),
+            no_ref=True,
+            beta=beta,
+            length_normalize=True,
+            progress=advance,
+        )
     write_json(base_results, base.results, force=True)
     for run in (dpo, factual):
-        output = evaluate(str(run), str(held_out), beta=beta, length_normalize=True)
+        with progress_bar(f"scoring {run.name}", not progress) as advance:
+            output = evaluate(
+                str(run), str(held_out), beta=beta, length_normalize=True, progress=advance
+            )
         write_json(run / "eval_results.json", output.results, force=True)
 
     sets = comparing.load_result_sets([base_results.parent, dpo, factual])

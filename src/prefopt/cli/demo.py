@@ -48,6 +48,7 @@ def demo(
         delta=delta,
         seed=seed,
         say=say,
+        progress=not State.quiet,
     )
     table = Table(title=f"{result.eval_pairs} held-out pairs, measured", title_justify="left")
     table.add_column("metric")
