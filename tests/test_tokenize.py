@@ -60,6 +60,30 @@ def test_conversational_record_completion_is_the_assistant_turn(tiny_model: Path
     assert pair.extras == {"h_w": 0.0, "h_l": 1.0}
 
 
+def test_chat_completion_is_what_the_template_appends(tiny_model: Path) -> None:
+    """A ChatML-style template ends a turn with EOS + newline: no EOS is added after it."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.chat_template = (
+        "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}"
+        "{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    row = {
+        "prompt": [{"role": "user", "content": "Where does the zora live?"}],
+        "chosen": [{"role": "assistant", "content": "In the cave."}],
+        "rejected": [{"role": "assistant", "content": "In the sea."}],
+    }
+    pairs, _ = tokenize_pairs([(1, row)], tokenizer, TokenizationSettings())
+    chosen = pairs[0].chosen_ids
+    full = tokenizer.apply_chat_template([*row["prompt"], *row["chosen"]], tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        row["prompt"], tokenize=False, add_generation_prompt=True
+    )
+    expected = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    assert chosen == expected
+    assert tokenizer.decode(chosen) == "In the cave.</s>\n"
+    assert chosen.count(tokenizer.eos_token_id) == 1
+
+
 def test_dropped_pairs_are_counted(tiny_model: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     rows = [

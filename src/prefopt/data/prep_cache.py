@@ -37,7 +37,7 @@ from prefopt.data.tokenize import (
 log = logging.getLogger("prefopt")
 
 #: Bump when the prepared format or the tokenization policy changes.
-PREP_VERSION = 1
+PREP_VERSION = 2
 _HASH_MEMO = "file-hashes.json"
 _READ_CHUNK = 1 << 22
 

@@ -113,7 +113,10 @@ def _tokenize_batch(
     for index, ((_line, row), is_chat) in enumerate(zip(batch, chat, strict=True)):
         prompt_ids = next(chat_ids) if is_chat else next(plain_ids)
         chosen_ids, rejected_ids = completions[2 * index], completions[2 * index + 1]
-        if eos is not None:
+        # A chat completion is exactly what the template appends for the answer (TRL's
+        # convention): ChatML ends a turn with "<|im_end|>\n", and an EOS after that "\n"
+        # would be a second end of turn the model never sees at generation time.
+        if eos is not None and not is_chat:
             chosen_ids = _with_eos(chosen_ids, eos)
             rejected_ids = _with_eos(rejected_ids, eos)
         pair = truncate_pair(prompt_ids, chosen_ids, rejected_ids, settings, report)
