@@ -216,3 +216,21 @@ def test_cli_refuses_unflipped_and_unflagged_data(
     )  # fmt: skip
     assert code == 2
     assert f"{missing}:2: h_l: missing field (the algorithm needs it)" in stderr
+
+
+def test_cli_refuses_flags_that_are_not_0_or_1(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``h_l: 7`` used to scale the margin by 7; it is refused like ``data flip`` does."""
+    rows = synthetic_pairs(3, with_h_flags=True)
+    rows[1].update(h_w=0, h_l=7)
+    bad = write_pairs(tmp_path / "seven.jsonl", rows)
+    code, stderr = _cli(
+        capsys, "train", "factual", "--model", str(tiny_model), "--train-file", str(bad),
+        "--max-steps", "1", "--output-dir", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 2
+    assert f"{bad}:2: h_l: expected 0 or 1 (or true/false), got 7" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "o").exists()
+    spec = get_algorithm("factual")
+    spec.validate_records([(1, {"h_w": True, "h_l": 1.0})], "ok.jsonl")  # bools and 1.0 pass

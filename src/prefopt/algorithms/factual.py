@@ -106,8 +106,15 @@ def run_name(config: FactualConfig, model_short: str) -> str:
 
 
 def validate_records(rows: list[tuple[int, dict[str, Any]]], path: str) -> None:
-    """Refuse data in the wrong orientation: any pair with ``h_w > h_l``."""
-    wrong = [line for line, row in rows if float(row["h_w"]) > float(row["h_l"])]
+    """Refuse flags that are not 0/1 (``file:line: h_l: ...``, the check ``data flip`` and
+    ``data validate`` use) and data in the wrong orientation: any pair with ``h_w > h_l``."""
+    from prefopt.data.flip import h_value
+
+    wrong = [
+        line
+        for line, row in rows
+        if h_value(row, "h_w", path, line) > h_value(row, "h_l", path, line)
+    ]
     if wrong:
         shown = ", ".join(str(line) for line in wrong[:5]) + (", ..." if len(wrong) > 5 else "")
         raise UsageError(
