@@ -34,28 +34,28 @@ def test_train_with_an_unreachable_hub_fails_fast(pairs_file: Path, tmp_path: Pa
 def test_check_hub_source_skips_local_cached_and_offline(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from prefopt.modeling import loading
+    from prefopt.modeling import hub
 
-    monkeypatch.setattr(loading, "hub_reachable", lambda timeout=2.5: False)
-    monkeypatch.setattr(loading, "_hub_offline", lambda: False)
-    monkeypatch.setattr(loading, "_in_hub_cache", lambda name, revision: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=2.5: False)
+    monkeypatch.setattr(hub, "_hub_offline", lambda: False)
+    monkeypatch.setattr(hub, "_in_hub_cache", lambda name, revision: False)
     with pytest.raises(UsageError, match="HF_HUB_OFFLINE=1"):
-        loading.check_hub_source("org/model")
-    loading.check_hub_source(str(tmp_path))  # a local folder needs no hub
-    monkeypatch.setattr(loading, "_in_hub_cache", lambda name, revision: True)
-    loading.check_hub_source("org/model")  # cached: transformers can load it without the hub
-    monkeypatch.setattr(loading, "_in_hub_cache", lambda name, revision: False)
-    monkeypatch.setattr(loading, "_hub_offline", lambda: True)
-    loading.check_hub_source("org/model")  # offline mode: transformers fails fast on its own
-    monkeypatch.setattr(loading, "_hub_offline", lambda: False)
-    monkeypatch.setattr(loading, "hub_reachable", lambda timeout=2.5: True)
-    loading.check_hub_source("org/model")
+        hub.check_hub_source("org/model")
+    hub.check_hub_source(str(tmp_path))  # a local folder needs no hub
+    monkeypatch.setattr(hub, "_in_hub_cache", lambda name, revision: True)
+    hub.check_hub_source("org/model")  # cached: transformers can load it without the hub
+    monkeypatch.setattr(hub, "_in_hub_cache", lambda name, revision: False)
+    monkeypatch.setattr(hub, "_hub_offline", lambda: True)
+    hub.check_hub_source("org/model")  # offline mode: transformers fails fast on its own
+    monkeypatch.setattr(hub, "_hub_offline", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=2.5: True)
+    hub.check_hub_source("org/model")
 
 
 def test_hub_reachable_is_false_for_a_refused_port(monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
-    from prefopt.modeling.loading import hub_reachable
+    from prefopt.modeling.hub import hub_reachable
 
     for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
@@ -63,3 +63,26 @@ def test_hub_reachable_is_false_for_a_refused_port(monkeypatch: pytest.MonkeyPat
     started = time.perf_counter()
     assert hub_reachable(timeout=1.0) is False
     assert time.perf_counter() - started < 2
+
+
+def test_merge_and_eval_chains_fail_fast_on_an_unreachable_base(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """merge/eval resolve the adapter chain down to its base: a hub id there is checked too."""
+    import json
+
+    from prefopt.modeling import hub
+    from prefopt.modeling.merge import resolve_chain
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=2.5: False)
+    monkeypatch.setattr(hub, "_hub_offline", lambda: False)
+    monkeypatch.setattr(hub, "_in_hub_cache", lambda name, revision: False)
+    adapter = tmp_path / "run"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "org/model", "peft_type": "LORA"})
+    )
+    with pytest.raises(UsageError, match="HF_HUB_OFFLINE=1"):
+        resolve_chain(adapter)
+    monkeypatch.setattr(hub, "_in_hub_cache", lambda name, revision: True)
+    assert resolve_chain(adapter) == ["org/model", str(adapter)]

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from prefopt.errors import UsageError
+from prefopt.modeling.hub import check_hub_source
 
 ADAPTER_CONFIG = "adapter_config.json"
 RUN_CONFIG = "prefopt_config.yaml"
@@ -128,6 +129,9 @@ def resolve_chain(source: str | Path, base: str | None = None) -> list[str]:
         if len(chain) > _MAX_CHAIN:
             raise UsageError(f"adapter chain deeper than {_MAX_CHAIN}: {' -> '.join(chain)}")
         current = adapter_parent(current)
+    root = chain[-1]
+    if not Path(root).expanduser().exists():
+        check_hub_source(root, what="base model")
     return list(reversed(chain))
 
 
