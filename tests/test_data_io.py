@@ -325,3 +325,48 @@ def test_extra_columns_must_be_numbers(value: object, needle: str) -> None:
     with pytest.raises(DataError, match="missing field") as caught:
         validate_record(ROW, "f.jsonl", 2, extra_columns=["h_l"])
     assert caught.value.field == "h_l"
+
+
+def test_unwritable_output_is_a_one_line_usage_error_naming_the_path(tmp_path: Path) -> None:
+    from prefopt.testing import run_cli
+
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "h_w": 1, "h_l": 0}\n')
+    blocker = tmp_path / "file.jsonl"
+    blocker.write_text("x")
+    target = blocker / "out.jsonl"
+    code, _, stderr = run_cli("data", "flip", str(data), "-o", str(target))
+    assert code == 2, stderr
+    assert f"cannot write {target}: {blocker} is a file, not a folder" in stderr
+    assert "Traceback" not in stderr and "FileExistsError" not in stderr
+
+
+def test_unwritable_folder_and_stale_temps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import time
+
+    from prefopt.data import io
+    from prefopt.errors import UsageError
+
+    out = tmp_path / "out.jsonl"
+    stale = tmp_path / ".out.jsonl.abc123.tmp"
+    fresh = tmp_path / ".out.jsonl.def456.tmp"
+    stale.write_text("x")
+    fresh.write_text("y")
+    old = time.time() - 2 * io.STALE_TEMP_SECONDS
+    os.utime(stale, (old, old))
+    io.write_jsonl(out, [{"a": 1}])
+    assert not stale.exists() and fresh.exists()  # a live writer's temp file is left alone
+    monkeypatch.setattr(io.os, "access", lambda *_: False)
+    with pytest.raises(UsageError, match=f"cannot write {tmp_path}/new.jsonl: folder"):
+        io.check_writable(tmp_path / "new.jsonl")
+
+
+def test_truncated_line_reports_its_real_column(tmp_path: Path) -> None:
+    from prefopt.data.io import read_rows
+
+    bad = tmp_path / "cut.jsonl"
+    bad.write_bytes(b'{"prompt": "p", "chosen": "a"}\n{"a": 1, "b": [1,2\n')
+    with pytest.raises(DataError) as info:
+        read_rows(bad)
+    assert "cut.jsonl:2" in str(info.value) and "(column 19)" in str(info.value)

@@ -110,3 +110,24 @@ def test_bad_inputs(tmp_path: Path) -> None:
     assert result.exit_code == 2 and f"{broken}:1: invalid JSON" in result.stderr
     result = runner.invoke(app, ["eval", "compare", str(tmp_path)])
     assert result.exit_code == 2 and "no eval_results.json or judge_results.json" in result.stderr
+
+
+def test_cli_skips_folders_without_results_and_chart_is_not_private(
+    sweep: list[Path], tmp_path: Path
+) -> None:
+    """``runs/*`` also matches the ``-merged`` folder merge writes: skipped with a notice."""
+    import os
+    import stat
+
+    merged = tmp_path / "delta10-merged"
+    merged.mkdir()
+    chart = tmp_path / "sweep.png"
+    args = ["eval", "compare", *map(str, sweep), str(merged), "--plot", str(chart)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    assert f"skipping {merged}: no eval_results.json" in result.stderr
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(chart.stat().st_mode) == 0o666 & ~mask
+    alone = CliRunner().invoke(app, ["eval", "compare", str(merged)])
+    assert alone.exit_code == 2 and "no eval_results.json" in alone.stderr

@@ -210,7 +210,12 @@ def compare(
 
     from prefopt.eval import compare as comparing
 
-    sets = comparing.load_result_sets(list(sources))
+    skipped: list[Path] = []
+    sets = comparing.load_result_sets(list(sources), skipped)
+    for folder in skipped:
+        console(stderr=True).print(
+            f"skipping {folder}: no {comparing.EVAL_RESULTS} or {comparing.JUDGE_RESULTS}"
+        )
     metrics = comparing.choose_metrics(sets, metric)
     axis = comparing.choose_x(sets, x)
     table = Table(title="comparison", title_justify="left")

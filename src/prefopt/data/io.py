@@ -227,7 +227,11 @@ def _json_problem(data: bytes, exc: orjson.JSONDecodeError) -> str:
     except UnicodeDecodeError as bad:
         byte = data[bad.start]
         return f"not valid UTF-8 (byte 0x{byte:02x} at offset {bad.start}); re-encode the file"
-    return f"malformed JSON: {exc.msg} (column {exc.colno})"
+    # orjson's colno counts within its own line view and reads 1 for a truncated line; the
+    # byte offset ``pos`` is exact: report the column on the offending line from it.
+    pos = max(0, min(exc.pos, len(data.rstrip(b"\r\n"))))  # truncated: at the line's end
+    column = pos - (data.rfind(b"\n", 0, pos) + 1) + 1
+    return f"malformed JSON: {exc.msg} (column {column})"
 
 
 def _gzip_problem(exc: BaseException) -> str:
@@ -249,12 +253,21 @@ def _not_object(value: object) -> str:
 
 
 def check_writable(path: str | Path, force: bool = False) -> Path:
-    """Refuse to overwrite an existing ``path`` unless ``force``; returns it as a Path."""
+    """Refuse to overwrite an existing ``path`` unless ``force``, and refuse a ``path`` that
+    cannot be created (a parent that is a file, a folder without write permission), each
+    with a one-line ``UsageError`` naming ``path``; returns it as a Path."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a folder; give an output file name")
     if path.exists() and not force:
         raise UsageError(f"{path} already exists; pass --force to overwrite it")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):  # root may write anywhere: True for root
+        raise UsageError(f"cannot write {path}: folder {parent} is not writable")
     return path
 
 
@@ -268,8 +281,12 @@ def atomic_writer(path: str | Path, force: bool = False) -> Iterator[IO[bytes]]:
     existing ``path`` is refused with a ``UsageError`` unless ``force``.
     """
     path = check_writable(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     raw = os.fdopen(fd, "wb", buffering=1 << 20)
     stream: IO[bytes] = raw
@@ -294,6 +311,28 @@ def atomic_writer(path: str | Path, force: bool = False) -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+#: A leftover temporary file of an output older than this is a killed writer's, not a live one's.
+STALE_TEMP_SECONDS = 3600
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove ``.NAME.*.tmp`` files beside ``path`` older than :data:`STALE_TEMP_SECONDS`:
+    what a killed (SIGKILL, power loss) writer of the same output left behind."""
+    import time
+
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
 
 
 def _umask() -> int:

@@ -97,7 +97,21 @@ def load_result_set(path: str | Path) -> ResultSet:
     return ResultSet(str(label), files, run, metrics)
 
 
-def load_result_sets(paths: list[str | Path]) -> list[ResultSet]:
+def has_results(path: str | Path) -> bool:
+    """Whether ``path`` is a file, or a folder holding a results file (not, e.g., the
+    ``-merged`` folder ``prefopt merge`` writes)."""
+    path = Path(path)
+    return not path.is_dir() or any((path / n).is_file() for n in (EVAL_RESULTS, JUDGE_RESULTS))
+
+
+def load_result_sets(
+    paths: list[str | Path], skipped: list[Path] | None = None
+) -> list[ResultSet]:
+    """The result sets of ``paths``. With ``skipped`` (a list), folders without results are
+    left out and appended to it instead of refused, unless none of ``paths`` has results."""
+    if skipped is not None and any(has_results(p) for p in paths):
+        skipped.extend(Path(p) for p in paths if not has_results(p))
+        paths = [p for p in paths if has_results(p)]
     sets = [load_result_set(p) for p in paths]
     seen: dict[str, int] = {}
     for item in sets:  # keep labels unique so table rows and chart ticks can be told apart
@@ -202,6 +216,9 @@ def plot(sets: list[ResultSet], metrics: list[str], x: str | None, out: str | Pa
     os.close(fd)
     try:
         figure.savefig(tmp, dpi=110)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; an output gets normal permissions
         os.replace(tmp, out)
     finally:
         plt.close(figure)
