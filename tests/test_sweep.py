@@ -189,7 +189,7 @@ def test_sweep_trains_skips_finished_and_runs_one_index(
     (root / "qwen_delta4" / DONE_FILE).unlink()
     code, out, err = _cli(capsys, "sweep", str(path), "-q", "--index", "3")
     assert code == 0, err
-    assert "job 3/5 qwen_delta4" in out and "llama_delta0" not in out
+    assert "job 4/6 qwen_delta4" in out and "llama_delta0" not in out
     assert job_finished(root / "qwen_delta4")
 
 

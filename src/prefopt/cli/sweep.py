@@ -48,11 +48,11 @@ def sweep(
 
     def on_start(job: Any, resume: bool) -> None:
         how = " (resuming from its last checkpoint)" if resume else ""
-        out.print(f"[bold]job {job.index}/{total - 1}[/] {job.name} -> {job.output_dir}{how}")
+        out.print(f"[bold]job {job.index + 1}/{total}[/] {job.name} -> {job.output_dir}{how}")
 
     def on_end(outcome: Any) -> None:
         if outcome.status == "skipped":
-            out.print(f"job {outcome.job.index}/{total - 1} {outcome.job.name}: already finished")
+            out.print(f"job {outcome.job.index + 1}/{total} {outcome.job.name}: already finished")
         elif outcome.status == "failed":
             error(f"job {outcome.job.index} ({outcome.job.name}) failed: {outcome.error}")
 
