@@ -221,3 +221,21 @@ def test_bad_input_is_one_line_exit_2(adapter: Path, flagged_pairs: Path, tmp_pa
 
     result = runner.invoke(app, ["eval", str(tmp_path / "missing"), "--data", str(flagged_pairs)])
     assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_quiet_flag_and_unwritable_results_fail_before_any_model_loads(tmp_path: Path) -> None:
+    """``eval pairs -q`` is accepted; a results path under a file is refused up front."""
+    from prefopt.testing import run_cli
+
+    blocker = tmp_path / "file.jsonl"
+    blocker.write_text("x")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    target = blocker / "r.json"
+    code, _, err = run_cli(
+        "eval", "pairs", str(tmp_path / "no-model"), "-q", "--data", str(data),
+        "--results", str(target),
+    )  # fmt: skip
+    assert code == 2, err
+    assert f"cannot write {target}: {blocker} is a file, not a folder" in err
+    assert "Traceback" not in err and "No such option" not in err

@@ -133,8 +133,13 @@ def pairs(
     split: Annotated[str, typer.Option("--split", help="Split of a hub dataset.")] = "test",
     dtype: DtypeOption = "float32",
     trust_remote_code: TrustRemoteCodeOption = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or notes (as prefopt -q).")
+    ] = False,
 ) -> None:
     """Score preference pairs: accuracy, margins, rewards, log-probs; split by Δh with h flags."""
+    if quiet:
+        State.quiet = True
     from prefopt.data.io import check_writable, write_jsonl
     from prefopt.eval.offline import default_results_path, evaluate, progress_bar, write_json
 
