@@ -209,3 +209,21 @@ def test_token_table_in_cli_output(tmp_path: Path, tokenizer_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "token lengths" in result.output
     assert "pairs 3: prompts truncated 0, completions truncated 0, dropped 0" in result.output
+
+
+def test_truncating_every_prompt_is_warned_with_its_share(
+    tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    """``--max-prompt-length 8`` truncating 100% of prompts used to be called just "clean"."""
+    rows = [dict(good(i), prompt="Question: " + "the quick brown fox " * 4) for i in range(4)]
+    source = write_lines(tmp_path / "t.jsonl", rows)
+    result = runner.invoke(
+        app, ["validate", str(source), "--tokenizer", str(tokenizer_dir),
+              "--max-prompt-length", "8"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: 100% of pairs (4 of 4) would have their prompts truncated by "
+        "--max-prompt-length 8" in result.output
+    )
+    assert "clean, but training would truncate pairs" in result.output

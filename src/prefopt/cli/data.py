@@ -252,8 +252,14 @@ def _print_validation(report: Any) -> None:
         for issue in report.examples.get(kind, []):
             _say(issue.located(report.path))
     for tip in report.suggestions():
-        _say(f"hint: {tip}")
-    out.print("[green]clean[/green]" if report.clean else "[red]not clean[/red]")
+        _say(tip if tip.startswith("warning: ") else f"hint: {tip}")
+    truncating = report.lengths is not None and (
+        report.lengths.prompts_truncated or report.lengths.completions_truncated
+    )
+    if report.clean and truncating:
+        out.print("[yellow]clean, but training would truncate pairs (see the warnings)[/yellow]")
+    else:
+        out.print("[green]clean[/green]" if report.clean else "[red]not clean[/red]")
 
 
 def _print_lengths(lengths: Any) -> None:

@@ -76,6 +76,21 @@ class LengthReport:
     def pairs(self) -> int:
         return len(self.prompt)
 
+    def warnings(self) -> list[str]:
+        """One line per kind of truncation training would do, with the share of pairs."""
+        found = []
+        for count, part, limit in (
+            (self.prompts_truncated, "prompts", f"--max-prompt-length {self.max_prompt_length}"),
+            (self.completions_truncated, "completions", f"--max-length {self.max_length}"),
+        ):
+            if count:
+                share = 100 * count / self.pairs
+                found.append(
+                    f"warning: {share:.0f}% of pairs ({count:,} of {self.pairs:,}) would have "
+                    f"their {part} truncated by {limit}; training sees the cut text"
+                )
+        return found
+
     def distribution(self, name: str) -> dict[str, float]:
         """min / mean / p50 / p90 / p99 / max of one part's lengths."""
         values = sorted(getattr(self, name))
@@ -126,6 +141,8 @@ class ValidationReport:
             )
         if self.counts["duplicate"]:
             tips.append("duplicate pairs weigh twice in training; remove them or keep on purpose")
+        if self.lengths is not None and self.lengths.pairs:
+            tips.extend(self.lengths.warnings())
         if self.lengths is not None and self.lengths.dropped:
             tips.append(
                 f"{self.lengths.dropped} pairs would be dropped: raise --max-length or "
