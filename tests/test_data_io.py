@@ -370,3 +370,19 @@ def test_truncated_line_reports_its_real_column(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         read_rows(bad)
     assert "cut.jsonl:2" in str(info.value) and "(column 19)" in str(info.value)
+
+
+def test_a_huge_line_is_refused_with_its_line_and_blocks_are_joined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 50 MB line used to be read whole (9.4 GB); now lines over the limit are refused."""
+    from prefopt.data import io
+
+    rows = [{"prompt": "p" * n, "chosen": "a", "rejected": "b"} for n in (5, 300, 7)]
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows) + b'{"x": 1}')
+    monkeypatch.setattr(io, "_CHUNK_BYTES", 64)  # lines span several blocks
+    assert [row for _, row in io.iter_rows(path)] == [*rows, {"x": 1}]
+    monkeypatch.setenv("PREFOPT_MAX_LINE_BYTES", "200")
+    with pytest.raises(DataError, match=r"big\.jsonl:2: line longer than 200 bytes"):
+        read_rows(path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import os
 import re
 import tempfile
@@ -117,19 +118,61 @@ def iter_jsonl_chunks(path: str | Path) -> Iterator[tuple[int, list[bytes]]]:
     """
     path = require_file(path)
     _, compressed = file_format(path)
+    limit = max_line_bytes()
     line_number = 0
+    pending: list[bytes] = []  # the start of a line that continues in the next block
+    pending_bytes = 0
     with _open_binary(path, compressed) as handle:
         while True:
             try:
-                lines = handle.readlines(_CHUNK_BYTES)
+                block = handle.read(_CHUNK_BYTES)
             except (EOFError, OSError, zlib.error) as exc:
                 raise DataError(path, line_number + 1, None, _gzip_problem(exc)) from None
-            if not lines:
+            cut = block.rfind(b"\n") if block else len(block) - 1
+            if block and cut < 0:  # no line end in this block: the line goes on
+                pending.append(block)
+                pending_bytes += len(block)
+                if pending_bytes > limit:
+                    raise DataError(path, line_number + 1, None, _too_long(limit))
+                continue
+            head = block[: cut + 1]
+            data = b"".join([*pending, head]) if pending else head
+            pending = [block[cut + 1 :]] if block and cut + 1 < len(block) else []
+            pending_bytes = len(pending[0]) if pending else 0
+            if not data:
                 return
+            lines = io.BytesIO(data).readlines()
+            del data
+            if len(lines[0]) > limit:
+                raise DataError(path, line_number + 1, None, _too_long(limit))
             if line_number == 0 and lines[0].startswith(_BOM):
                 lines[0] = lines[0][len(_BOM) :]
             yield line_number + 1, lines
             line_number += len(lines)
+            if not block:
+                return
+
+
+#: Default longest JSONL line read (bytes); ``PREFOPT_MAX_LINE_BYTES`` changes it.
+MAX_LINE_BYTES = 16 << 20
+
+
+def max_line_bytes() -> int:
+    """The longest JSONL line readers accept: ``PREFOPT_MAX_LINE_BYTES`` or 16 MiB."""
+    value = os.environ.get("PREFOPT_MAX_LINE_BYTES", "")
+    try:
+        return int(value) if value.strip() else MAX_LINE_BYTES
+    except ValueError:
+        raise UsageError(
+            f"PREFOPT_MAX_LINE_BYTES: expected a number of bytes, got {value!r}"
+        ) from None
+
+
+def _too_long(limit: int) -> str:
+    return (
+        f"line longer than {limit:,} bytes (one record this large is almost surely broken; "
+        "set PREFOPT_MAX_LINE_BYTES to allow it)"
+    )
 
 
 def iter_jsonl_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
