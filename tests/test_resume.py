@@ -147,3 +147,47 @@ def test_latest_checkpoint_skips_a_save_cut_short(tmp_path: Path) -> None:
             (folder / "trainer_state.json").write_text(state)
     (tmp_path / "checkpoint-99.tmp").mkdir()
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-10"  # not 2 (older), 12, 14
+
+
+# Across epochs: 20 pairs in batches of 4 are 5 steps an epoch; 12 steps run into the 3rd epoch.
+EPOCH_PAIRS, EPOCH_STEPS = 20, 12
+
+
+def test_resume_is_exact_in_a_later_epoch(tiny_model: Path, tmp_path: Path) -> None:
+    """Resumed in the 2nd epoch (checkpoint-8, 3 steps in) and exactly at the end of the 2nd
+    (checkpoint-10), every later step logs what the uninterrupted run logged: each epoch's
+    data order (length-grouped by default) is a function of the seed and the epoch, not of the
+    global RNG the steps before it consumed."""
+    import shutil
+
+    from prefopt.testing import run_cli, synthetic_pairs, write_pairs
+
+    data = write_pairs(tmp_path / "pairs.jsonl", synthetic_pairs(EPOCH_PAIRS))
+
+    def train(out: Path, *extra: str) -> None:
+        sets = [*SETS, "training.save_steps=2", "training.save_total_limit=10"]
+        code, _, stderr = run_cli(
+            "train", "dpo", "--model", str(tiny_model), "--train-file", str(data),
+            "--output-dir", str(out), "--max-steps", str(EPOCH_STEPS),
+            *(item for value in sets for item in ("--set", value)), "-q", *extra,
+        )  # fmt: skip
+        assert code == 0, stderr
+
+    reference_dir = tmp_path / "reference"
+    train(reference_dir)
+    reference = metric_lines(reference_dir)
+    assert [r["step"] for r in reference] == list(range(1, EPOCH_STEPS + 1))
+    assert reference[-1]["epoch"] > 2  # the run crossed two epoch boundaries
+    for checkpoint in (8, 10):
+        out = tmp_path / f"from-{checkpoint}"
+        out.mkdir()
+        shutil.copytree(reference_dir / f"checkpoint-{checkpoint}", out / f"checkpoint-{checkpoint}")
+        train(out, "--resume")
+        after = metric_lines(out)
+        assert [r["step"] for r in after] == list(range(checkpoint + 1, EPOCH_STEPS + 1))
+        for expected, got in zip(reference[checkpoint:], after, strict=True):
+            assert set(got) == set(expected), (checkpoint, expected["step"])
+            for key, value in expected.items():
+                assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), (
+                    checkpoint, expected["step"], key,
+                )  # fmt: skip

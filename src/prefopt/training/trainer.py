@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from prefopt.api import LossContext, LossOutput, PreferenceBatch
 from prefopt.modeling.logprobs import sequence_logps
@@ -72,20 +73,16 @@ class PreferenceTrainer(Trainer):
         return self._length_grouped(dataset, batch) or super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
-        generator = torch.Generator().manual_seed(
-            self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        )
-        grouped = self._length_grouped(eval_dataset, self.args.eval_batch_size, generator)
+        grouped = self._length_grouped(eval_dataset, self.args.eval_batch_size)
         return grouped or super()._get_eval_sampler(eval_dataset)
 
-    def _length_grouped(self, dataset: Any, batch: int, generator: Any = None) -> Any:
-        # Pairs are no dicts with input_ids, so hand LengthGroupedSampler the dataset's lengths.
+    def _length_grouped(self, dataset: Any, batch: int) -> Any:
+        # Pairs are no dicts with input_ids, so hand the sampler the dataset's lengths.
         lengths = getattr(dataset, "lengths", None)
         if self.args.train_sampling_strategy != "group_by_length" or lengths is None:
             return None
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        return LengthGroupedSampler(batch, lengths=lengths, generator=generator)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochLengthGroupedSampler(batch, lengths=lengths, seed=seed)
 
     # -- forward ---------------------------------------------------------------------------
     def policy_logps(self, model: Any, inputs: dict[str, Any]) -> tuple[Any, Any]:
@@ -200,6 +197,30 @@ class PreferenceTrainer(Trainer):
                 with open(path, encoding="utf-8") as handle:
                     load_state(json.load(handle))
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+
+class EpochLengthGroupedSampler(LengthGroupedSampler):
+    """``LengthGroupedSampler`` whose order is a function of ``seed`` and the epoch alone.
+
+    transformers' sampler draws its permutation from the generator it is given, or from the
+    global torch RNG, which the steps before each epoch have moved; a run resumed in a later
+    epoch restores that RNG only after the data loader has drawn its order, so it saw another
+    order than the uninterrupted run. Here each pass reseeds a private generator with
+    ``seed + epoch`` (the Trainer calls ``set_epoch`` before every epoch, on resume too), so
+    every rank, and every resume, sees the same order for the same epoch.
+    """
+
+    def __init__(self, batch_size: int, *, lengths: Sequence[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=list(lengths), generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
 
 
 def write_loss_state(folder: str, state: dict[str, Any]) -> None:
