@@ -181,7 +181,9 @@ def test_resume_is_exact_in_a_later_epoch(tiny_model: Path, tmp_path: Path) -> N
     for checkpoint in (8, 10):
         out = tmp_path / f"from-{checkpoint}"
         out.mkdir()
-        shutil.copytree(reference_dir / f"checkpoint-{checkpoint}", out / f"checkpoint-{checkpoint}")
+        shutil.copytree(
+            reference_dir / f"checkpoint-{checkpoint}", out / f"checkpoint-{checkpoint}"
+        )
         train(out, "--resume")
         after = metric_lines(out)
         assert [r["step"] for r in after] == list(range(checkpoint + 1, EPOCH_STEPS + 1))

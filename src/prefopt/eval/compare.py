@@ -104,9 +104,7 @@ def has_results(path: str | Path) -> bool:
     return not path.is_dir() or any((path / n).is_file() for n in (EVAL_RESULTS, JUDGE_RESULTS))
 
 
-def load_result_sets(
-    paths: list[str | Path], skipped: list[Path] | None = None
-) -> list[ResultSet]:
+def load_result_sets(paths: list[str | Path], skipped: list[Path] | None = None) -> list[ResultSet]:
     """The result sets of ``paths``. With ``skipped`` (a list), folders without results are
     left out and appended to it instead of refused, unless none of ``paths`` has results."""
     if skipped is not None and any(has_results(p) for p in paths):
