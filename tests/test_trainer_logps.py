@@ -77,3 +77,36 @@ def test_trainer_logps_match_independent_forward(
     # Lengths count completion tokens, EOS included.
     assert result.chosen_lengths[1].item() == len(pairs[1].chosen_ids)
     assert result.rejected_lengths[2].item() == len(pairs[2].rejected_ids)
+
+
+def test_trainer_disables_dropout_so_step0_policy_equals_reference(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """With dropout on (here attention dropout 0.5) the policy's train-mode log-probs would be
+    noisy and differ from the eval-mode reference's at step 0; the trainer turns it off."""
+    from prefopt.training.trainer import disable_dropout
+
+    assert disable_dropout(torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Dropout(0.0))) == 1
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_model, dtype=torch.float32, attention_dropout=0.5
+    )
+    rows = enumerate(synthetic_pairs(4, seed=1), 1)
+    batch = PaddedCollator(tokenizer.pad_token_id)(
+        tokenize_pairs(rows, tokenizer, TokenizationSettings())[0]
+    )
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+
+    def chosen_logps(trainer: PreferenceTrainer, train_mode: bool) -> torch.Tensor:
+        model.train(train_mode)
+        with torch.no_grad():
+            return trainer.preference_batch(model, batch).policy_chosen_logps
+
+    trainer = PreferenceTrainer(model=model, args=args, make_loss=lambda ctx: None, reference=None)
+    torch.testing.assert_close(chosen_logps(trainer, True), chosen_logps(trainer, False))
+    # The check can see dropout: switched back on, train-mode log-probs move.
+    for module in model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.5
+    assert not torch.allclose(chosen_logps(trainer, True), chosen_logps(trainer, False), atol=1e-4)

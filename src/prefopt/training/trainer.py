@@ -47,6 +47,9 @@ class PreferenceTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # As TRL does: with dropout the policy's log-probs are noisy and differ from the
+        # reference's (scored in eval mode) even at step 0, which biases every reward.
+        disable_dropout(self.model)
         self.loss_fn = make_loss(self.loss_context())
         self.reference = reference
         self.extra_columns = tuple(extra_columns)
@@ -221,6 +224,22 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
     def __iter__(self) -> Any:
         self.generator.manual_seed(self.seed + self.epoch)
         return super().__iter__()
+
+
+def disable_dropout(model: Any) -> int:
+    """Set every dropout probability in ``model`` to 0 and return how many were changed:
+    ``nn.Dropout`` modules (LoRA's, residual dropout) and the float ``attention_dropout`` that
+    transformers' attention layers pass to their kernels in train mode."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p != 0:
+            module.p = 0.0
+            changed += 1
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate != 0:
+            module.attention_dropout = 0.0
+            changed += 1
+    return changed
 
 
 def write_loss_state(folder: str, state: dict[str, Any]) -> None:
