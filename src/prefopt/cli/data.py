@@ -91,7 +91,8 @@ def flip(
     )
     out = console()
     out.print(table)
-    _say(f"flipped {summary.flipped:,} of {summary.rows:,} rows; wrote {written}")
+    processes = f" ({summary.workers} processes)" if summary.workers > 1 else ""
+    _say(f"flipped {summary.flipped:,} of {summary.rows:,} rows; wrote {written}{processes}")
 
 
 # -- convert -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import orjson
 
+from prefopt.data import jsonl_ranges
 from prefopt.data.io import (
     EMPTY_PROBLEM,
     atomic_writer,
@@ -25,15 +26,21 @@ from prefopt.data.io import (
     file_format,
     iter_jsonl_chunks,
     iter_rows,
+    max_line_bytes,
     parse_line,
+    require_file,
 )
 from prefopt.errors import DataError, UsageError
+from prefopt.modeling.threads import choose_threads
 
 H_FIELDS = ("h_w", "h_l")
 # 0, 1, False, True, 0.0 and 1.0 all hash and compare equal to 0 or 1, so one dict lookup
 # both validates and normalises an h value.
 H_VALUES = {0: 0, 1: 1}
 _PASS_SUFFIX = b',"flipped":false}\n'
+#: A plain JSONL file of at least this many ranges is flipped by several processes; smaller
+#: ones take the single-process path, which starts no pool (16 MiB with the default ranges).
+PARALLEL_RANGES = 4
 
 
 @dataclass
@@ -44,6 +51,7 @@ class FlipSummary:
     after: dict[tuple[int, int], int] = field(default_factory=dict)
     rows: int = 0
     flipped: int = 0
+    workers: int = 1  # processes that flipped the file
 
     @classmethod
     def from_codes(cls, counts: list[int]) -> FlipSummary:
@@ -117,28 +125,80 @@ def default_output(path: str | Path) -> Path:
 
 
 def flip_file(
-    input_path: str | Path, output_path: str | Path | None = None, force: bool = False
+    input_path: str | Path,
+    output_path: str | Path | None = None,
+    force: bool = False,
+    *,
+    workers: int | None = None,
+    range_bytes: int | None = None,
 ) -> tuple[Path, FlipSummary]:
     """Flip ``input_path`` into ``output_path`` (JSONL, written atomically); returns the
-    output path and the flag counts. Any problem raises before the output appears."""
+    output path and the flag counts. Any problem raises before the output appears.
+
+    A plain JSONL file of at least :data:`PARALLEL_RANGES` ranges of ``range_bytes``
+    (default :data:`~prefopt.data.jsonl_ranges.RANGE_BYTES`) is
+    flipped by ``workers`` processes (default: :func:`~prefopt.modeling.threads.choose_threads`,
+    i.e. ``--threads`` / ``PREFOPT_THREADS``, else the free CPUs); the output and the error
+    for the first bad line are those of the single-process path."""
     output = Path(output_path) if output_path is not None else default_output(input_path)
     if output.resolve() == Path(input_path).resolve():
         raise UsageError(f"{output}: the output would overwrite the input; choose another -o")
     check_writable(output, force)
     counts = [0, 0, 0, 0]
     fmt, _ = file_format(input_path)
+    used = 1
     with atomic_writer(output, force) as out:
         if fmt == "jsonl":
-            _flip_jsonl(input_path, out, counts)
+            workers = choose_threads() if workers is None else workers
+            range_bytes = range_bytes or jsonl_ranges.RANGE_BYTES
+            used = _flip_jsonl(input_path, out, counts, workers, range_bytes)
         else:
             dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
             rows = flip_rows(iter_rows(input_path), input_path, counts)
             out.writelines(dumps(row, option=option) for row in rows)
-    return output, FlipSummary.from_codes(counts)
+    summary = FlipSummary.from_codes(counts)
+    summary.workers = used
+    return output, summary
 
 
-def _flip_jsonl(path: str | Path, out: IO[bytes], counts: list[int]) -> None:
-    """The JSONL fast path.
+def _flip_jsonl(
+    path: str | Path, out: IO[bytes], counts: list[int], workers: int, range_bytes: int
+) -> int:
+    """The JSONL fast path: stream a small or compressed file through :func:`_flip_lines`,
+    or spread a large plain one over ``workers`` processes (:mod:`prefopt.data.jsonl_ranges`),
+    which gives the same bytes and the same first error. Returns the processes used."""
+    ranges = None
+    # Below 1 MiB the streaming reader checks the line limit only at its block edges; the
+    # ranges check every line, so they are used only where the two agree.
+    if workers > 1 and not file_format(path)[1] and max_line_bytes() >= 1 << 20:
+        size = require_file(path).stat().st_size
+        if size >= PARALLEL_RANGES * range_bytes:
+            ranges = jsonl_ranges.plan_ranges(path, range_bytes)
+    if ranges is not None and len(ranges) > 1:
+        workers = min(workers, len(ranges))
+        for data, range_counts in jsonl_ranges.map_ranges(path, ranges, _flip_range, workers):
+            out.write(data)
+            for code, count in enumerate(range_counts):
+                counts[code] += count
+    else:
+        workers = 1
+        peek = _row_peeker()
+        for first, lines in iter_jsonl_chunks(path):
+            out.writelines(_flip_lines(path, first, lines, counts, peek))
+    if not any(counts):
+        raise DataError(path, None, None, EMPTY_PROBLEM)
+    return workers
+
+
+def _flip_lines(
+    path: str | Path,
+    first: int,
+    lines: list[bytes],
+    counts: list[int],
+    peek: Callable[[bytes], int | None],
+) -> list[bytes | memoryview]:
+    """Flip ``lines`` (line ``first + i`` is ``lines[i]``) into output pieces, counting the
+    flags before the flip into ``counts``.
 
     A quick look at each line (:func:`_row_peeker`) sorts it three ways: a clean row that
     passes through keeps its original bytes, with ``"flipped":false`` added before the
@@ -146,39 +206,46 @@ def _flip_jsonl(path: str | Path, out: IO[bytes], counts: list[int]) -> None:
     (a problem, an existing ``flipped`` field) goes through :func:`flip_row`, the code of
     the slow path, so errors are reported exactly as there.
     """
-    peek = _row_peeker()
     loads, dumps, option = orjson.loads, orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    for first, lines in iter_jsonl_chunks(path):
-        batch: list[bytes | memoryview] = []
-        append = batch.append
-        for offset, raw in enumerate(lines):
-            code = peek(raw)
-            if code is None:
-                if not raw.strip():
-                    continue  # a blank line
-                line = first + offset
-                try:
-                    row = loads(raw)
-                except orjson.JSONDecodeError:
-                    row = parse_line(path, line, raw)  # raises, located
-                if type(row) is not dict:
-                    parse_line(path, line, raw)  # raises, located
-                h_w, h_l = flip_row(row, path, line)  # validates, swaps, reports problems
-                code = 2 * h_w + h_l
-                append(dumps(row, option=option))
-            elif code == 2:
+    batch: list[bytes | memoryview] = []
+    append = batch.append
+    for offset, raw in enumerate(lines):
+        code = peek(raw)
+        if code is None:
+            if not raw.strip():
+                continue  # a blank line
+            line = first + offset
+            try:
                 row = loads(raw)
-                row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
-                row["h_w"], row["h_l"] = row["h_l"], row["h_w"]
-                row["flipped"] = True
-                append(dumps(row, option=option))
-            else:
-                append(memoryview(raw)[: raw.rindex(b"}")])
-                append(_PASS_SUFFIX)
-            counts[code] += 1
-        out.writelines(batch)
-    if not any(counts):
-        raise DataError(path, None, None, EMPTY_PROBLEM)
+            except orjson.JSONDecodeError:
+                row = parse_line(path, line, raw)  # raises, located
+            if type(row) is not dict:
+                parse_line(path, line, raw)  # raises, located
+            h_w, h_l = flip_row(row, path, line)  # validates, swaps, reports problems
+            code = 2 * h_w + h_l
+            append(dumps(row, option=option))
+        elif code == 2:
+            row = loads(raw)
+            row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+            row["h_w"], row["h_l"] = row["h_l"], row["h_w"]
+            row["flipped"] = True
+            append(dumps(row, option=option))
+        else:
+            append(memoryview(raw)[: raw.rindex(b"}")])
+            append(_PASS_SUFFIX)
+        counts[code] += 1
+    return batch
+
+
+_WORKER_PEEK: list[Callable[[bytes], int | None]] = []  # one peeker per worker process
+
+
+def _flip_range(path: str, first: int, lines: list[bytes]) -> tuple[bytes, list[int]]:
+    """A pool worker's part: the flipped bytes of one range and its flag counts."""
+    if not _WORKER_PEEK:
+        _WORKER_PEEK.append(_row_peeker())
+    counts = [0, 0, 0, 0]
+    return b"".join(_flip_lines(path, first, lines, counts, _WORKER_PEEK[0])), counts
 
 
 def _row_peeker() -> Callable[[bytes], int | None]:
