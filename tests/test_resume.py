@@ -73,11 +73,26 @@ def run_in_process(
     return metric_lines(out)
 
 
-def kill_after_checkpoint(args: list[str], checkpoint: Path, timeout: float = 300) -> None:
-    """Start ``args``, wait until ``checkpoint`` is complete, then SIGKILL the process."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    marker = checkpoint / "trainer_state.json"  # written last: the checkpoint is complete
+# Runs ``python -m prefopt ...`` with the Trainer's RNG-state save (the last file before
+# trainer_state.json) stalled at one step: the process leaves a marker naming the folder it
+# was writing, then waits to be killed in the middle of the checkpoint save.
+STALL_SAVE = """
+import pathlib, runpy, sys, time
+from transformers import Trainer
+marker, step = pathlib.Path(sys.argv.pop(1)), int(sys.argv.pop(1))
+save_rng_state = Trainer._save_rng_state
+def stalled(self, output_dir):
+    save_rng_state(self, output_dir)
+    if self.state.global_step == step:
+        marker.write_text(output_dir)
+        time.sleep(600)
+Trainer._save_rng_state = stalled
+runpy.run_module("prefopt", run_name="__main__")
+"""
+
+
+def kill_when(process: subprocess.Popen, marker: Path, timeout: float = 300) -> None:
+    """Wait until ``marker`` exists, then SIGKILL ``process``."""
     deadline = time.monotonic() + timeout
     try:
         while not marker.is_file():
@@ -95,7 +110,26 @@ def kill_after_checkpoint(args: list[str], checkpoint: Path, timeout: float = 30
     assert process.returncode == -signal.SIGKILL
 
 
-# dpo resumes through `prefopt train ... --resume`, dynamic-beta through train(resume=True).
+def start(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def kill_after_checkpoint(args: list[str], checkpoint: Path) -> None:
+    """Start ``args``, wait until ``checkpoint`` is complete, then SIGKILL the process."""
+    kill_when(start(args), checkpoint / "trainer_state.json")  # written last
+
+
+def kill_during_save(args: list[str], step: int, marker: Path) -> Path:
+    """Start ``args`` and SIGKILL it in the middle of saving the checkpoint of ``step``;
+    returns the folder the save was writing."""
+    kill_when(start([sys.executable, "-c", STALL_SAVE, str(marker), str(step), *args[3:]]), marker)
+    return Path(marker.read_text())
+
+
+# dpo is killed in the middle of saving checkpoint-6 and resumes through `prefopt train ...
+# --resume` from checkpoint-3; dynamic-beta is killed right after checkpoint-3 and resumes
+# through train(resume=True).
 @pytest.mark.parametrize(("algorithm", "resume_with_cli"), [("dpo", True), ("dynamic-beta", False)])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(
     algorithm: str, resume_with_cli: bool, tiny_model: Path, pairs_file: Path, tmp_path: Path
@@ -105,7 +139,16 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
 
     out = tmp_path / "killed"
     args = command(algorithm, tiny_model, pairs_file, out)
-    kill_after_checkpoint(args, out / f"checkpoint-{CHECKPOINT_STEP}")
+    if resume_with_cli:
+        writing = kill_during_save(args, STEPS, tmp_path / "stalled")
+        # The half-written checkpoint is in its staging folder; checkpoint-6 does not exist.
+        assert writing == out / f"tmp-checkpoint-{STEPS}" / f"checkpoint-{STEPS}"
+        for name in ("adapter_model.safetensors", "optimizer.pt", "rng_state.pth"):
+            assert (writing / name).is_file(), name  # killed after these, before the state
+        assert not (writing / "trainer_state.json").exists()
+        assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{CHECKPOINT_STEP}"]
+    else:
+        kill_after_checkpoint(args, out / f"checkpoint-{CHECKPOINT_STEP}")
     assert not (out / "adapter_model.safetensors").exists()  # it really died mid-run
     survivors = metric_lines(out)
     assert [r["step"] for r in survivors][:CHECKPOINT_STEP] == list(range(1, CHECKPOINT_STEP + 1))
@@ -122,6 +165,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
             [*args, "--resume"], env=env, capture_output=True, text=True, timeout=600
         )
         assert resumed.returncode == 0, resumed.stderr
+        assert not list(out.glob("tmp-*"))  # the stale staging folder is gone
+        assert (out / f"checkpoint-{STEPS}" / "trainer_state.json").is_file()
     else:
         run_in_process(algorithm, tiny_model, pairs_file, out, resume=True)
     assert (out / "adapter_model.safetensors").is_file()
@@ -149,6 +194,29 @@ def test_latest_checkpoint_skips_a_save_cut_short(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-10"  # not 2 (older), 12, 14
 
 
+def test_a_checkpoint_arrives_in_one_rename(tmp_path: Path) -> None:
+    from prefopt.training.checkpoints import (
+        publish_checkpoint,
+        remove_stale_staging,
+        staging_folder,
+    )
+
+    staging = staging_folder(tmp_path, 4)
+    (staging / "checkpoint-4").mkdir(parents=True)
+    (staging / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-4").mkdir()  # left by a save cut short in an older prefopt
+    (tmp_path / "checkpoint-4" / "optimizer.pt").write_text("old")
+    assert publish_checkpoint(staging, tmp_path) == tmp_path / "checkpoint-4"
+    assert sorted(p.name for p in (tmp_path / "checkpoint-4").iterdir()) == ["trainer_state.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4"]
+
+    staging_folder(tmp_path, 6).mkdir()  # a run killed while it wrote checkpoint-6
+    (staging_folder(tmp_path, 6) / "checkpoint-6").mkdir()
+    assert remove_stale_staging(tmp_path) == [tmp_path / "tmp-checkpoint-6"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4"]
+    assert remove_stale_staging(tmp_path / "missing") == []
+
+
 # Across epochs: 20 pairs in batches of 4 are 5 steps an epoch; 12 steps run into the 3rd epoch.
 EPOCH_PAIRS, EPOCH_STEPS = 20, 12
 
@@ -165,7 +233,7 @@ def test_resume_is_exact_in_a_later_epoch(tiny_model: Path, tmp_path: Path) -> N
     data = write_pairs(tmp_path / "pairs.jsonl", synthetic_pairs(EPOCH_PAIRS))
 
     def train(out: Path, *extra: str) -> None:
-        sets = [*SETS, "training.save_steps=2", "training.save_total_limit=10"]
+        sets = [*SETS, "training.save_steps=2", "training.save_total_limit=5"]
         code, _, stderr = run_cli(
             "train", "dpo", "--model", str(tiny_model), "--train-file", str(data),
             "--output-dir", str(out), "--max-steps", str(EPOCH_STEPS),
@@ -178,6 +246,10 @@ def test_resume_is_exact_in_a_later_epoch(tiny_model: Path, tmp_path: Path) -> N
     reference = metric_lines(reference_dir)
     assert [r["step"] for r in reference] == list(range(1, EPOCH_STEPS + 1))
     assert reference[-1]["epoch"] > 2  # the run crossed two epoch boundaries
+    # save_total_limit rotates the renamed-into-place checkpoints; no staging folder is left
+    assert sorted(p.name for p in reference_dir.glob("*checkpoint-*")) == [
+        f"checkpoint-{step}" for step in (10, 12, 4, 6, 8)
+    ]
     for checkpoint in (8, 10):
         out = tmp_path / f"from-{checkpoint}"
         out.mkdir()

@@ -11,6 +11,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +47,7 @@ class PreferenceTrainer(Trainer):
         extra_columns: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
+        self._checkpoint_staging: Path | None = None  # see _save_checkpoint
         super().__init__(*args, **kwargs)
         # As TRL does: with dropout the policy's log-probs are noisy and differ from the
         # reference's (scored in eval mode) even at step 0, which biases every reward.
@@ -172,23 +174,56 @@ class PreferenceTrainer(Trainer):
             store.clear()
         super().log(logs, start_time)
 
-    # -- loss state in checkpoints ---------------------------------------------------------
+    # -- checkpoints: whole or absent, with the loss state inside ------------------------
+    def _get_output_dir(self, trial: Any) -> str:
+        # While a checkpoint is saved, the Trainer's "run folder" is the staging folder, so
+        # every file of checkpoint-<step> (from every process) lands there first.
+        staging = getattr(self, "_checkpoint_staging", None)
+        return str(staging) if staging is not None else super()._get_output_dir(trial)
+
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        # The loss state goes in first: the Trainer writes trainer_state.json last, so a
-        # checkpoint folder holding trainer_state.json is complete (see latest_checkpoint).
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        from prefopt.training.checkpoints import publish_checkpoint, staging_folder
+
+        run_dir = super()._get_output_dir(trial)
+        step = self.state.global_step
+        staging = staging_folder(run_dir, step)
+        staged = staging / f"{PREFIX_CHECKPOINT_DIR}-{step}"
         state_dict = getattr(self.loss_fn, "state_dict", None)
         if state_dict is not None and self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"
+            staged.mkdir(parents=True, exist_ok=True)
+            write_loss_state(str(staged), state_dict())
+        self._checkpoint_staging = staging
+        try:
+            super()._save_checkpoint(model, trial)  # its rotation sees only the staged one
+        finally:
+            self._checkpoint_staging = None
+        final = os.path.join(run_dir, staged.name)
+        if self.state.best_model_checkpoint == str(staged):
+            self.state.best_model_checkpoint = final
+            if self.args.should_save:  # trainer_state.json must name the final folder
+                self.state.save_to_json(str(staged / "trainer_state.json"))
+        self.accelerator.wait_for_everyone()  # every process has written its files
+        if self.args.should_save:
+            publish_checkpoint(staging, run_dir)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
             )
-            os.makedirs(folder, exist_ok=True)
-            write_loss_state(folder, state_dict())
-        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # nobody reads or writes it before it is in place
 
     def train(
         self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any
     ) -> Any:
-        # Restored here rather than in _load_from_checkpoint, which DeepSpeed runs skip.
+        if self.args.should_save:  # what a run killed mid-save left behind
+            from prefopt.training.checkpoints import remove_stale_staging
+
+            remove_stale_staging(self._get_output_dir(None))
+        # The loss state is restored here rather than in _load_from_checkpoint, which
+        # DeepSpeed runs skip.
         if resume_from_checkpoint is True:
             from transformers.trainer_utils import get_last_checkpoint
 

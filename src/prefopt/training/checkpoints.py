@@ -1,0 +1,58 @@
+"""Checkpoints that are whole or absent.
+
+The Trainer writes ``checkpoint-<step>`` file by file (model, optimizer, scheduler, RNG
+states, ``trainer_state.json``), so a process killed mid-save used to leave a folder that
+looked like a checkpoint but was not one. prefopt's trainer has the Trainer write each
+checkpoint into ``tmp-checkpoint-<step>/checkpoint-<step>`` in the run folder instead and,
+once every process has written its part, renames it to ``checkpoint-<step>``: a rename on
+one file system is atomic, so ``checkpoint-<step>`` is either complete or not there. The
+``tmp-`` name keeps the staging folder out of the Trainer's ``checkpoint-*`` globs (rotation,
+``get_last_checkpoint``); one left by a killed run is removed when the next run starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+#: Prefix of the folder a checkpoint is written into before it is renamed into place.
+STAGING_PREFIX = "tmp-"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def staging_folder(run_dir: str | os.PathLike[str], step: int) -> Path:
+    """The folder that stands in for the run folder while ``checkpoint-<step>`` is written."""
+    return Path(run_dir) / f"{STAGING_PREFIX}{CHECKPOINT_PREFIX}{step}"
+
+
+def publish_checkpoint(staging: Path, run_dir: str | os.PathLike[str]) -> Path:
+    """Move the checkpoint written under ``staging`` into ``run_dir`` under its own name and
+    remove ``staging``; returns the checkpoint's final path.
+
+    A folder of the same name already there (a save cut short by an older prefopt, or a step
+    saved twice) is first renamed into ``staging``, so the new checkpoint still arrives in one
+    rename and the old one is deleted only after it."""
+    written = [child for child in staging.iterdir() if child.name.startswith(CHECKPOINT_PREFIX)]
+    if len(written) != 1:
+        raise RuntimeError(f"{staging}: expected one {CHECKPOINT_PREFIX}<step> folder inside")
+    final = Path(run_dir) / written[0].name
+    if final.exists():
+        os.replace(final, staging / "replaced")
+    os.replace(written[0], final)
+    shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def remove_stale_staging(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete the staging folders a killed run left in ``run_dir``; returns what was removed."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        return []
+    stale = sorted(folder.glob(f"{STAGING_PREFIX}{CHECKPOINT_PREFIX}*"))
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
