@@ -53,7 +53,7 @@ def test_train_dpo_writes_outputs_and_starts_at_ln2(
     assert saved["algorithm_name"] == "dpo"
     assert saved["model"]["name_or_path"] == str(tiny_model)
     assert saved["training"]["per_device_train_batch_size"] == 8
-    assert saved["algorithm"] == {"beta": 0.1, "label_smoothing": 0.0}
+    assert saved["algorithm"] == {"beta": 0.1, "label_smoothing": 0.0, "rpo_alpha": 0.0}
     assert str(out) in stdout  # the closing summary names the output folder
 
 

@@ -23,6 +23,10 @@ Metrics: the implicit rewards ``β·(log π − log π_ref)`` exclude the Δ shi
 ``factual/margin_below_delta`` the share of those whose margin m is still below Δ.
 Shapes: every input and ``per_pair`` is (B,); ``loss`` is a scalar.
 
+RPO (``rpo_alpha`` = α > 0): ``loss = mean_i(loss_i) + α · nll`` with ``nll`` the per-token
+NLL of the batch's chosen completions, exactly as for DPO (see :mod:`prefopt.algorithms.dpo`;
+Pang et al., https://arxiv.org/abs/2404.19733; TRL's ``rpo_alpha`` convention). Default 0.
+
 Paper: Chaduvula, Radwan, Farooq, Ioannou, Raza, "Reducing Hallucinations in LLMs via
 Factuality-Aware Preference Learning" (F-DPO), 2026, https://arxiv.org/abs/2601.03027.
 DPO: Rafailov et al., NeurIPS 2023, https://arxiv.org/abs/2305.18290.
@@ -35,6 +39,7 @@ from typing import Any
 
 import prefopt
 from prefopt.algorithms.common import format_number, gather_detached, sigmoid_preference_loss
+from prefopt.algorithms.dpo import RPO_ALPHA_HELP, add_rpo_term, check_rpo_alpha
 from prefopt.api import SINGLE_PROCESS, AlgorithmSpec, LossContext, LossOutput, PreferenceBatch
 from prefopt.errors import UsageError
 
@@ -52,6 +57,7 @@ class FactualConfig:
         default=0.0,
         metadata={"help": "cDPO label smoothing ε, the assumed share of flipped labels (0–0.5)."},
     )
+    rpo_alpha: float = field(default=0.0, metadata={"help": RPO_ALPHA_HELP})
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
@@ -60,6 +66,7 @@ class FactualConfig:
             raise ValueError(f"delta must be >= 0, got {self.delta}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        check_rpo_alpha(self.rpo_alpha)
 
 
 class FactualDPOLoss:
@@ -78,7 +85,7 @@ class FactualDPOLoss:
         per_pair = sigmoid_preference_loss(
             beta * (margin - delta * delta_h), self.config.label_smoothing
         )
-        return LossOutput(
+        output = LossOutput(
             loss=per_pair.mean(),
             per_pair=per_pair,
             weights=torch.ones_like(per_pair),
@@ -86,6 +93,7 @@ class FactualDPOLoss:
             chosen_rewards=beta * batch.chosen_log_ratio().detach(),
             rejected_rewards=beta * batch.rejected_log_ratio().detach(),
         )
+        return add_rpo_term(output, batch, self.config.rpo_alpha)
 
     def _metrics(self, margin: Any, delta_h: Any) -> dict[str, float]:
         margin = gather_detached(self.ctx, margin)
