@@ -8,16 +8,25 @@ precision, batch size and number of steps, no gradient checkpointing. Every meas
 separate subprocess (peak memory = its ``ru_maxrss``); runs alternate between the tools and
 each measurement is repeated, medians reported.
 
-- Training throughput: pairs trained / (reference pass + training loop) seconds. prefopt's
-  number includes computing (and caching) the reference log-probs of the run's pairs from an
-  empty cache; TRL recomputes the reference in every step (its default).
+- Training throughput (the loop ratio): pairs trained / (reference pass + training loop)
+  seconds, timed inside each tool's process (benchmarks/dpo_workers.py). prefopt's number
+  includes computing (and caching) the reference log-probs of the run's pairs from an empty
+  cache; TRL recomputes the reference in every step (its default).
+- Whole command (the whole-command ratio, beside the loop ratio in every repeat): the
+  ``prefopt train dpo`` command against the equivalent TRL script
+  (benchmarks/trl_dpo_script.py), each a fresh process with fresh caches, start to exit
+  (benchmarks/whole_command.py). ``--skip-whole-command`` leaves it out.
 - Sweep: five prefopt ``factual`` runs with Δ = 0, 2.5, 5, 7.5, 10 sharing the reference and
   preparation caches against five TRL DPO runs; whole-process wall time of each run.
 - Preparation: reading + validating + tokenizing N prompt-heavy pairs, cold and cached, against
   TRL's ``load_dataset`` + ``DPOTrainer._prepare_dataset`` (fresh datasets cache).
 
-Run: ``python benchmarks/dpo_vs_trl.py`` (a few minutes; ``--steps``, ``--repeats``,
-``--prep-pairs`` for longer runs, ``--skip-train/--skip-sweep/--skip-prep`` for parts).
+Every run prints the 1-minute load average before and after it and is flagged BUSY when one
+is above the CPU count. ``--repeats`` (default 5) alternating repeats, medians reported;
+``--device cpu|cuda`` picks where both tools train (peak GPU memory is reported on CUDA).
+
+Run: ``python benchmarks/dpo_vs_trl.py`` (five repeats: the better part of an hour on a
+2-core CPU; ``--repeats 1 --steps 1 --batch 2 --skip-sweep --skip-prep`` checks that it runs).
 """
 
 from __future__ import annotations
@@ -25,270 +34,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-SHAPES = {  # words per field (mean); the tiny tokenizer gives ≈1.1 tokens a word
-    "prompt-heavy": (182, 55),
-    "completion-heavy": (45, 228),
-}
-MODEL = {
-    "hidden_size": 384,
-    "num_layers": 8,
-    "num_heads": 6,
-    "num_kv_heads": 2,
-    "intermediate_size": 1024,
-}
-VOCAB = 10240
+from bench_data import SHAPES, build_model, make_rows, write_rows
+from whole_command import load_note, run_whole_command, summarize, timed_process
+
 DELTAS = (0.0, 2.5, 5.0, 7.5, 10.0)
 SWEEP = "prompt-heavy"
-
-
-# -- setup ---------------------------------------------------------------------------------
-def build_model(folder: Path) -> Path:
-    if (folder / "config.json").is_file():
-        return folder
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from prefopt.testing import build_tiny_tokenizer, tiny_model_config
-
-    tokenizer = build_tiny_tokenizer()
-    config = tiny_model_config("llama", vocab_size=VOCAB, tokenizer=tokenizer, **MODEL)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def make_rows(count: int, shape: str, seed: int) -> list[dict[str, Any]]:
-    from prefopt.testing import COLOURS, HOMES, creature_names
-
-    words = creature_names(24) + COLOURS + HOMES
-    words += ["the", "a", "is", "of", "in", "and", "lives", "where", "what", "colour", "me"]
-    rng = random.Random(seed)
-    prompt_words, answer_words = SHAPES[shape]
-
-    def text(mean: int) -> str:
-        return " ".join(
-            rng.choice(words) for _ in range(rng.randint(int(mean * 0.85), int(mean * 1.15)))
-        )
-
-    return [
-        {
-            "prompt": text(prompt_words),
-            "chosen": text(answer_words),
-            "rejected": text(answer_words),
-            "h_w": 0,
-            "h_l": rng.choice((0, 1)),
-        }
-        for _ in range(count)
-    ]
-
-
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-    return path
-
-
-# -- workers (run in subprocesses) ----------------------------------------------------------
-def warm_imports() -> None:
-    """Import what PEFT pulls in lazily (bitsandbytes compiles kernels on import), so neither
-    tool's timed section pays a one-time import."""
-    import importlib.util
-
-    import peft  # noqa: F401
-
-    if importlib.util.find_spec("bitsandbytes") is not None:
-        import bitsandbytes  # noqa: F401
-
-
-def worker_prefopt(opts: argparse.Namespace) -> dict[str, Any]:
-    from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
-    from prefopt.registry import get_algorithm
-    from prefopt.training import reference_cache, run
-    from prefopt.training.trainer import PreferenceTrainer
-
-    timings: dict[str, float] = {
-        "reference_s": 0.0,
-        "train_s": 0.0,
-        "reference_cpu_s": 0.0,
-        "train_cpu_s": 0.0,
-    }
-
-    def timed(name: str, function: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started, cpu = time.perf_counter(), time.process_time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                timings[f"{name}_s"] += time.perf_counter() - started
-                timings[f"{name}_cpu_s"] += time.process_time() - cpu
-
-        return wrapper
-
-    # Time the reference pass and the training loop, as the Trainer's train() sees it.
-    reference_cache.provide_for_run = timed("reference", reference_cache.provide_for_run)
-    PreferenceTrainer.train = timed("train", PreferenceTrainer.train)
-    spec = get_algorithm(opts.algorithm)
-    flags = {
-        "model.name_or_path": opts.model,
-        "data.train": opts.data,
-        "training.output_dir": opts.output,
-        "training.max_steps": opts.steps,
-        "training.per_device_train_batch_size": opts.batch,
-        "training.logging_steps": opts.steps,
-        "training.save_strategy": "no",
-        "training.learning_rate": 5e-5,
-    }
-    if opts.algorithm == "factual":
-        flags["algorithm.delta"] = opts.delta
-    sets = [f"model.precision={opts.precision}", f"data.layout={opts.layout}"]
-    sets += [f"reference.mode={opts.reference}"]
-    config = resolve_run_config(spec, None, flags, sets)
-    quiet_libraries()
-    warm_imports()
-    result = run.train(config, spec, quiet=True)
-    return {**timings, "loss": result.final_metrics.get("loss")}
-
-
-def worker_trl(opts: argparse.Namespace) -> dict[str, Any]:
-    import datasets
-    import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
-
-    from prefopt.cli.common import quiet_libraries
-    from prefopt.modeling.logprobs import resolve_bf16
-
-    quiet_libraries()
-    warm_imports()
-    datasets.disable_progress_bars()
-    tokenizer = AutoTokenizer.from_pretrained(opts.model)
-    model = AutoModelForCausalLM.from_pretrained(
-        opts.model, dtype=torch.float32, attn_implementation="sdpa"
-    )
-    bf16 = resolve_bf16(opts.precision, {})
-    config = DPOConfig(
-        output_dir=opts.output,
-        per_device_train_batch_size=opts.batch,
-        max_steps=opts.steps,
-        logging_steps=opts.steps,
-        save_strategy="no",
-        report_to="none",
-        learning_rate=5e-5,
-        beta=0.1,
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=False,
-        disable_tqdm=True,
-        seed=42,
-        precompute_ref_log_probs=opts.trl_precompute,
-    )
-    lora = LoraConfig(
-        r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
-    )
-    data = datasets.load_dataset("json", data_files=opts.data, split="train")
-    data = data.remove_columns(["h_w", "h_l"])
-    reference = {"s": 0.0, "cpu_s": 0.0}
-    precompute = DPOTrainer._precompute_ref_logps
-
-    def timed_precompute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        started, cpu = time.perf_counter(), time.process_time()
-        try:
-            return precompute(self, *args, **kwargs)
-        finally:
-            reference["s"] += time.perf_counter() - started
-            reference["cpu_s"] += time.process_time() - cpu
-
-    DPOTrainer._precompute_ref_logps = timed_precompute  # type: ignore[method-assign]
-    trainer = DPOTrainer(
-        model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=lora
-    )
-    started, cpu = time.perf_counter(), time.process_time()
-    output = trainer.train()
-    return {
-        "reference_s": reference["s"],
-        "train_s": time.perf_counter() - started,
-        "reference_cpu_s": reference["cpu_s"],
-        "train_cpu_s": time.process_time() - cpu,
-        "loss": output.training_loss,
-    }
-
-
-def worker_prep(opts: argparse.Namespace) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
-    import prefopt.training.callbacks  # noqa: F401  (torch and transformers: loaded in any run)
-
-    tokenizer = AutoTokenizer.from_pretrained(opts.model)
-    if opts.tool == "trl":
-        import datasets
-        from trl import DPOConfig, DPOTrainer
-
-        datasets.disable_progress_bars()
-        config = DPOConfig(output_dir=opts.output, report_to="none", use_cpu=True, bf16=False)
-        trainer = DPOTrainer.__new__(DPOTrainer)  # only the preparation, no model
-        trainer._tokenizer = tokenizer
-        started = time.perf_counter()
-        data = datasets.load_dataset("json", data_files=opts.data, split="train")
-        data = DPOTrainer._prepare_dataset(trainer, data, tokenizer, config, "train")
-        return {"prep_s": time.perf_counter() - started, "pairs": len(data)}
-    from prefopt.config import resolve_run_config
-    from prefopt.registry import get_algorithm
-    from prefopt.training.run import load_pairs
-
-    spec = get_algorithm("dpo")
-    config = resolve_run_config(
-        spec, None, {"model.name_or_path": opts.model, "data.train": opts.data}
-    )
-    results = {}
-    for attempt in ("cold", "cached"):
-        started = time.perf_counter()
-        pairs, _ = load_pairs(opts.data, "train", tokenizer, config, spec)
-        results[f"prep_{attempt}_s"] = time.perf_counter() - started
-    return {**results, "pairs": len(pairs)}
+WORKERS = Path(__file__).with_name("dpo_workers.py")
 
 
 def run_worker(kind: str, env: dict[str, str], **options: Any) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter; adds wall time and peak RSS."""
-    command = [sys.executable, __file__, "--worker", kind]
+    """Run one measurement in a fresh interpreter; adds wall and CPU time, the load average
+    before and after, and the busy flag (see whole_command.timed_process)."""
+    command = [sys.executable, str(WORKERS), kind]
     for name, value in options.items():
         flag = f"--{name.replace('_', '-')}"
         if isinstance(value, bool):
             command += [flag] if value else []
         else:
             command += [flag, str(value)]
-    started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_s"] = wall
-    result["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return result
-
-
-def worker_main(opts: argparse.Namespace) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    function = {"prefopt": worker_prefopt, "trl": worker_trl, "prep": worker_prep}[opts.worker]
-    result = function(opts)
-    result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(result))
+    timed = timed_process(command, {**os.environ, **env})
+    result: dict[str, Any] = json.loads(timed.pop("stdout").strip().splitlines()[-1])
+    return {**result, **timed}
 
 
 # -- the comparison ------------------------------------------------------------------------
@@ -297,11 +69,18 @@ def median(runs: list[dict[str, Any]], metric: str) -> float:
 
 
 def compare_training(opts: argparse.Namespace, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The loop ratio (reference pass + training loop, timed inside each tool's process) and
+    the whole-command ratio (``prefopt train`` vs the TRL script, start to exit), each repeat
+    alternating which tool goes first."""
+    from prefopt.modeling.logprobs import resolve_bf16
+
     pairs = opts.steps * opts.batch
-    common = {"model": work / "model", "steps": opts.steps, "batch": opts.batch}
+    common = {"model": opts.model_path, "steps": opts.steps, "batch": opts.batch}
     common.update(precision=opts.precision, output=work / "out")
     ours = {"layout": opts.layout, "reference": opts.reference_mode, "algorithm": "dpo"}
+    bf16 = resolve_bf16(opts.precision, {})
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    whole: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for repeat in range(opts.repeats):
         for shape in opts.shapes:
             data = write_rows(work / f"{shape}.jsonl", make_rows(pairs, shape, seed=1))
@@ -313,20 +92,35 @@ def compare_training(opts: argparse.Namespace, work: Path, env: dict[str, str]) 
                 cpu = result["reference_cpu_s"] + result["train_cpu_s"]
                 result["pairs_per_cpu_s"] = pairs / cpu
                 results.setdefault((tool, shape), []).append(result)
+                gpu = (
+                    f"  GPU peak {result['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in result else ""
+                )
                 print(
-                    f"  {shape:17s} {tool:8s} {result['pairs_per_s']:6.2f} pairs/s "
-                    f"{result['pairs_per_cpu_s']:6.2f} pairs/CPU-s  "
-                    f"peak {result['maxrss_mb']:5.0f} MB  "
-                    f"(reference {result['reference_s']:.1f} s, train {result['train_s']:.1f} s)",
+                    f"  {repeat + 1}/{opts.repeats} {shape:17s} loop  {tool:8s} "
+                    f"{result['pairs_per_s']:6.2f} pairs/s {result['pairs_per_cpu_s']:6.2f} "
+                    f"pairs/CPU-s  peak {result['maxrss_mb']:5.0f} MB{gpu}  (reference "
+                    f"{result['reference_s']:.1f} s, train {result['train_s']:.1f} s)  "
+                    f"{load_note(result)}",
+                    flush=True,
+                )
+            if opts.skip_whole_command:
+                continue
+            for tool in ("prefopt", "trl") if repeat % 2 == 0 else ("trl", "prefopt"):
+                run = run_whole_command(tool, opts, work, env, data, bf16)
+                whole.setdefault(shape, {}).setdefault(tool, []).append(run)
+                print(
+                    f"  {repeat + 1}/{opts.repeats} {shape:17s} whole {tool:8s} "
+                    f"{run['wall_s']:6.1f} s wall {run['cpu_s']:6.1f} s CPU  {load_note(run)}",
                     flush=True,
                 )
     report: dict[str, Any] = {}
     print(f"\ntraining, {opts.steps} steps x {opts.batch} pairs, median of {opts.repeats}:")
     for shape in opts.shapes:
-        row: dict[str, float] = {}
+        row: dict[str, Any] = {}
         for tool in ("trl", "prefopt"):
-            for metric in ("pairs_per_s", "pairs_per_cpu_s", "maxrss_mb"):
-                row[f"{tool}_{metric}"] = median(results[(tool, shape)], metric)
+            for metric in ("pairs_per_s", "pairs_per_cpu_s", "maxrss_mb", "gpu_peak_mb"):
+                if all(metric in run for run in results[(tool, shape)]):
+                    row[f"{tool}_{metric}"] = median(results[(tool, shape)], metric)
         row["ratio"] = row["prefopt_pairs_per_s"] / row["trl_pairs_per_s"]
         row["cpu_ratio"] = row["prefopt_pairs_per_cpu_s"] / row["trl_pairs_per_cpu_s"]
         # Each repeat runs the two tools back to back, so a repeat's ratio sees one load level.
@@ -334,22 +128,36 @@ def compare_training(opts: argparse.Namespace, work: Path, env: dict[str, str]) 
         row["paired_ratio"] = statistics.median(
             mine["pairs_per_s"] / trl["pairs_per_s"] for mine, trl in paired
         )
+        row["busy_runs"] = sum(
+            run["busy"] for tool in ("trl", "prefopt") for run in results[(tool, shape)]
+        )
+        gpu = ""
+        if "trl_gpu_peak_mb" in row:
+            gpu = f"   GPU peak TRL {row['trl_gpu_peak_mb']:.0f} MB, "
+            gpu += f"prefopt {row['prefopt_gpu_peak_mb']:.0f} MB"
         print(
-            f"  {shape:17s} pairs/s TRL {row['trl_pairs_per_s']:.2f}, "
+            f"  {shape:17s} loop, pairs/s TRL {row['trl_pairs_per_s']:.2f}, "
             f"prefopt {row['prefopt_pairs_per_s']:.2f} -> {row['ratio']:.2f}x   "
             f"pairs/CPU-s TRL {row['trl_pairs_per_cpu_s']:.2f}, "
             f"prefopt {row['prefopt_pairs_per_cpu_s']:.2f} -> {row['cpu_ratio']:.2f}x   "
             f"median of paired ratios {row['paired_ratio']:.2f}x   "
             f"peak RSS TRL {row['trl_maxrss_mb']:.0f} MB, prefopt {row['prefopt_maxrss_mb']:.0f} MB"
+            f"{gpu}   {row['busy_runs']} busy runs"
         )
+        if shape in whole:
+            row["whole_command"] = summarize(shape, whole[shape])
         report[shape] = row
+    if opts.repeats < 5:
+        print(
+            f"  (only {opts.repeats} repeat(s): a check that it runs, not a measurement; use >= 5)"
+        )
     return report
 
 
 def compare_sweep(opts: argparse.Namespace, work: Path, env: dict[str, str]) -> dict[str, Any]:
     data = write_rows(work / "sweep.jsonl", make_rows(opts.sweep_steps * opts.batch, SWEEP, 2))
     env = {**env, "PREFOPT_CACHE_DIR": tempfile.mkdtemp(prefix="sweep-cache-", dir=work)}
-    common = {"model": work / "model", "steps": opts.sweep_steps, "batch": opts.batch}
+    common = {"model": opts.model_path, "steps": opts.sweep_steps, "batch": opts.batch}
     common.update(precision=opts.precision, output=work / "out", data=data)
     ours = {"layout": opts.layout, "reference": opts.reference_mode, "algorithm": "factual"}
     theirs_runs, our_runs = [], []
@@ -379,7 +187,7 @@ def compare_preparation(
     opts: argparse.Namespace, work: Path, env: dict[str, str]
 ) -> dict[str, Any]:
     data = write_rows(work / "prep.jsonl", make_rows(opts.prep_pairs, "prompt-heavy", seed=3))
-    common = {"data": data, "model": work / "model", "output": work / "out"}
+    common = {"data": data, "model": opts.model_path, "output": work / "out"}
     theirs, ours = [], []
     for _ in range(opts.prep_repeats):
         fresh = {**env, "HF_DATASETS_CACHE": tempfile.mkdtemp(dir=work)}
@@ -407,14 +215,23 @@ def compare_preparation(
 def main(opts: argparse.Namespace) -> None:
     work = Path(opts.workdir or tempfile.mkdtemp(prefix="dpo-vs-trl-"))
     work.mkdir(parents=True, exist_ok=True)
-    model = build_model(work / "model")
+    model = Path(opts.model_dir) if opts.model_dir else build_model(work / "model")
+    opts.model_path = model
+    size = "a given model" if opts.model_dir else "20.5M parameters"
     print(
-        f"model: {model} (20.5M parameters), precision {opts.precision}, "
+        f"model: {model} ({size}), device {opts.device}, precision {opts.precision}, "
         f"{opts.threads} thread(s) a run, load average {os.getloadavg()}"
     )
     threads = str(opts.threads)
     env = {"HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": threads}
     env.update(MKL_NUM_THREADS=threads, HF_DATASETS_CACHE=str(work / "hf-datasets"))
+    if opts.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif opts.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch sees no CUDA device here")
     report: dict[str, Any] = {"load_start": os.getloadavg(), "options": vars(opts)}
     if not opts.skip_train:
         report["training"] = compare_training(opts, work, env)
@@ -432,7 +249,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps a run")
     parser.add_argument("--batch", type=int, default=8, help="pairs a step")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per tool and shape")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="alternating runs per tool and shape (>= 5)"
+    )
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--layout", default="auto", help="prefopt's data.layout")
@@ -451,22 +270,27 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="TRL with precompute_ref_log_probs=True (its own, datasets-cached reference pass)",
     )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="cpu hides any GPU from both tools; cuda requires one (auto: CUDA if present)",
+    )
+    parser.add_argument(
+        "--skip-whole-command",
+        action="store_true",
+        help="only the loop ratio, not `prefopt train` vs the TRL script as whole processes",
+    )
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--skip-prep", action="store_true")
     parser.add_argument("--workdir", default=None, help="keep the model and data here")
+    parser.add_argument(
+        "--model-dir", default=None, help="train this model folder instead of building one"
+    )
     parser.add_argument("--json-out", default=None)
-    # worker-only options
-    parser.add_argument("--worker", choices=["prefopt", "trl", "prep"], help=argparse.SUPPRESS)
-    for name in ("model", "data", "output", "tool", "algorithm", "reference"):
-        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
-    parser.add_argument("--delta", type=float, default=0.0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    options = parse()
-    if options.worker:
-        worker_main(options)
-    else:
-        main(options)
+    main(parse())
