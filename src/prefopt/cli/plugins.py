@@ -166,7 +166,7 @@ def show_plugin(info: Any) -> None:
 
 def config_fields(config_class: type) -> list[tuple[str, str, str, str, str]]:
     """``(field, flag, type, default, help)`` per field, flags as ``prefopt train`` names them."""
-    from prefopt.cli.train import COMMON_OPTIONS
+    from prefopt.cli.train import COMMON_OPTIONS, algorithm_flag
 
     taken = {d.lstrip("-") for _, _, _, decls, _ in COMMON_OPTIONS for d in decls}
     try:
@@ -176,10 +176,10 @@ def config_fields(config_class: type) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for f in dataclasses.fields(config_class):
         annotation = hints.get(f.name, f.type)
-        flag = f.name.replace("_", "-")
-        if flag in taken:
-            flag = f"algo-{flag}"
+        flag = algorithm_flag(f, taken)
         flag = f"--{flag}/--no-{flag}" if annotation is bool else f"--{flag}"
+        if f.metadata.get("repeatable"):
+            flag += " (repeatable)"
         rows.append(
             (f.name, flag, _type_name(annotation), _default(f), str(f.metadata.get("help", "")))
         )

@@ -110,21 +110,35 @@ def _option_annotation(annotation: Any) -> Any:
     return str | None
 
 
+def algorithm_flag(f: dataclasses.Field[Any], taken: set[str]) -> str:
+    """The option of config field ``f``, without dashes: ``metadata["flag"]`` if the field
+    names one, else the field name with ``-`` for ``_``; ``algo-`` in front where a run option
+    has that name. A field with ``metadata["repeatable"]`` is an option given once per item;
+    ``metadata["metavar"]`` names its value in ``--help``."""
+    flag = str(f.metadata.get("flag") or f.name.replace("_", "-"))
+    return f"algo-{flag}" if flag in taken else flag
+
+
 def _algorithm_parameters(
     config_class: type, taken: set[str]
 ) -> list[tuple[str, str, inspect.Parameter]]:
     hints = typing.get_type_hints(config_class)
     params = []
     for f in dataclasses.fields(config_class):
-        flag = f.name.replace("_", "-")
-        if flag in taken:
-            flag = f"algo-{flag}"
+        flag = algorithm_flag(f, taken)
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"{f.metadata.get('help', '')} (default: {default})".strip()
         cli_type = _option_annotation(hints.get(f.name, str))
+        if f.metadata.get("repeatable"):  # --flag A --flag B: the field gets the list [A, B]
+            cli_type = list[str] | None
+            help_text = str(f.metadata.get("help", ""))
         decls = [f"--{flag}/--no-{flag}"] if cli_type == bool | None else [f"--{flag}"]
         option = typer.Option(
-            *decls, help=help_text, rich_help_panel="Algorithm", show_default=False
+            *decls,
+            help=help_text,
+            rich_help_panel="Algorithm",
+            show_default=False,
+            metavar=f.metadata.get("metavar"),
         )
         name = f"algo__{f.name}"
         params.append(
