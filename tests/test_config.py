@@ -146,3 +146,20 @@ def test_saved_config_reads_back_as_written(tmp_path: Path) -> None:
 def test_list_values_from_the_command_line() -> None:
     config = resolve_run_config(SPEC, sets=["lora.target_modules=[q_proj, v_proj]"])
     assert config.lora is not None and config.lora.target_modules == ["q_proj", "v_proj"]
+
+
+def test_an_empty_section_means_no_overrides(tmp_path: Path) -> None:
+    config = resolve_run_config(SPEC, _yaml(tmp_path, "algorithm:\ntraining:\n"))
+    assert config.algorithm == resolve_run_config(SPEC).algorithm
+    assert config.training == resolve_run_config(SPEC).training
+
+
+def test_a_local_model_path_resolves_to_absolute_and_a_hub_id_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my-model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = resolve_run_config(SPEC, sets=["model.name_or_path=my-model"])
+    assert config.model.name_or_path == str(tmp_path / "my-model")
+    config = resolve_run_config(SPEC, sets=["model.name_or_path=org/some-model"])
+    assert config.model.name_or_path == "org/some-model"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -251,6 +252,8 @@ class ConfigBuilder:
         if section == "lora" and value is None:
             self.values["lora"] = None
             return
+        if value is None:  # an empty section (`algorithm:` with nothing under it): no overrides
+            return
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: section '{section}' must be a mapping, got {value!r}")
         for name, item in value.items():
@@ -323,6 +326,14 @@ def model_short_name(name_or_path: str | None) -> str:
     return Path(str(name_or_path).rstrip("/")).name or "model"
 
 
+def local_path_or_id(name_or_path: str | None) -> str | None:
+    """A local model folder as an absolute path (so the saved config works from any working
+    directory); a hub id (nothing at that path) unchanged."""
+    if not name_or_path or not Path(name_or_path).exists():
+        return name_or_path
+    return os.path.abspath(name_or_path)
+
+
 def resolve_run_config(
     spec: Any,
     config_file: str | Path | None = None,
@@ -343,6 +354,8 @@ def resolve_run_config(
         builder.apply_dotted({k: v for k, v in flags.items() if v is not None}, "command line")
     builder.apply_set_options(list(sets))
     config = builder.build()
+    config.model.name_or_path = local_path_or_id(config.model.name_or_path)
+    config.model.tokenizer = local_path_or_id(config.model.tokenizer)
     short = model_short_name(config.model.name_or_path)
     if not config.training.get("run_name"):
         config.training["run_name"] = spec.run_name(config.algorithm, short) or (

@@ -83,6 +83,14 @@ COMMON_OPTIONS: list[tuple[str, str | None, Any, list[str], str]] = [
         "Continue from the newest checkpoint-<step> in the output folder.",
     ),
     (
+        "overwrite",
+        None,
+        bool,
+        ["--overwrite", "--force"],
+        "Replace the run already in the output folder (its checkpoints, metrics, adapter/model, "
+        "config and eval results are removed first).",
+    ),
+    (
         "num_processes",
         None,
         int | None,
@@ -187,6 +195,7 @@ def build_algorithm_command(spec: Any) -> Any:
             flags=flags,
             sets=values.get("sets") or [],
             resume=bool(values.get("resume")),
+            overwrite=bool(values.get("overwrite")),
             print_config=bool(values.get("print_config")),
             quiet=bool(values.get("quiet")) or State.quiet,
             num_processes=values.get("num_processes"),
@@ -219,6 +228,7 @@ def run_training(
     print_config: bool,
     quiet: bool,
     num_processes: int | None = None,
+    overwrite: bool = False,
 ) -> None:
     quiet_libraries()
     from prefopt.config import resolve_run_config
@@ -231,23 +241,77 @@ def run_training(
         return
     from prefopt.training.launch import child_arguments, is_main_process, launch, wants_launch
 
-    if wants_launch(num_processes):  # start the workers; each re-resolves the same layers
-        arguments = child_arguments(
-            spec.name, config_file, flags, sets, resume=resume, quiet=quiet, debug=State.debug
-        )
-        code, errors = launch(num_processes or 1, arguments)
-        for line in errors:
-            error(line)
-        if code and not errors:
-            error(f"a worker process failed with exit code {code}")
-        if code:
-            raise typer.Exit(code)
+    if _checks_output_dir() and _run_is_finished(config, resume, overwrite):
         return
-    from prefopt.training.run import train
+    try:
+        if wants_launch(num_processes):  # start the workers; each re-resolves the same layers
+            arguments = child_arguments(
+                spec.name,
+                config_file,
+                flags,
+                sets,
+                resume=resume,
+                overwrite=overwrite,
+                quiet=quiet,
+                debug=State.debug,
+            )
+            code, errors = launch(num_processes or 1, arguments)
+            for line in errors:
+                error(line)
+            if code and not errors:
+                error(f"a worker process failed with exit code {code}")
+            if code:
+                raise typer.Exit(code)
+            return
+        from prefopt.training.run import train
 
-    result = train(config, spec, resume=resume, quiet=quiet)
+        result = train(config, spec, resume=resume, quiet=quiet, replace_existing=overwrite)
+    except KeyboardInterrupt:
+        if is_main_process():
+            error(f"interrupted; {_resume_hint(config.output_dir)}")
+        raise typer.Exit(130) from None
     if is_main_process():
         print_summary(result)
+
+
+def _run_is_finished(config: Any, resume: bool, overwrite: bool) -> bool:
+    """Check the output folder before any model loads: refuse to train over an existing run
+    (usage error), and answer ``--resume`` on a finished run with a notice (``True``: stop)."""
+    from prefopt.errors import UsageError
+    from prefopt.training.run import check_output_dir, finished_step
+
+    if resume and overwrite:
+        raise UsageError("--resume continues a run and --overwrite replaces it: pass one")
+    if resume:
+        step = finished_step(config.output_dir, int(config.training.get("max_steps") or -1))
+        if step is not None:
+            where = f"at step {step}" if step else "(its final model is saved)"
+            typer.echo(
+                f"{config.output_dir}: the run is finished {where}; nothing to resume "
+                "(raise --max-steps to train further, or --overwrite to start anew)"
+            )
+            return True
+    check_output_dir(config.output_dir, resume=resume, overwrite=overwrite)
+    return False
+
+
+def _resume_hint(output_dir: Any) -> str:
+    from prefopt.training.run import latest_checkpoint
+
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is None:
+        return "no checkpoint was saved yet: rerun with --overwrite to start again"
+    return f"rerun with --resume to continue from {checkpoint.name}"
+
+
+def _checks_output_dir() -> bool:
+    """Whether this process checks the output folder: a single process or the parent of
+    ``--num-processes`` workers (not the workers), else rank 0 of an outside launcher."""
+    import os
+
+    from prefopt.training.launch import WORKER_ERRORS_VARIABLE, is_main_process
+
+    return is_main_process() and WORKER_ERRORS_VARIABLE not in os.environ
 
 
 def print_summary(result: Any) -> None:

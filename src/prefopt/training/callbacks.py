@@ -22,6 +22,10 @@ METRICS_FILE = "metrics.jsonl"
 class MetricsJsonlCallback(TrainerCallback):
     """Appends every logged step to ``<output_dir>/metrics.jsonl`` (one JSON object a line).
 
+    Step lines are ``{"step": N, "loss": ..., ...}``; the Trainer's closing totals (runtime,
+    samples per second, mean training loss) go in one last line ``{"summary": {...}}``, so
+    no step appears twice.
+
     A fresh run starts the file anew; a resumed run keeps the lines up to the checkpoint's step
     and appends after them, so the file always describes one consistent history.
     """
@@ -36,14 +40,19 @@ class MetricsJsonlCallback(TrainerCallback):
         kept: list[str] = []
         if state.global_step > 0 and self.path.exists():
             for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip() and json.loads(line).get("step", 0) <= state.global_step:
-                    kept.append(line)
+                record = json.loads(line) if line.strip() else {}
+                if "step" in record and record["step"] <= state.global_step:
+                    kept.append(line)  # an earlier run's summary line is dropped
         self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
             return
-        record = {"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}}
+        values = {k: _plain(v) for k, v in logs.items()}
+        if "train_runtime" in values:  # the Trainer's closing totals, not another step
+            record: dict[str, Any] = {"summary": {"global_step": state.global_step, **values}}
+        else:
+            record = {"step": state.global_step, **values}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 

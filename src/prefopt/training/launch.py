@@ -98,6 +98,7 @@ def child_arguments(
     sets: list[str],
     *,
     resume: bool = False,
+    overwrite: bool = False,
     quiet: bool = False,
     debug: bool = False,
 ) -> list[str]:
@@ -118,6 +119,8 @@ def child_arguments(
         arguments += ["--set", assignment]
     if resume:
         arguments.append("--resume")
+    if overwrite:
+        arguments.append("--overwrite")
     if quiet:
         arguments.append("--quiet")
     return arguments
