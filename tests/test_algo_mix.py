@@ -349,3 +349,17 @@ def test_beta_dpo_state_in_a_mix_is_checkpointed_and_resumed(
     again = json.loads((out / "checkpoint-2/prefopt_loss_state.json").read_text())
     assert again["beta-dpo"]["calls"] == 2
     assert again["beta-dpo"]["M0"] == pytest.approx(state["beta-dpo"]["M0"], rel=1e-6, abs=1e-9)
+
+
+def test_example_config_resolves() -> None:
+    pytest.importorskip("prefopt_losses")
+    from prefopt.config import resolve_run_config
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "mix_qwen.yaml"
+    config = resolve_run_config(MIX, example)
+    assert [(p["name"], p["weight"]) for p in config.algorithm.losses] == [
+        ("dpo", 0.8),
+        ("bco-pair", 0.2),
+        ("nll", 1.0),
+    ]
+    assert config.training["output_dir"] == "runs/mix_qwen"
