@@ -5,28 +5,43 @@ Generates a JSONL file of preference pairs (200k rows by default, about 1 KB eac
 
 * **naive**: the loop everyone writes first — ``for line in f: row = json.loads(line)``,
   swap chosen/rejected for (1, 0) rows, ``f.write(json.dumps(row) + "\\n")``;
-* **prefopt**: :func:`prefopt.data.flip.flip_file` (orjson, batched writes, atomic output,
-  full validation of the h flags and a summary).
+* **prefopt**: ``prefopt data flip`` (orjson and simdjson, both cores for a large file,
+  full validation of the h flags, a summary, atomic output).
 
-Both read and write the same files on the same disk; each is run ``--repeat`` times and the
-best time is kept. Prints rows/s for each and the speed ratio. Run::
+By default each contestant is a whole process, timed from its start to its exit: the naive
+loop as ``python flip_speed.py --naive-worker IN OUT`` and prefopt as the command
+``prefopt data flip IN -o OUT --force``, so interpreter start-up, imports and the process
+pool are counted. ``--inline`` times the two functions inside this process instead (no
+start-up; CPU time of this process only, so a pool's workers are not counted).
 
-    python benchmarks/flip_speed.py            # 200k rows
+The two alternate, ``--repeat`` times; every run is printed with the 1-minute load average
+before it, and the medians and the median of the paired (same-repeat) ratios are reported.
+prefopt's processes are its own choice by default (``--workers auto``: the free CPUs, i.e.
+the CPU count minus the rounded load average, so one on a busy 2-core machine), or
+``--workers N`` (given to it as ``PREFOPT_THREADS``); each run prints how many it used.
+Run::
+
+    python benchmarks/flip_speed.py                      # 200k rows, 5 alternating repeats
     python benchmarks/flip_speed.py --rows 50000 --repeat 1
-    python benchmarks/flip_speed.py --no-simdjson   # the fallback without pysimdjson
+    python benchmarks/flip_speed.py --workers 1          # the single-process path
+    python benchmarks/flip_speed.py --no-simdjson        # the fallback without pysimdjson
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import re
+import resource
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-from prefopt.data.flip import flip_file
 
 
 def make_rows(count: int, seed: int = 0):
@@ -75,34 +90,80 @@ def naive_flip(source: Path, target: Path) -> int:
     return count
 
 
-def measure(function) -> tuple[float, float]:
-    """Wall-clock and CPU seconds of one call."""
+def measure(function) -> tuple[float, float, str]:
+    """Wall-clock and CPU seconds of one call, and its summary's process count."""
     wall, cpu = time.perf_counter(), time.process_time()
-    function()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    result = function()
+    used = getattr(result[1], "workers", 1) if isinstance(result, tuple) else 1
+    return time.perf_counter() - wall, time.process_time() - cpu, f"({used} processes)"
 
 
-def race(naive, ours, repeat: int) -> dict[str, tuple[float, float]]:
-    """Best (wall, cpu) of each contestant; runs alternate so background load hits both."""
-    best = {"naive": (float("inf"),) * 2, "ours": (float("inf"),) * 2}
-    for _ in range(repeat):
-        for name, function in (("naive", naive), ("ours", ours)):
-            wall, cpu = measure(function)
-            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-    return best
+def measure_process(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall-clock seconds of a whole process, start to exit, its CPU seconds (children
+    included: a pool's workers count) and what it printed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    done = subprocess.run(command, check=True, env=env, stdout=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall, cpu, done.stdout
+
+
+def processes_used(printed: str) -> int:
+    """The process count ``prefopt data flip`` reports ("... (2 processes)"), 1 if none."""
+    found = re.search(r"\((\d+) processes\)", printed)
+    return int(found.group(1)) if found else 1
+
+
+def race(contestants: dict, repeat: int) -> dict[str, list[tuple[float, float, float]]]:
+    """(wall, cpu, load average before) of every run (a contestant returns wall, cpu and what
+    it printed); the contestants alternate, and swap
+    who goes first each repeat, so background load and a warm page cache hit both."""
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contestants}
+    names = list(contestants)
+    for index in range(repeat):
+        for name in names if index % 2 == 0 else names[::-1]:
+            load = os.getloadavg()[0]
+            wall, cpu, printed = contestants[name]()
+            runs[name].append((wall, cpu, load))
+            used = f", {processes_used(printed)} process(es)" if name == "prefopt" else ""
+            print(f"  repeat {index + 1}: {name:8s} {wall:6.2f} s wall {cpu:6.2f} s cpu  "
+                  f"(load average before: {load:.2f}{used})", flush=True)  # fmt: skip
+    return runs
+
+
+def prefopt_command() -> list[str]:
+    found = shutil.which("prefopt", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "prefopt"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--folder", type=Path, default=None, help="where to put the files")
+    parser.add_argument(
+        "--workers", default="auto", help="prefopt's processes (default: its own choice)"
+    )
+    parser.add_argument("--inline", action="store_true", help="time functions, not processes")
     parser.add_argument(
         "--no-simdjson", action="store_true", help="measure the orjson-only fallback"
     )
+    parser.add_argument("--naive-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.naive_worker:
+        naive_flip(*args.naive_worker)
+        return 0
+    env = dict(os.environ)
+    if args.workers != "auto":
+        env["PREFOPT_THREADS"] = args.workers
     if args.no_simdjson:
         sys.modules["simdjson"] = None  # type: ignore[assignment]  # makes the import fail
+        # the same for the prefopt process: a folder whose simdjson.py fails to import
+        blocker = Path(tempfile.mkdtemp(prefix="no-simdjson-"))
+        (blocker / "simdjson.py").write_text("raise ImportError('blocked by the benchmark')\n")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(blocker), env.get("PYTHONPATH")]))
 
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         folder = Path(tmp)
@@ -111,12 +172,27 @@ def main(argv: list[str] | None = None) -> int:
         size_mb = source.stat().st_size / 1e6
         naive_out = folder / "naive.jsonl"
         ours_out = folder / "ours.jsonl"
+        if args.inline:
+            from prefopt.data.flip import flip_file
 
-        best = race(
-            lambda: naive_flip(source, naive_out),
-            lambda: flip_file(source, ours_out, force=True),
-            args.repeat,
-        )
+            workers = None if args.workers == "auto" else int(args.workers)
+            contestants = {
+                "naive": lambda: measure(lambda: naive_flip(source, naive_out)),
+                "prefopt": lambda: measure(
+                    lambda: flip_file(source, ours_out, force=True, workers=workers)
+                ),
+            }
+        else:
+            naive = [sys.executable, __file__, "--naive-worker", str(source), str(naive_out)]
+            ours = [*prefopt_command(), "data", "flip", str(source), "-o", str(ours_out)]
+            contestants = {
+                "naive": lambda: measure_process(naive, env),
+                "prefopt": lambda: measure_process([*ours, "--force"], env),
+            }
+        print(f"input: {args.rows} rows, {size_mb:.0f} MB; {args.repeat} alternating repeats, "
+              f"{'inline' if args.inline else 'whole processes'}, prefopt workers "
+              f"{args.workers}, {os.cpu_count()} CPUs")  # fmt: skip
+        runs = race(contestants, args.repeat)
 
         # Same rows, same values: the outputs differ only in JSON whitespace/escaping.
         with open(naive_out, encoding="utf-8") as a, open(ours_out, encoding="utf-8") as b:
@@ -125,14 +201,23 @@ def main(argv: list[str] | None = None) -> int:
                     print("outputs differ", file=sys.stderr)
                     return 1
 
-    (naive_wall, naive_cpu), (ours_wall, ours_cpu) = best["naive"], best["ours"]
     parser_name = "orjson only" if args.no_simdjson else "simdjson + orjson"
-    print(f"input: {args.rows} rows, {size_mb:.0f} MB; best of {args.repeat}, interleaved")
-    print(f"prefopt flip JSON path: {parser_name}")
-    print(f"{'':16}  {'wall s':>7}  {'cpu s':>7}  {'rows/s (wall)':>14}")
-    for name, (wall, cpu) in (("naive json loop", best["naive"]), ("prefopt flip", best["ours"])):
-        print(f"{name:16}  {wall:7.2f}  {cpu:7.2f}  {args.rows / wall:14,.0f}")
-    print(f"speed ratio: {naive_wall / ours_wall:.2f}x wall, {naive_cpu / ours_cpu:.2f}x cpu")
+    print(f"prefopt flip JSON path: {parser_name}; load average now {os.getloadavg()[0]:.2f}")
+    print(f"{'':16}  {'median wall s':>13}  {'best wall s':>11}  {'median cpu s':>12}  "
+          f"{'rows/s (median)':>15}")  # fmt: skip
+    medians = {}
+    for name, label in (("naive", "naive json loop"), ("prefopt", "prefopt flip")):
+        wall = statistics.median(run[0] for run in runs[name])
+        cpu = statistics.median(run[1] for run in runs[name])
+        best = min(run[0] for run in runs[name])
+        medians[name] = (wall, cpu)
+        print(f"{label:16}  {wall:13.2f}  {best:11.2f}  {cpu:12.2f}  {args.rows / wall:15,.0f}")
+    paired = [a[0] / b[0] for a, b in zip(runs["naive"], runs["prefopt"], strict=True)]
+    print(
+        f"speed ratio: {medians['naive'][0] / medians['prefopt'][0]:.2f}x wall (medians), "
+        f"{medians['naive'][1] / medians['prefopt'][1]:.2f}x cpu; paired wall ratios "
+        f"{', '.join(f'{r:.2f}' for r in paired)} (median {statistics.median(paired):.2f}x)"
+    )
     return 0
 
 

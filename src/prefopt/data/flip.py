@@ -278,7 +278,6 @@ def _row_peeker() -> Callable[[bytes], int | None]:
 
         return peek_orjson
 
-    at_pointer = simdjson.Object.at_pointer
     parse = simdjson.Parser().parse
 
     def peek_simdjson(raw: bytes) -> int | None:
@@ -286,15 +285,13 @@ def _row_peeker() -> Callable[[bytes], int | None]:
             return None
         try:
             document: Any = parse(raw)
-            code = (
-                2 * h_values[at_pointer(document, "/h_w")] + h_values[at_pointer(document, "/h_l")]
-            )
-            names = list(document)  # the field names; the values stay unparsed
+            code = 2 * h_values[document["h_w"]] + h_values[document["h_l"]]
+            keys = set(document)  # the field names; the values stay unparsed
+            fields = len(document)  # duplicates counted
         except Exception:  # not an object, bad JSON, a bad or missing flag: full path
             return None
         # ``document`` is a local, so it is released before the parser is used again.
-        keys = set(names)
-        if len(keys) != len(names):  # duplicate keys: orjson keeps the last value
+        if len(keys) != fields:  # duplicate keys: orjson keeps the last value
             return None
         if "flipped" in keys or "chosen" not in keys or "rejected" not in keys:
             return None
