@@ -65,7 +65,8 @@ def main_options(
         typer.Option(
             "--threads",
             min=1,
-            help="CPU threads for torch (env PREFOPT_THREADS; default: the free CPUs, "
+            help="CPU threads for torch and data flip's processes (env PREFOPT_THREADS; "
+            "default: the free CPUs, "
             "i.e. available CPUs minus the current load average, at least 1).",
         ),
     ] = None,
