@@ -12,13 +12,18 @@ one file system is atomic, so ``checkpoint-<step>`` is either complete or not th
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
+log = logging.getLogger("prefopt")
+
 #: Prefix of the folder a checkpoint is written into before it is renamed into place.
 STAGING_PREFIX = "tmp-"
 CHECKPOINT_PREFIX = "checkpoint-"
+_noticed: set[Path] = set()  # incomplete folders already named in this process
 
 
 def staging_folder(run_dir: str | os.PathLike[str], step: int) -> Path:
@@ -56,3 +61,33 @@ def remove_stale_staging(run_dir: str | os.PathLike[str]) -> list[Path]:
         else:
             path.unlink(missing_ok=True)
     return stale
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder in ``output_dir``, or ``None``.
+
+    Checkpoints arrive whole (see the module docstring); a ``checkpoint-<step>`` without a
+    readable ``trainer_state.json`` (the Trainer's last file) is a save an older prefopt cut
+    short: it is skipped, with a notice the first time it is seen."""
+    if not output_dir.is_dir():
+        return None
+    steps = []
+    for child in output_dir.iterdir():
+        number = child.name.removeprefix(CHECKPOINT_PREFIX)
+        if child.is_dir() and child.name.startswith(CHECKPOINT_PREFIX) and number.isdigit():
+            steps.append((int(number), child))
+    for _, folder in sorted(steps, reverse=True):
+        if _complete(folder):
+            return folder
+        if folder not in _noticed:
+            _noticed.add(folder)
+            log.warning("%s is incomplete (no readable trainer_state.json): skipped", folder)
+    return None
+
+
+def _complete(folder: Path) -> bool:
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True

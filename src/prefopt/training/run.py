@@ -18,6 +18,7 @@ from prefopt.api import AlgorithmSpec
 from prefopt.config import RunConfig
 from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
 from prefopt.errors import UsageError
+from prefopt.training.checkpoints import latest_checkpoint
 
 CONFIG_FILE = "prefopt_config.yaml"
 log = logging.getLogger("prefopt")
@@ -349,7 +350,7 @@ def starting_point(config: RunConfig, resume: bool) -> tuple[str, Path | None]:
         return config.data.train, None
     checkpoint = latest_checkpoint(config.output_dir)
     if checkpoint is None:
-        raise UsageError(f"--resume: no checkpoint-<step> folder in {config.output_dir}")
+        raise UsageError(f"--resume: no complete checkpoint in {config.output_dir}")
     return config.data.train, checkpoint
 
 
@@ -425,32 +426,3 @@ def save_config(config: RunConfig, output_dir: Path) -> Path:
     temporary.write_text(redacted_config_yaml(config), encoding="utf-8")
     os.replace(temporary, path)
     return path
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete ``checkpoint-<step>`` folder in ``output_dir``, or ``None``.
-
-    The Trainer writes ``trainer_state.json`` last (prefopt's loss state goes in before it), so
-    a folder without a readable one is a save cut short (a killed run): it is skipped."""
-    if not output_dir.is_dir():
-        return None
-    steps = []
-    for child in output_dir.iterdir():
-        name = child.name
-        if child.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit():
-            steps.append((int(name[11:]), child))
-    for _, folder in sorted(steps, reverse=True):
-        if _complete_checkpoint(folder):
-            return folder
-        log.warning("%s is incomplete (no readable trainer_state.json): skipped", folder)
-    return None
-
-
-def _complete_checkpoint(folder: Path) -> bool:
-    import json
-
-    try:
-        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
