@@ -59,6 +59,13 @@ class ModelConfig:
     tokenizer: str | None = field(
         default=None, metadata={"help": "Tokenizer path if not the model's."}
     )
+    gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A GGUF file inside the name_or_path folder or hub repo (same as "
+            "--model folder/file.gguf; the resolved config records that one path)."
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={
@@ -323,7 +330,8 @@ def model_short_name(name_or_path: str | None) -> str:
     """``Qwen/Qwen2.5-0.5B-Instruct`` -> ``Qwen2.5-0.5B-Instruct``; local folders by basename."""
     if not name_or_path:
         return "model"
-    return Path(str(name_or_path).rstrip("/")).name or "model"
+    name = Path(str(name_or_path).rstrip("/")).name or "model"
+    return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
 
 
 def local_path_or_id(name_or_path: str | None) -> str | None:
@@ -354,6 +362,12 @@ def resolve_run_config(
         builder.apply_dotted({k: v for k, v in flags.items() if v is not None}, "command line")
     builder.apply_set_options(list(sets))
     config = builder.build()
+    if config.model.gguf_file:  # one string for the file: what every later load reads back
+        location = (config.model.name_or_path or "").rstrip("/")
+        gguf_file = config.model.gguf_file
+        inside = location and not Path(gguf_file).is_absolute()
+        config.model.name_or_path = f"{location}/{gguf_file}" if inside else gguf_file
+        config.model.gguf_file = None
     config.model.name_or_path = local_path_or_id(config.model.name_or_path)
     config.model.tokenizer = local_path_or_id(config.model.tokenizer)
     short = model_short_name(config.model.name_or_path)

@@ -220,9 +220,12 @@ def _load_tokenizer(name: str) -> Any:
     quiet_libraries()
     from transformers import AutoTokenizer
 
+    from prefopt.modeling.gguf import pretrained_arguments
+
+    location, gguf = pretrained_arguments(name)
     try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
+        return AutoTokenizer.from_pretrained(location, trust_remote_code=False, **gguf)
+    except (OSError, ValueError, NotImplementedError) as exc:
         raise UsageError(f"cannot load a tokenizer from {name}: {exc}") from None
 
 

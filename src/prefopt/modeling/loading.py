@@ -2,7 +2,8 @@
 
 ``trust_remote_code`` is off unless the config asks for it and weights are read from
 safetensors only. A folder holding a PEFT adapter (``adapter_config.json``) is accepted as a
-model: its base is loaded and the adapter merged in, so an SFT run can feed a DPO run.
+model: its base is loaded and the adapter merged in, so an SFT run can feed a DPO run. A GGUF
+file (``path/model.gguf``) loads through transformers' GGUF support (see ``modeling.gguf``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from typing import Any
 
 from prefopt.config import ModelConfig
 from prefopt.errors import UsageError
+from prefopt.modeling.gguf import (
+    drop_gguf_marker,
+    gguf_load_error,
+    pretrained_arguments,
+    split_gguf,
+)
 from prefopt.modeling.hub import check_hub_source
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -31,7 +38,9 @@ def looks_like_local_path(name: str) -> bool:
 def check_model_source(name_or_path: str | None, what: str = "model") -> str:
     if not name_or_path:
         raise UsageError(f"no {what} given: pass --model or set model.name_or_path")
-    if looks_like_local_path(name_or_path) and not Path(name_or_path).expanduser().exists():
+    location, gguf_file = split_gguf(name_or_path)
+    local = looks_like_local_path(location if gguf_file else name_or_path)
+    if local and not Path(name_or_path).expanduser().exists():
         raise UsageError(f"{what} path does not exist: {name_or_path}")
     return (
         str(Path(name_or_path).expanduser())
@@ -67,12 +76,15 @@ def load_tokenizer(config: ModelConfig) -> Any:
     source = check_model_source(
         config.tokenizer or config.name_or_path, "tokenizer" if config.tokenizer else "model"
     )
-    check_hub_source(source, config.revision, "tokenizer" if config.tokenizer else "model")
+    location, gguf = pretrained_arguments(source)
+    check_hub_source(location, config.revision, "tokenizer" if config.tokenizer else "model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            source, trust_remote_code=config.trust_remote_code, revision=config.revision
+            location, trust_remote_code=config.trust_remote_code, revision=config.revision, **gguf
         )
-    except OSError as exc:
+    except (OSError, ValueError, NotImplementedError) as exc:
+        if gguf:
+            raise gguf_load_error(source, exc) from None
         base = adapter_base(source) if Path(source).is_dir() else None
         if base is None:
             raise UsageError(f"cannot load tokenizer '{source}': {_first_line(exc)}") from None
@@ -106,10 +118,13 @@ def load_model(config: ModelConfig, for_training: bool = True) -> Any:
         kwargs["revision"] = config.revision
     if config.load_in_4bit:
         kwargs.update(quantization_kwargs(config))
-    check_hub_source(base, config.revision)
+    location, gguf = pretrained_arguments(base)
+    check_hub_source(location, config.revision)
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
-    except (OSError, ValueError) as exc:
+        model = drop_gguf_marker(AutoModelForCausalLM.from_pretrained(location, **kwargs, **gguf))
+    except (OSError, ValueError, NotImplementedError) as exc:
+        if gguf:
+            raise gguf_load_error(base, exc) from None
         raise UsageError(f"cannot load model '{base}': {_first_line(exc)}") from None
     for adapter in adapters:
         from peft import PeftModel

