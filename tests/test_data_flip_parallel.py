@@ -4,6 +4,7 @@ the single-process path. Small ranges force the parallel path on small files."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -173,3 +174,22 @@ def test_worker_count_follows_the_thread_setting(
     assert result.exit_code == 0, result.output
     assert "(2 processes)" in result.output
     assert (tmp_path / "cli.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+
+
+def _die_in_worker(path: str, first: int, lines: list[bytes]) -> tuple[bytes, list[int]]:
+    os._exit(3)  # a worker killed mid-range (by the kernel for memory, say)
+
+
+def test_a_dead_worker_fails_the_flip_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    import prefopt.data.flip as flip_module
+
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"".join(varied_lines(300)))
+    monkeypatch.setattr(flip_module, "_flip_range", _die_in_worker)
+    with pytest.raises(BrokenProcessPool):
+        flip_file(source, tmp_path / "out.jsonl", workers=2, range_bytes=RANGE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

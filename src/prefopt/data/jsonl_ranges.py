@@ -21,6 +21,7 @@ import os
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,37 +149,43 @@ def map_ranges(
         _SLOTS[:], _SLOT_BYTES[:] = [slots], [slot_bytes]
     first_line, taken = 1, 0
     view: memoryview | None = None
+    # An executor rather than multiprocessing.Pool: a worker that dies (killed for memory,
+    # say) raises BrokenProcessPool here instead of leaving its result to wait forever.
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context(method), initializer=_ignore_interrupts
+    )
     try:
-        context = multiprocessing.get_context(method)
-        with context.Pool(workers, initializer=_ignore_interrupts) as pool:
-            pending: deque[Any] = deque()
-            tasks = enumerate(ranges)
+        pending: deque[Future[Any]] = deque()
+        tasks = enumerate(ranges)
 
-            def submit() -> None:
-                for index, (start, end) in tasks:
-                    args = (work, name, start, end, limit, index % window)
-                    pending.append(pool.apply_async(run_range, args))
-                    return
+        def submit() -> None:
+            for index, (start, end) in tasks:
+                slot = index % window
+                pending.append(pool.submit(run_range, work, name, start, end, limit, slot))
+                return
 
-            for _ in range(window):
-                submit()
-            while pending:
-                count, data, extra, problem = pending.popleft().get()
-                if problem is not None:
-                    line, field, message = problem
-                    located = None if line is None else first_line + line - 1
-                    raise DataError(path, located, field, message)
-                if isinstance(data, int):
-                    assert slots is not None
-                    offset = (taken % window) * slot_bytes
-                    view = memoryview(slots)[offset : offset + data]
-                first_line, taken = first_line + count, taken + 1
-                yield (data if view is None else view), extra
-                if view is not None:
-                    view.release()  # the caller has written it out: the slot is free again
-                    view = None
-                submit()
+        for _ in range(window):
+            submit()
+        while pending:
+            count, data, extra, problem = pending.popleft().result()
+            if problem is not None:
+                line, field, message = problem
+                located = None if line is None else first_line + line - 1
+                raise DataError(path, located, field, message)
+            if isinstance(data, int):
+                assert slots is not None
+                offset = (taken % window) * slot_bytes
+                view = memoryview(slots)[offset : offset + data]
+            first_line, taken = first_line + count, taken + 1
+            yield (data if view is None else view), extra
+            if view is not None:
+                view.release()  # the caller has written it out: the slot is free again
+                view = None
+            submit()
     finally:
+        # After an error the queued ranges are dropped; the running ones (milliseconds)
+        # finish, so no worker outlives the call.
+        pool.shutdown(wait=True, cancel_futures=True)
         if view is not None:
             view.release()
         _SLOTS.clear()
