@@ -58,15 +58,19 @@ def configure_cpu_workers() -> None:
     (``ACCELERATE_USE_CPU``, set by ``accelerate launch --cpu``); otherwise every ``torchrun``
     worker would silently train its own copy on the whole data.
     """
+    if cpu_workers() and "ACCELERATE_USE_CPU" not in os.environ:
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+
+
+def cpu_workers() -> bool:
+    """Whether this is one of several launched workers on a machine without accelerators."""
     size = world_size_from_env()
-    if size is None or size <= 1 or "ACCELERATE_USE_CPU" in os.environ:
-        return
+    if size is None or size <= 1:
+        return False
     import torch
 
     probe = getattr(torch, "accelerator", None)
-    has_accelerator = probe.is_available() if probe is not None else torch.cuda.is_available()
-    if not has_accelerator:
-        os.environ["ACCELERATE_USE_CPU"] = "true"
+    return not (probe.is_available() if probe is not None else torch.cuda.is_available())
 
 
 def wants_launch(num_processes: int | None) -> bool:

@@ -174,6 +174,9 @@ def build_training_arguments(config: RunConfig, quiet: bool) -> Any:
         values.setdefault("train_sampling_strategy", "group_by_length")
     if quiet:
         values["log_level"] = "error"
+    from prefopt.training.sharding import prepare_engine
+
+    prepare_engine(values)  # DeepSpeed installed, and set up on CPU workers
     try:
         return TrainingArguments(**values)
     except (ValueError, TypeError) as exc:

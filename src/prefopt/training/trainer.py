@@ -60,6 +60,12 @@ class PreferenceTrainer(Trainer):
             "eval": defaultdict(list),
         }
 
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        from prefopt.training.sharding import enable_fsdp_on_cpu
+
+        enable_fsdp_on_cpu(self)  # training.fsdp shards on gloo workers too, never plain DDP
+
     # -- loss context ----------------------------------------------------------------------
     def loss_context(self) -> LossContext:
         """The :class:`LossContext` for losses built by this trainer's accelerator."""
