@@ -139,7 +139,7 @@ def test_cli_sft_first_loss_is_completion_nll(
     # without completion_only_loss the prompt tokens count too: a different loss
     out_all = tmp_path / "sft_all"
     _main(capsys, "sft", "--model", str(tiny_model), "--train-file", str(data),
-          "--output-dir", str(out_all), "--max-steps", "1", "--no-completion-only-loss",
+          "--output-dir", str(out_all), "--max-steps", "1", "--no-completion-only",
           "--set", "training.per_device_train_batch_size=8")  # fmt: skip
     assert _first_loss(out_all)["num_tokens"] == _first_loss(out)["num_tokens"]
     assert _first_loss(out_all)["loss"] != pytest.approx(expected, rel=1e-3)

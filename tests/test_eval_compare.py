@@ -131,3 +131,28 @@ def test_cli_skips_folders_without_results_and_chart_is_not_private(
     assert stat.S_IMODE(chart.stat().st_mode) == 0o666 & ~mask
     alone = CliRunner().invoke(app, ["eval", "compare", str(merged)])
     assert alone.exit_code == 2 and "no eval_results.json" in alone.stderr
+
+
+def test_narrow_terminal_shows_every_name_and_value_whole(tmp_path: Path) -> None:
+    """In 80 columns a long run name and many metrics do not fit a table: each run becomes a
+    record whose names and values are whole (no '…', nothing cut mid-word)."""
+    long_names = [
+        write_run(tmp_path / f"Factual_DPO_SmolLM2-135M-Instruct_delta{delta}", delta, 0.7, 0.2)
+        for delta in (0, 10)
+    ]
+    result = CliRunner().invoke(
+        app,
+        ["eval", "compare", *map(str, long_names), "-m", "accuracy",
+         "-m", "hallucination_preference_rate", "-m", "accuracy[Δh=1]"],
+        env={"COLUMNS": "80"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "…" not in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    for folder in long_names:
+        assert f"run {folder.name}" in result.stdout.splitlines()
+    assert "  hallucination_preference_rate  0.2000" in result.stdout
+    wide = CliRunner().invoke(
+        app, ["eval", "compare", *map(str, long_names)], env={"COLUMNS": "200"}
+    )
+    assert "┃ run" in wide.stdout  # a table where it fits

@@ -131,6 +131,14 @@ def test_dry_run_prints_the_jobs_and_trains_nothing(
     code, _, err = _cli(capsys, "sweep", str(path), "--index", "4")
     assert code == 2 and "--index 4: the sweep has jobs 0 to 3" in err
 
+    monkeypatch.setenv("COLUMNS", "80")  # too narrow for the table: one record per job
+    code, out, err = _cli(capsys, "sweep", str(path), "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "#3" in lines and "  run name  FactualDPO_alpha_delta2.5" in lines
+    assert "…" not in out
+    assert not any("│" in line for line in lines)
+
 
 def test_sweep_trains_skips_finished_and_runs_one_index(
     tiny_model: Path,

@@ -40,7 +40,11 @@ log = logging.getLogger("prefopt")
 class SFTSettings:
     completion_only_loss: bool = field(
         default=True,
-        metadata={"help": "Loss on completion tokens only; false trains on the prompt too."},
+        metadata={
+            "help": "Loss on completion tokens only; --no-completion-only trains on the "
+            "prompt too.",
+            "flag": "completion-only",  # short enough for an 80-column --help
+        },
     )
 
 

@@ -211,8 +211,6 @@ def compare(
     ] = None,
 ) -> None:
     """Several runs side by side (e.g. a whole Δ sweep), as a table and a PNG chart."""
-    from rich.table import Table
-
     from prefopt.eval import compare as comparing
 
     skipped: list[Path] = []
@@ -223,13 +221,11 @@ def compare(
         )
     metrics = comparing.choose_metrics(sets, metric)
     axis = comparing.choose_x(sets, x)
-    table = Table(title="comparison", title_justify="left")
-    for column in ["run", "algorithm", *([axis] if axis else []), *metrics]:
-        table.add_column(column)
-    for row in comparing.table_rows(sets, metrics, axis):
-        table.add_row(*row)
+    from prefopt.cli.tables import print_rows
+
     show = console()
-    show.print(table)
+    columns = ["run", "algorithm", *([axis] if axis else []), *metrics]
+    print_rows(show, "comparison", columns, comparing.table_rows(sets, metrics, axis))
     if plot is not None:
         show.print(f"chart: {comparing.plot(sets, metrics, axis, plot)}")
 

@@ -72,48 +72,48 @@ def _usage(message: str) -> Exception:
 
 
 def print_plan(plan: Any) -> None:
-    from rich.table import Table
-
+    from prefopt.cli.tables import print_rows
     from prefopt.training.sweep import job_finished
 
-    table = Table(
-        title=f"sweep {plan.path}: {plan.spec.name}, {len(plan.jobs)} jobs", title_justify="left"
-    )
-    for column in ("#", "job", "model", "values", "run name", "output", "status"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for job in plan.jobs:
         values = ", ".join(
             f"{key.removeprefix('algorithm.')}={value}" for key, value in job.values.items()
         )
         status = "finished" if job_finished(job.output_dir) else "pending"
-        table.add_row(
-            str(job.index),
-            job.name,
-            job.model.id,
-            values or "-",
-            job.run_name,
-            str(job.output_dir),
-            status,
+        rows.append(
+            [
+                str(job.index),
+                job.name,
+                job.model.id,
+                values or "-",
+                job.run_name,
+                str(job.output_dir),
+                status,
+            ]
         )
-    console().print(table)
+    title = f"sweep {plan.path}: {plan.spec.name}, {len(plan.jobs)} jobs"
+    columns = ("#", "job", "model", "values", "run name", "output", "status")
+    print_rows(console(), title, columns, rows)
 
 
 def print_summary(outcomes: list[Any]) -> None:
-    from rich.table import Table
+    from prefopt.cli.tables import print_rows
 
-    table = Table(title="sweep summary", title_justify="left")
-    for column in ("#", "job", "status", "steps", "loss", "time", "output"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for outcome in outcomes:
         loss = outcome.metrics.get("loss")
         steps = outcome.result.steps if outcome.result is not None else None
-        table.add_row(
-            str(outcome.job.index),
-            outcome.job.name,
-            outcome.status,
-            "-" if steps is None else str(steps),
-            f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
-            f"{outcome.seconds:.0f}s" if outcome.status != "skipped" else "-",
-            str(outcome.job.output_dir),
+        rows.append(
+            [
+                str(outcome.job.index),
+                outcome.job.name,
+                outcome.status,
+                "-" if steps is None else str(steps),
+                f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
+                f"{outcome.seconds:.0f}s" if outcome.status != "skipped" else "-",
+                str(outcome.job.output_dir),
+            ]
         )
-    console().print(table)
+    columns = ("#", "job", "status", "steps", "loss", "time", "output")
+    print_rows(console(), "sweep summary", columns, rows)
