@@ -47,7 +47,7 @@ class DemoResult:
     delta: float
     seconds: float
     workdir: Path
-    chart: Path
+    chart: Path | None
     folders: dict[str, Path] = field(default_factory=dict)
 
 
@@ -168,7 +168,13 @@ def run_demo(
         if name.startswith(("accuracy", "margin", "reward")):
             del sets[0].metrics[name]
     metrics = [name for name in METRICS if any(name in s.metrics for s in sets)]
-    chart = comparing.plot(sets, metrics, None, workdir / "compare.png")
+    from prefopt.extras import installed
+
+    chart = (
+        comparing.plot(sets, metrics, None, workdir / "compare.png")
+        if installed("matplotlib")  # the chart is the demo's extra, not its result
+        else None
+    )
     return DemoResult(
         runs={s.label: s.metrics for s in sets},
         metrics=metrics,

@@ -59,7 +59,10 @@ def demo(
     out.print(table)
     for line in EXPLANATIONS:
         out.print(line)
-    out.print(f"chart: {result.chart}")
+    if result.chart is not None:
+        out.print(f"chart: {result.chart}")
+    else:
+        out.print("chart: skipped (matplotlib is not installed: pip install 'prefopt[plot]')")
     out.print(
         f"[bold]{result.steps} steps per run, {result.seconds:.0f} s[/]; runs, data and "
         f"eval_results.json in {result.workdir}"

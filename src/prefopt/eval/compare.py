@@ -180,6 +180,9 @@ def table_rows(sets: list[ResultSet], metrics: list[str], x: str | None) -> list
 
 def plot(sets: list[ResultSet], metrics: list[str], x: str | None, out: str | Path) -> Path:
     """One panel per metric against ``x`` (lines) or run name (bars); saved atomically."""
+    from prefopt.extras import require
+
+    require("matplotlib", "plot", "a chart (--plot)")
     import matplotlib
 
     matplotlib.use("Agg")

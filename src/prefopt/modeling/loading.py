@@ -163,6 +163,10 @@ def quantization_kwargs(config: ModelConfig) -> dict[str, Any]:
     import torch
     from transformers import BitsAndBytesConfig
 
+    from prefopt.extras import require
+
+    require("bitsandbytes", "qlora", "model.load_in_4bit (QLoRA)")
+
     compute_dtype = torch_dtype(config.bnb_4bit_compute_dtype, "model.bnb_4bit_compute_dtype")
     kwargs: dict[str, Any] = {
         "quantization_config": BitsAndBytesConfig(

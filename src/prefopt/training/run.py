@@ -213,6 +213,9 @@ def train(
     from prefopt.training.launch import configure_cpu_workers, is_main_process
 
     configure_cpu_workers()  # torchrun/accelerate workers without GPUs: gloo DDP
+    from prefopt.training.wandb_setup import check_wandb_installed
+
+    check_wandb_installed(config.training.get("report_to"))  # before any model loads
     if spec.runner is not None:  # algorithms with their own data flow (e.g. SFT)
         if replace_existing and not resume and is_main_process() and config.output_dir.is_dir():
             remove_run_outputs(config.output_dir)

@@ -31,9 +31,20 @@ RUN_ID_FILE = "wandb_run_id"
 
 
 def reports_to_wandb(report_to: Any) -> bool:
-    if isinstance(report_to, str):
-        return report_to in ("wandb", "all")
-    return bool(report_to) and any(item in ("wandb", "all") for item in report_to)
+    """Whether ``report_to`` asks for wandb: by name, or ``all`` when wandb is installed
+    (as transformers reads ``all``: every integration that is installed)."""
+    from prefopt.extras import installed
+
+    items = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    return "wandb" in items or ("all" in items and installed("wandb"))
+
+
+def check_wandb_installed(report_to: Any) -> None:
+    """Fail before any model loads when wandb is asked for by name but not installed."""
+    if reports_to_wandb(report_to):
+        from prefopt.extras import require
+
+        require("wandb", "wandb", "training.report_to: wandb")
 
 
 def project_and_entity(project: str | None) -> tuple[str, str | None]:
@@ -52,6 +63,7 @@ def start_wandb_run(config: Any, args: Any, resume: bool = False) -> Any:
     """
     if not reports_to_wandb(args.report_to) or args.process_index != 0:
         return None
+    check_wandb_installed(args.report_to)
     import wandb
 
     if wandb.run is not None:  # started by the caller: use it as is
