@@ -110,6 +110,55 @@ def test_two_processes_log_what_one_process_logs(
         assert all(r["keep_ratio"] == 0.5 for r in double)  # 4 of the 8 global pairs kept
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_two_torchrun_nodes_log_what_one_process_logs(
+    tiny_model: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """Two "machines" on localhost: one torchrun per node (--nnodes 2 --node-rank 0/1, one
+    process each, c10d rendezvous on 127.0.0.1) train one run into one output folder."""
+    import os
+    import subprocess
+    import sys
+
+    single = one_process_run("dpo", tiny_model, pairs_file, tmp_path / "one", [])
+    out = tmp_path / "nodes"
+    sets = [*SETS, f"training.per_device_train_batch_size={GLOBAL_BATCH // 2}"]
+    endpoint = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+
+    def node(rank: int) -> list[str]:
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+            "--node-rank", str(rank), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", endpoint, "-m", "prefopt", "train", "dpo",
+            "--model", str(tiny_model), "--train-file", str(pairs_file),
+            "--output-dir", str(out), "--max-steps", str(STEPS), "-q",
+            *(item for value in sets for item in ("--set", value)),
+        ]  # fmt: skip
+
+    nodes = []
+    for rank in (0, 1):
+        pipe = subprocess.PIPE
+        nodes.append(subprocess.Popen(node(rank), env=env, stdout=pipe, stderr=pipe, text=True))
+    outputs = [process.communicate(timeout=300) for process in nodes]
+    for process, (_, stderr) in zip(nodes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+    assert sum(stdout.count("run finished") for stdout, _ in outputs) == 1  # global rank 0
+    double = logged_steps(out)
+    assert [r["step"] for r in double] == list(range(1, STEPS + 1))
+    assert double[0]["epoch"] == pytest.approx(GLOBAL_BATCH / 64)  # 8 pairs a step in all
+    for one, two in zip(single, double, strict=True):
+        for key in COMPARED:
+            assert two[key] == pytest.approx(one[key], abs=1e-5, rel=1e-5), (one["step"], key)
+
+
 def test_num_processes_decides_who_launches(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefopt.errors import UsageError
     from prefopt.training.launch import wants_launch
@@ -237,3 +286,61 @@ def test_example_accelerate_configs_parse(name: str, kind: str, stage: int | Non
         assert settings["bf16"]["enabled"] == "auto"
     if kind == "FSDP":
         assert config.fsdp_config["fsdp_version"] == 2
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "distributed.md"
+
+
+def docs_block(language: str, containing: str) -> str:
+    """The fenced ``language`` block of docs/distributed.md that contains ``containing``."""
+    import re
+
+    blocks = re.findall(rf"^```{language}\n(.*?)^```$", DOCS.read_text(), re.S | re.M)
+    found = [block for block in blocks if containing in block]
+    assert len(found) == 1, f"one ```{language} block with {containing!r} in {DOCS}"
+    return found[0]
+
+
+def test_docs_slurm_script_is_valid_bash_and_valid_torchrun(tmp_path: Path) -> None:
+    import shlex
+    import subprocess
+
+    from torch.distributed.run import get_args_parser
+
+    script = docs_block("bash", "#SBATCH")
+    assert script.startswith("#!/bin/bash\n")
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    checked = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    # The torchrun line, with the values Slurm would give its variables.
+    command = script[script.index("srun torchrun") :].replace("\\\n", " ")
+    values = {
+        '"$SLURM_NNODES"': "2", '"$SLURM_GPUS_PER_NODE"': "8", '"$SLURM_JOB_ID"': "42",
+        '"$head_node:29500"': "node0:29500", '"$run_dir"': "runs/dpo", '"${resume[@]}"': "",
+    }  # fmt: skip
+    for variable, value in values.items():
+        command = command.replace(variable, value)
+    assert "$" not in command
+    words = shlex.split(command)[2:]  # after "srun torchrun"
+    args = get_args_parser().parse_args(words)
+    assert (args.nnodes, args.nproc_per_node, args.rdzv_backend) == ("2", "8", "c10d")
+    assert args.rdzv_endpoint == "node0:29500" and args.module
+    assert args.training_script == "prefopt" and args.training_script_args[:2] == ["train", "dpo"]
+
+
+def test_docs_accelerate_multi_node_config_is_an_accelerate_config(tmp_path: Path) -> None:
+    import dataclasses
+
+    import yaml
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+
+    text = docs_block("yaml", "num_machines")
+    keys = set(yaml.safe_load(text))
+    assert keys <= {field.name for field in dataclasses.fields(ClusterConfig)}
+    path = tmp_path / "multi_node.yaml"
+    path.write_text(text)
+    config = load_config_from_file(str(path))
+    assert config.distributed_type.value == "MULTI_GPU"
+    assert (config.num_machines, config.num_processes, config.machine_rank) == (2, 16, 0)
+    assert (config.main_process_ip, config.main_process_port) == ("node0", 29500)
