@@ -302,7 +302,7 @@ def judge(
         ),
     ] = None,
     judge_name: Annotated[
-        str, typer.Option("--judge", help="Judge backend (built in: openai).")
+        str, typer.Option("--judge", help="Judge backend (built in: openai, gold).")
     ] = "openai",
     base_url: Annotated[
         str | None,

@@ -63,6 +63,8 @@ class JudgeItem:
     question: str
     answer: str
     reference: str | None = None
+    #: The whole answer row, for judges that read more fields (``gold``: its aliases).
+    row: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

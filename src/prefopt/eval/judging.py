@@ -90,7 +90,9 @@ def read_answers(path: str | Path, fields: AnswerFields) -> list[JudgeItem]:
             if fields.reference not in row:
                 raise DataError(path, line, fields.reference, "missing field (--reference-field)")
             reference = question_text(row[fields.reference])
-        items.append(JudgeItem(key, question_text(row[fields.question]), answer, reference))
+        items.append(
+            JudgeItem(key, question_text(row[fields.question]), answer, reference, row)
+        )
     return items
 
 
