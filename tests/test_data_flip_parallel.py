@@ -193,3 +193,21 @@ def test_a_dead_worker_fails_the_flip_instead_of_hanging(
     with pytest.raises(BrokenProcessPool):
         flip_file(source, tmp_path / "out.jsonl", workers=2, range_bytes=RANGE)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_output_through_the_pipe_when_the_shared_slots_are_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second flip while one holds the shared slots pickles its output instead, and
+    leaves the other's slots alone."""
+    import mmap
+
+    taken = mmap.mmap(-1, 1 << 16)
+    monkeypatch.setattr(jsonl_ranges, "_SLOTS", [taken])
+    monkeypatch.setattr(jsonl_ranges, "_SLOT_BYTES", [1 << 14])
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"".join(varied_lines(300)))
+    serial, parallel = flip_both(source, tmp_path)
+    assert parallel == serial
+    assert taken[:] == bytes(1 << 16)  # nothing written into the other call's slots
+    assert jsonl_ranges._SLOTS[0] is taken and len(jsonl_ranges._SLOTS) == 1

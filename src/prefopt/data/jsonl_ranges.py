@@ -86,7 +86,7 @@ def run_range(
     """Apply ``work`` to the lines of one range (line numbers relative to it, from 1).
 
     Returns ``(line_count, data, extra, None)`` where ``work`` returned ``(data, extra)``;
-    ``data`` is put in shared slot ``slot`` when it fits (and its length returned instead),
+    ``data`` is put in shared slot ``slot`` (-1: none) when it fits (and its length returned),
     so it need not be pickled through a pipe. For the range's first bad line it returns
     ``(line_count, b"", None, (line, field, problem))``; a line over ``limit`` bytes is bad,
     as in the streaming reader."""
@@ -100,7 +100,7 @@ def run_range(
         return len(lines), b"", None, (exc.line, exc.field, exc.problem)
     if too_long is not None:
         return len(lines), b"", None, (too_long + 1, None, _too_long(limit))
-    slots = _SLOTS[0] if _SLOTS else None
+    slots = _SLOTS[0] if _SLOTS and slot >= 0 else None
     if slots is not None and len(data) <= _SLOT_BYTES[0]:
         offset = slot * _SLOT_BYTES[0]
         slots[offset : offset + len(data)] = data
@@ -112,7 +112,7 @@ def run_range(
 # copies a range's output into its slot and the parent writes it from there. Pickled through
 # a pipe instead, 235 MB of output cost the parent about 0.4 s of CPU; from the slots, about
 # 0.15 s (one measurement each, on a busy 2-core machine). One map_ranges at a time per
-# process uses them.
+# process has them; another one meanwhile pickles its output.
 _SLOTS: list[mmap.mmap] = []
 _SLOT_BYTES: list[int] = []
 
@@ -146,7 +146,8 @@ def map_ranges(
     name, limit, method = str(path), max_line_bytes(), _start_method()
     window = 2 * workers
     slot_bytes = 2 * max(end - start for start, end in ranges) + (1 << 16)
-    slots = mmap.mmap(-1, window * slot_bytes) if method == "fork" else None
+    shared = method == "fork" and not _SLOTS  # a second call at once uses the pipe
+    slots = mmap.mmap(-1, window * slot_bytes) if shared else None
     if slots is not None:
         _SLOTS[:], _SLOT_BYTES[:] = [slots], [slot_bytes]
     first_line, taken = 1, 0
@@ -162,7 +163,7 @@ def map_ranges(
 
         def submit() -> None:
             for index, (start, end) in tasks:
-                slot = index % window
+                slot = index % window if slots is not None else -1
                 pending.append(pool.submit(run_range, work, name, start, end, limit, slot))
                 return
 
@@ -190,7 +191,7 @@ def map_ranges(
         pool.shutdown(wait=True, cancel_futures=True)
         if view is not None:
             view.release()
-        _SLOTS.clear()
-        _SLOT_BYTES.clear()
         if slots is not None:
+            _SLOTS.clear()
+            _SLOT_BYTES.clear()
             slots.close()
