@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,3 +164,33 @@ def test_a_local_model_path_resolves_to_absolute_and_a_hub_id_stays(
     assert config.model.name_or_path == str(tmp_path / "my-model")
     config = resolve_run_config(SPEC, sets=["model.name_or_path=org/some-model"])
     assert config.model.name_or_path == "org/some-model"
+
+
+def test_unknown_training_key_is_found_before_transformers_is_imported(tmp_path: Path) -> None:
+    """The names of TrainingArguments are cached per transformers version: a mistyped key
+    costs no transformers import (seconds) once the cache exists."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from prefopt.config import resolve_run_config\n"
+        "from prefopt.errors import ConfigError\n"
+        "from prefopt.registry import get_algorithm\n"
+        "try:\n"
+        "    resolve_run_config(get_algorithm('dpo'), sets=['training.max_step=3'])\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+        "print('transformers' in sys.modules)\n"
+    )
+    env = {**os.environ, "PREFOPT_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        for _ in range(2)
+    ]
+    expected = "unknown config key 'training.max_step' in --set. Did you mean 'max_steps'?"
+    assert runs[0] == [expected, "True"]  # the first run builds the name cache
+    assert runs[1] == [expected, "False"]
+    assert list((tmp_path / "config").glob("training-arguments-*.json"))

@@ -206,6 +206,42 @@ def training_argument_types() -> dict[str, Any]:
     return {f.name: f.type for f in dataclasses.fields(TrainingArguments) if f.init}
 
 
+def training_argument_names() -> frozenset[str]:
+    """The names of ``TrainingArguments``' fields, from a small cache file per transformers
+    version (written on first use), so a mistyped ``training.*`` key is reported before
+    transformers (seconds to import) is loaded."""
+    import json
+
+    path = _training_names_file()
+    if path is not None and path.is_file():
+        try:
+            return frozenset(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass
+    names = frozenset(training_argument_types())
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(sorted(names)), encoding="utf-8")
+            os.replace(temporary, path)
+        except OSError:  # an unwritable cache only costs the next run the import
+            pass
+    return names
+
+
+def _training_names_file() -> Path | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from prefopt.paths import default_cache_dir
+
+    try:
+        release = version("transformers")
+    except PackageNotFoundError:
+        return None
+    return default_cache_dir() / "config" / f"training-arguments-{release}.json"
+
+
 def _unknown_key(key: str, known: list[str], where: str, name: str | None = None) -> ConfigError:
     close = difflib.get_close_matches(name or key.split(".")[-1], known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -224,6 +260,9 @@ class ConfigBuilder:
         }
         self._types["algorithm"] = field_types(algorithm_config_class)
         self._training_types: dict[str, Any] | None = None
+        # training.* values are checked by name when set and coerced to their types in build(),
+        # so that every unknown key is found before transformers is imported.
+        self._pending_training: dict[str, tuple[Any, str]] = {}
         self.values: dict[str, Any] = {
             "model": dataclasses.asdict(ModelConfig()),
             "lora": dataclasses.asdict(LoraSettings()),
@@ -250,6 +289,13 @@ class ConfigBuilder:
             return
         if section == "lora" and self.values["lora"] is None:
             self.values["lora"] = dataclasses.asdict(LoraSettings())
+        if section == "training" and self._training_types is None:
+            names = training_argument_names()
+            if name not in names:
+                raise _unknown_key(key, sorted(names), where)
+            self.values["training"][name] = value
+            self._pending_training[name] = (value, key)
+            return
         types_ = self._types_of(section)
         if name not in types_:
             raise _unknown_key(key, list(types_), where)
@@ -291,6 +337,11 @@ class ConfigBuilder:
 
     def build(self) -> RunConfig:
         values = self.values
+        if self._pending_training:
+            types_ = self._types_of("training")
+            for name, (value, key) in self._pending_training.items():
+                values["training"][name] = coerce(value, types_[name], key)
+            self._pending_training.clear()
         try:
             algorithm = self.algorithm_class(**values["algorithm"])
         except (TypeError, ValueError) as exc:

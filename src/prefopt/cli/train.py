@@ -230,9 +230,9 @@ def run_training(
     num_processes: int | None = None,
     overwrite: bool = False,
 ) -> None:
-    quiet_libraries()
     from prefopt.config import resolve_run_config
 
+    # Config and output-folder mistakes are answered before torch is imported (seconds).
     config = resolve_run_config(spec, config_file, flags, sets)
     if print_config:
         from prefopt.training.redaction import redacted_config_yaml
@@ -243,6 +243,7 @@ def run_training(
 
     if _checks_output_dir() and _run_is_finished(config, resume, overwrite):
         return
+    quiet_libraries()
     try:
         if wants_launch(num_processes):  # start the workers; each re-resolves the same layers
             arguments = child_arguments(

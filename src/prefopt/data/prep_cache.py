@@ -33,6 +33,7 @@ from prefopt.data.tokenize import (
     TokenizedPair,
     tokenize_pairs,
 )
+from prefopt.paths import default_cache_dir as default_cache_dir  # re-exported
 
 log = logging.getLogger("prefopt")
 
@@ -42,16 +43,6 @@ _HASH_MEMO = "file-hashes.json"
 _READ_CHUNK = 1 << 22
 
 Rows = list[tuple[int, dict[str, Any]]]
-
-
-def default_cache_dir() -> Path:
-    """prefopt's cache folder: ``$PREFOPT_CACHE_DIR``, else the user cache dir."""
-    env = os.environ.get("PREFOPT_CACHE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("prefopt"))
 
 
 def cache_root(explicit: str | os.PathLike[str] | None = None) -> Path:
