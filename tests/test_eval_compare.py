@@ -109,7 +109,8 @@ def test_bad_inputs(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", "compare", str(broken)])
     assert result.exit_code == 2 and f"{broken}:1: invalid JSON" in result.stderr
     result = runner.invoke(app, ["eval", "compare", str(tmp_path)])
-    assert result.exit_code == 2 and "no eval_results.json or judge_results.json" in result.stderr
+    assert result.exit_code == 2
+    assert "no eval_results.json, judge_results.json or harness_results.json" in result.stderr
 
 
 def test_cli_skips_folders_without_results_and_chart_is_not_private(

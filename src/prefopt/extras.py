@@ -2,7 +2,8 @@
 
 prefopt's core installs without the packages only some users need: ``matplotlib`` for charts
 (``plot``), ``wandb`` for Weights & Biases logging (``wandb``), ``bitsandbytes`` for 4-bit
-QLoRA (``qlora``), ``gguf`` for GGUF checkpoints (``gguf``); ``prefopt[all]`` has them all.
+QLoRA (``qlora``), ``gguf`` for GGUF checkpoints (``gguf``), ``lm-eval`` for ``prefopt eval
+harness`` (``harness``); ``prefopt[all]`` has them all.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from prefopt.cli.common import (
     quiet_libraries,
     run_command,
 )
+from prefopt.cli.eval_harness import harness
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -42,7 +43,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Evaluate models. [bold]prefopt eval MODEL --data PAIRS[/] scores preference pairs "
     "(short for [bold]prefopt eval pairs[/]); [bold]compare[/] puts runs side by side, "
-    "[bold]generate[/] writes answers to prompts, [bold]judge[/] rates answers with an LLM judge.",
+    "[bold]generate[/] writes answers to prompts, [bold]judge[/] rates answers with an LLM judge, "
+    "[bold]harness[/] runs lm-evaluation-harness benchmarks.",
 )
 
 OUTPUT = "Output"
@@ -189,7 +191,8 @@ def compare(
     sources: Annotated[
         list[Path],
         typer.Argument(
-            help="Results files or folders holding eval_results.json / judge_results.json.",
+            help="Results files or folders holding eval_results.json / judge_results.json / "
+            "harness_results.json.",
             show_default=False,
         ),
     ],
@@ -216,9 +219,7 @@ def compare(
     skipped: list[Path] = []
     sets = comparing.load_result_sets(list(sources), skipped)
     for folder in skipped:
-        console(stderr=True).print(
-            f"skipping {folder}: no {comparing.EVAL_RESULTS} or {comparing.JUDGE_RESULTS}"
-        )
+        console(stderr=True).print(f"skipping {folder}: no {comparing.NO_RESULTS}")
     metrics = comparing.choose_metrics(sets, metric)
     axis = comparing.choose_x(sets, x)
     from prefopt.cli.tables import print_rows
@@ -398,3 +399,6 @@ def judge(
     write_json(results_path, summary, force)
     console().print(_metric_table(f"judge {judge_name} on {answers}", summary["metrics"]))
     console().print(f"ratings: {out}, results: {results_path}")
+
+
+app.command("harness")(harness)

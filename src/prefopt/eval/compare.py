@@ -1,10 +1,11 @@
 """``prefopt eval compare``: several runs side by side, as a table and a PNG chart.
 
 Each input is a results file (``eval_results.json`` from ``prefopt eval``,
-``judge_results.json`` from ``prefopt eval judge``) or a folder holding one or both (a run
-folder after evaluation). A run's identity (name, algorithm, hyperparameters) comes from the
-results, or from the folder's ``prefopt_config.yaml`` / ``prefopt_merge.json``. The x axis of
-the chart is a hyperparameter that varies across the runs (e.g. Δ of a sweep), or the run name.
+``judge_results.json`` from ``prefopt eval judge``, ``harness_results.json`` from ``prefopt eval
+harness``) or a folder holding any of them (a run folder after evaluation). A run's identity
+(name, algorithm, hyperparameters) comes from the results, or from the folder's
+``prefopt_config.yaml`` / ``prefopt_merge.json``. The x axis of the chart is a hyperparameter
+that varies across the runs (e.g. Δ of a sweep), or the run name.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ from prefopt.errors import UsageError
 
 EVAL_RESULTS = "eval_results.json"
 JUDGE_RESULTS = "judge_results.json"
-KINDS = ("prefopt.eval", "prefopt.judge")
+HARNESS_RESULTS = "harness_results.json"
+RESULT_FILES = (EVAL_RESULTS, JUDGE_RESULTS, HARNESS_RESULTS)
+NO_RESULTS = f"{EVAL_RESULTS}, {JUDGE_RESULTS} or {HARNESS_RESULTS}"  # for messages
+KINDS = ("prefopt.eval", "prefopt.judge", "prefopt.harness")
 DEFAULT_METRICS = (
     "accuracy",
     "reward_margin",
@@ -40,6 +44,7 @@ class ResultSet:
     sources: list[Path]
     run: dict[str, Any] | None
     metrics: dict[str, Any]
+    headline: list[str] = field(default_factory=list)  # shown by default (harness benchmarks)
 
     def hyperparameter(self, name: str) -> Any:
         return ((self.run or {}).get("hyperparameters") or {}).get(name)
@@ -73,35 +78,35 @@ def load_result_set(path: str | Path) -> ResultSet:
 
     path = Path(path)
     if path.is_dir():
-        files = [path / name for name in (EVAL_RESULTS, JUDGE_RESULTS) if (path / name).is_file()]
+        files = [path / name for name in RESULT_FILES if (path / name).is_file()]
         if not files:
-            raise UsageError(
-                f"{path}: no {EVAL_RESULTS} or {JUDGE_RESULTS}; run prefopt eval first"
-            )
+            raise UsageError(f"{path}: no {NO_RESULTS}; run prefopt eval first")
         folder = path
     elif path.is_file():
         files, folder = [path], path.parent
     else:
         raise UsageError(f"no such file or folder: {path}")
     metrics: dict[str, Any] = {}
+    headline: list[str] = []
     run = None
     for file in files:
         results = _read(file)
         metrics.update(flatten(results))
+        headline += [name for name in results.get("headline") or [] if name in metrics]
         run = run or results.get("run")
     if run is None:
         merged = read_merge_record(folder)
         run = (merged or {}).get("run") or run_summary(read_run_config(folder))
-    generic = path.is_dir() or path.name in (EVAL_RESULTS, JUDGE_RESULTS)
+    generic = path.is_dir() or path.name in RESULT_FILES
     label = folder.resolve().name if generic else path.stem
-    return ResultSet(str(label), files, run, metrics)
+    return ResultSet(str(label), files, run, metrics, headline)
 
 
 def has_results(path: str | Path) -> bool:
     """Whether ``path`` is a file, or a folder holding a results file (not, e.g., the
     ``-merged`` folder ``prefopt merge`` writes)."""
     path = Path(path)
-    return not path.is_dir() or any((path / n).is_file() for n in (EVAL_RESULTS, JUDGE_RESULTS))
+    return not path.is_dir() or any((path / n).is_file() for n in RESULT_FILES)
 
 
 def load_result_sets(paths: list[str | Path], skipped: list[Path] | None = None) -> list[ResultSet]:
@@ -129,6 +134,7 @@ def choose_metrics(sets: list[ResultSet], wanted: list[str] | None) -> list[str]
             raise UsageError(f"unknown metric {', '.join(unknown)}; available: {', '.join(known)}")
         return list(wanted)
     chosen = [name for name in DEFAULT_METRICS if name in known]
+    chosen += dict.fromkeys(name for s in sets for name in s.headline if name not in chosen)
     return chosen or known[:6]
 
 
