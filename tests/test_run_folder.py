@@ -120,13 +120,22 @@ def test_metrics_jsonl_has_each_step_once_and_a_summary_line(
     tiny_model: Path, pairs_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    code, _, stderr = train(tiny_model, pairs_file, out)
+    code, stdout, stderr = train(tiny_model, pairs_file, out, "--set", "training.save_steps=1")
     assert code == 0, stderr
+    assert "time: startup" in stdout and " · total " in stdout
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [record["step"] for record in records[:-1]] == [1, 2]
     assert set(records[-1]) == {"summary"}
     summary = records[-1]["summary"]
     assert summary["global_step"] == 2 and summary["train_runtime"] > 0
+    # Where the whole command's time went, phase by phase; the phases add up to the total.
+    timing = summary["timing"]
+    for phase in ("startup", "tokenize", "model", "reference", "train", "save", "total"):
+        assert timing[phase] >= 0, phase
+    assert timing["startup"] > 0.1  # the interpreter and the imports before train()
+    assert timing["train"] >= summary["train_runtime"] * 0.9
+    phases = sum(seconds for name, seconds in timing.items() if name != "total")
+    assert abs(phases - timing["total"]) < 0.01
 
 
 def test_a_relative_local_model_is_stored_as_an_absolute_path(

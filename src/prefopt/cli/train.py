@@ -279,7 +279,7 @@ def _run_is_finished(config: Any, resume: bool, overwrite: bool) -> bool:
     """Check the output folder before any model loads: refuse to train over an existing run
     (usage error), and answer ``--resume`` on a finished run with a notice (``True``: stop)."""
     from prefopt.errors import UsageError
-    from prefopt.training.run import check_output_dir, finished_step
+    from prefopt.training.run_folder import check_output_dir, finished_step
 
     if resume and overwrite:
         raise UsageError("--resume continues a run and --overwrite replaces it: pass one")
@@ -331,4 +331,10 @@ def print_summary(result: Any) -> None:
     ):
         if key in result.final_metrics:
             table.add_row(key, f"{result.final_metrics[key]:.4f}")
-    console().print(table)
+    show = console()
+    show.print(table)
+    timing = getattr(result, "timing", None)
+    if timing:
+        from prefopt.training.timing import format_timing
+
+        show.print(f"time: {format_timing(timing)}", soft_wrap=True)

@@ -56,6 +56,21 @@ class MetricsJsonlCallback(TrainerCallback):
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
+    def add_to_summary(self, extra: dict[str, Any]) -> None:
+        """Merge ``extra`` (e.g. the run's ``timing``) into the closing ``summary`` line, or
+        append a summary line if the Trainer wrote none; the file is replaced atomically."""
+        if not is_main_process() or not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        last = json.loads(lines[-1]) if lines and lines[-1].strip() else {}
+        if "summary" in last:
+            lines[-1] = json.dumps({"summary": {**last["summary"], **extra}})
+        else:
+            lines.append(json.dumps({"summary": extra}))
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        temporary.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        os.replace(temporary, self.path)
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):

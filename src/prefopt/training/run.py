@@ -19,41 +19,9 @@ from prefopt.config import RunConfig
 from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
 from prefopt.errors import UsageError
 from prefopt.training.checkpoints import latest_checkpoint
+from prefopt.training.run_folder import CONFIG_FILE, remove_run_outputs
 
-CONFIG_FILE = "prefopt_config.yaml"
 log = logging.getLogger("prefopt")
-
-#: Files that show a folder holds a run: its config, its metrics, a saved adapter or model.
-RUN_MARKERS = (
-    CONFIG_FILE,
-    "metrics.jsonl",
-    "adapter_model.safetensors",
-    "model.safetensors",
-    "model.safetensors.index.json",
-)
-#: What ``--overwrite`` removes: everything a run (and ``prefopt eval``) writes into its folder.
-RUN_OUTPUTS = (
-    *RUN_MARKERS,
-    "checkpoint-*",
-    "model-*-of-*.safetensors",
-    "adapter_config.json",
-    "config.json",
-    "generation_config.json",
-    "training_args.bin",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "vocab.json",
-    "merges.txt",
-    "prefopt_done.json",
-    "eval_results.json",
-    "judge_results.json",
-    "*.judgments.jsonl",
-    "*.partial.json",
-)
 
 
 @dataclass
@@ -63,6 +31,8 @@ class RunResult:
     train_pairs: int
     dropped_pairs: int
     final_metrics: dict[str, float] = field(default_factory=dict)
+    #: Seconds per phase of the whole command (see :mod:`prefopt.training.timing`).
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 class PairDataset:
@@ -211,6 +181,9 @@ def train(
     ``replace_existing`` removes an earlier run's files from the output folder (checkpoints,
     metrics, adapter/model, evaluation results) after the data and the model have loaded."""
     from prefopt.training.launch import configure_cpu_workers, is_main_process
+    from prefopt.training.timing import RunTimer
+
+    timer = RunTimer()  # startup (interpreter, imports, config) is the process's age here
 
     configure_cpu_workers()  # torchrun/accelerate workers without GPUs: gloo DDP
     from prefopt.training.wandb_setup import check_wandb_installed
@@ -237,12 +210,14 @@ def train(
         eval_pairs, _ = load_pairs(
             config.data.eval, config.data.eval_split, tokenizer, config, spec, progress=not quiet
         )
+    timer.lap("tokenize")
 
     args = build_training_arguments(config, quiet)
     from transformers import set_seed
 
     set_seed(args.seed)  # new weights (LoRA) start the same in every run and every process
     model, reference_model = build_model_and_reference(config, spec)
+    timer.lap("model")
     if replace_existing and not resume and is_main_process() and output_dir.is_dir():
         remove_run_outputs(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -270,7 +245,8 @@ def train(
     from prefopt.training.guards import NonFiniteError, NonFiniteGuard
 
     display = None if quiet else ProgressDisplay(pairs_per_step)
-    callbacks: list[Any] = [MetricsJsonlCallback(output_dir), NonFiniteGuard()]
+    metrics_file = MetricsJsonlCallback(output_dir)
+    callbacks: list[Any] = [metrics_file, NonFiniteGuard()]
     if display is not None:
         callbacks.append(display)
     trainer_class = resolve_trainer_class(spec)
@@ -305,6 +281,7 @@ def train(
             from prefopt.training.reference_cache import provide_for_run
 
             provide_for_run(trainer, config, tokenizer, train_pairs, eval_pairs, quiet)
+        timer.lap("reference")
         wandb_run = start_wandb_run(config, args, resume=resume)
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -316,9 +293,13 @@ def train(
         finally:
             if display is not None:
                 display.close()
-        final = save_and_summarize(trainer, output_dir, evaluate=bool(eval_pairs))
+        timer.lap("train")
+        final = save_and_summarize(trainer, output_dir, evaluate=bool(eval_pairs), timer=timer)
     finish_wandb_run(wandb_run)
-    return RunResult(output_dir, trainer.state.global_step, len(train_pairs), dropped, final)
+    timing = timer.summary()
+    metrics_file.add_to_summary({"timing": timing})
+    steps = trainer.state.global_step
+    return RunResult(output_dir, steps, len(train_pairs), dropped, final, timing)
 
 
 def _has_cuda() -> bool:
@@ -333,13 +314,19 @@ def _unwrap_peft(model: Any) -> Any:
     return model
 
 
-def save_and_summarize(trainer: Any, output_dir: Path, evaluate: bool) -> dict[str, float]:
+def save_and_summarize(
+    trainer: Any, output_dir: Path, evaluate: bool, timer: Any = None
+) -> dict[str, float]:
     """Save the trained adapter/model and tokenizer; the final metrics: the last logged training
     step's, plus a closing evaluation when there is eval data."""
     final: dict[str, float] = {}
     if evaluate:
         final.update(trainer.evaluate())
+        if timer is not None:
+            timer.lap("evaluate")
     trainer.save_model(str(output_dir))
+    if timer is not None:
+        timer.lap("save")
     for entry in reversed(trainer.state.log_history):
         if "loss" in entry:
             final = {**entry, **final}
@@ -358,69 +345,6 @@ def starting_point(config: RunConfig, resume: bool) -> tuple[str, Path | None]:
     if checkpoint is None:
         raise UsageError(f"--resume: no complete checkpoint in {config.output_dir}")
     return config.data.train, checkpoint
-
-
-def existing_run(output_dir: Path) -> list[str]:
-    """The names in ``output_dir`` that show it already holds a run (empty when it does not)."""
-    if not output_dir.is_dir():
-        return []
-    found = [name for name in RUN_MARKERS if (output_dir / name).exists()]
-    found += sorted(
-        child.name
-        for child in output_dir.iterdir()
-        if child.is_dir() and child.name.startswith("checkpoint-")
-    )
-    return found
-
-
-def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to train a fresh run over an existing one unless ``overwrite`` says to replace it
-    (``train(replace_existing=True)`` then removes the old run's files once the new run's data
-    and model have loaded, so a failing start loses nothing). A missing or empty folder, or one
-    without run files, is fine."""
-    if resume or overwrite:
-        return
-    found = existing_run(output_dir)
-    if found:
-        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-        raise UsageError(
-            f"{output_dir} already holds a run ({shown}): pass --resume to continue it "
-            "or --overwrite to replace it"
-        )
-
-
-def remove_run_outputs(output_dir: Path) -> None:
-    """Delete what belongs to a run in ``output_dir`` (checkpoints, metrics, the saved
-    adapter/model and tokenizer, the config, evaluation results); other files stay."""
-    import shutil
-
-    for pattern in RUN_OUTPUTS:
-        for path in output_dir.glob(pattern):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-
-
-def finished_step(output_dir: Path, max_steps: int) -> int | None:
-    """The step a finished run in ``output_dir`` stopped at, or ``None`` when there is
-    something left to train: a run is finished when its newest checkpoint reached
-    ``max_steps`` (the checkpoint's own target when ``max_steps`` is not set), or when its final
-    adapter/model is saved and no checkpoint below a larger ``max_steps`` is left to continue."""
-    import json
-
-    checkpoint = latest_checkpoint(output_dir)
-    state: dict[str, Any] = {}
-    if checkpoint is not None:
-        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    step = int(state.get("global_step") or 0)
-    target = max_steps if max_steps > 0 else int(state.get("max_steps") or 0)
-    if checkpoint is not None and target and step >= target:
-        return step
-    saved = any((output_dir / name).is_file() for name in RUN_MARKERS[2:])
-    if saved and not (checkpoint is not None and max_steps > 0 and step < max_steps):
-        return step
-    return None
 
 
 def save_config(config: RunConfig, output_dir: Path) -> Path:
