@@ -185,3 +185,19 @@ def test_the_example_task_reads_its_data_from_beside_the_yaml(
     assert task.doc_to_choice(docs[0])[docs[0]["label"]].startswith("It passes through")
     with pytest.raises(UsageError, match="unknown task mc1_locl .*did you mean mc1_local"):
         load_tasks(manager, ["mc1_locl"])
+
+
+def test_tasks_that_run_model_code_are_refused_before_any_model_loads(tmp_path: Path) -> None:
+    from lm_eval.tasks import TaskManager
+
+    from prefopt.errors import UsageError
+    from prefopt.eval.harness import load_tasks
+
+    task = (TASKS / "mc1_world.yaml").read_text().replace("task: mc1_world", "task: mc1_unsafe")
+    data = (TASKS / "mc1_world.jsonl").resolve()
+    (tmp_path / "unsafe.yaml").write_text(
+        task.replace("validation: mc1_world.jsonl", f"validation: {data}") + "unsafe_code: true\n"
+    )
+    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    with pytest.raises(UsageError, match="mc1_unsafe runs model-written code"):
+        load_tasks(manager, ["mc1_unsafe"])

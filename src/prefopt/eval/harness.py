@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -153,7 +154,16 @@ def load_tasks(manager: Any, names: list[str]) -> list[Any]:
     try:
         loaded = manager.load(expanded)
     except (OSError, ValueError, ImportError, ConnectionError) as exc:
-        raise UsageError(f"cannot load tasks {', '.join(names)}: {_first_line(exc)}") from None
+        reason = _first_line(exc)
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no"):
+            reason += "; HF_HUB_OFFLINE is set, so only datasets already in the cache load"
+        raise UsageError(f"cannot load tasks {', '.join(names)}: {reason}") from None
+    unsafe = [name for name, task in loaded["tasks"].items() if getattr(task, "UNSAFE_CODE", 0)]
+    if unsafe:  # the harness refuses them only after the model has run; say so up front
+        raise UsageError(
+            f"task {', '.join(unsafe)} runs model-written code; prefopt does not run such tasks "
+            "(lm-eval itself does, with --confirm_run_unsafe_code)"
+        )
     # Hand simple_evaluate the outermost objects, so groups keep their aggregate metrics.
     children = {child for group in loaded["group_map"].values() for child in group}
     groups = [g for name, g in loaded["groups"].items() if name not in children]
