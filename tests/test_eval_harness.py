@@ -201,3 +201,34 @@ def test_tasks_that_run_model_code_are_refused_before_any_model_loads(tmp_path: 
     manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
     with pytest.raises(UsageError, match="mc1_unsafe runs model-written code"):
         load_tasks(manager, ["mc1_unsafe"])
+
+
+def test_the_real_model_on_the_example_task(tmp_path: Path) -> None:
+    """SmolLM2-135M-Instruct (prefopt.testing's real model) on examples/harness/mc1_local:
+    the harness's log-likelihoods are the model's own."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prefopt.testing.real_model import skip_reason, smollm2_dir
+
+    if skip_reason() is not None:
+        pytest.skip(str(skip_reason()))
+    model = smollm2_dir()
+    results = tmp_path / "harness_results.json"
+    shown = CliRunner().invoke(
+        app,
+        ["eval", "harness", str(model), "--tasks", "mc1_local", "--include-path", str(EXAMPLES),
+         "--limit", "3", "--results", str(results), "--log-samples"],
+    )  # fmt: skip
+    assert shown.exit_code == 0, shown.stderr
+    document = json.loads(results.read_text())
+    assert document["base"] is None and document["base_metrics"] is None
+    samples = read_jsonl(tmp_path / "harness_samples.jsonl")
+    assert [s["doc_id"] for s in samples] == [0, 1, 2]
+    docs = read_jsonl(EXAMPLES / "mc1_local.jsonl")[:3]
+    loaded = AutoModelForCausalLM.from_pretrained(model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    for sample, doc in zip(samples, docs, strict=True):
+        theirs = [response[0] for response in sample["responses"]]
+        assert theirs == pytest.approx(_choice_loglikelihoods(loaded, tokenizer, doc), abs=1e-3)
+    correct = [max(range(4), key=lambda i: s["responses"][i][0]) == s["target"] for s in samples]
+    assert document["metrics"]["mc1_local/acc"] == pytest.approx(sum(correct) / 3)
