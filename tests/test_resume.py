@@ -195,24 +195,28 @@ def test_latest_checkpoint_skips_a_save_cut_short(tmp_path: Path) -> None:
 
 
 def test_resume_names_an_incomplete_checkpoint_then_finds_none(
-    tiny_model: Path, pairs_file: Path, tmp_path: Path
+    tiny_model: Path,
+    pairs_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from prefopt.testing import run_cli
+    from prefopt.cli.main import main
 
     out = tmp_path / "run"
     (out / "checkpoint-3").mkdir(parents=True)  # cut short by an older prefopt: no state
     (out / "checkpoint-3" / "adapter_model.safetensors").write_bytes(b"")
     (out / "metrics.jsonl").write_text("")
-    code, _, stderr = run_cli(
-        "train", "dpo", "--model", str(tiny_model), "--train-file", str(pairs_file),
-        "--output-dir", str(out), "--resume", "-q",
-    )  # fmt: skip
-    assert code == 2
-    lines = stderr.strip().splitlines()
-    assert lines == [
-        f"{out / 'checkpoint-3'} is incomplete (no readable trainer_state.json): skipped",
-        f"error: --resume: no complete checkpoint in {out}",
-    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "dpo", "--model", str(tiny_model), "--train-file", str(pairs_file),
+              "--output-dir", str(out), "--resume", "-q"])  # fmt: skip
+    assert exit_info.value.code == 2
+    notices = [record.getMessage() for record in caplog.records if record.name == "prefopt"]
+    assert notices == [
+        f"{out / 'checkpoint-3'} is incomplete (no readable trainer_state.json): skipped"
+    ]  # once, though both the finished-run check and the resume look for a checkpoint
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert errors == [f"error: --resume: no complete checkpoint in {out}"]
 
 
 def test_a_checkpoint_arrives_in_one_rename(tmp_path: Path) -> None:

@@ -68,7 +68,10 @@ def test_fsdp2_on_two_processes_logs_what_one_process_logs(
             "--max-steps", str(STEPS), *FLAGS[algorithm], "-q", "--output-dir", str(out),
         ]  # fmt: skip
 
-    sets = [*SETS, "training.save_steps=2"] + ([] if lora else ["lora=null"])
+    # Full fine-tuning: the frozen-copy reference, sharded like the policy (online mode).
+    sets = [*SETS, "training.save_steps=2"] + (
+        [] if lora else ["lora=null", "reference.mode=online"]
+    )
     single = one_process(args(tmp_path / "one"), [*sets, "training.save_strategy=no"])
     out = tmp_path / "fsdp"
     code, stderr = two_processes(args(out), [*sets, FSDP])
@@ -89,8 +92,12 @@ def test_fsdp2_on_two_processes_logs_what_one_process_logs(
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(checkpoint, resumed / "checkpoint-2")
-    code, stderr = two_processes(args(resumed), [*sets, FSDP], "--resume")
+    # Resumed with the cached reference: rank 0 fills the cache with the frozen copy, which is
+    # then dropped (no reference model during training); the log-probs are the online ones.
+    cached = ["reference.mode=cached", f"reference.cache_dir={tmp_path / 'cache'}"]
+    code, stderr = two_processes(args(resumed), [*sets, FSDP, *cached], "--resume")
     assert code == 0, stderr
+    assert any((tmp_path / "cache").rglob("*")), "the reference cache was not filled"
     assert_same(sharded[2:], steps(resumed), COMPARED)
 
 

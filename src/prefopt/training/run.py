@@ -280,7 +280,9 @@ def train(
         if reference is not None:
             from prefopt.training.reference_cache import provide_for_run
 
-            provide_for_run(trainer, config, tokenizer, train_pairs, eval_pairs, quiet)
+            if provide_for_run(trainer, config, tokenizer, train_pairs, eval_pairs, quiet):
+                reference = reference_model = None  # every pair carries its reference log-probs
+                trainer.release_reference()
         timer.lap("reference")
         wandb_run = start_wandb_run(config, args, resume=resume)
         try:

@@ -92,3 +92,17 @@ def enable_fsdp_on_cpu(trainer: Any) -> bool:
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
     trainer.is_fsdp_enabled = True
     return True
+
+
+def shard_frozen_copy(model: Any) -> Any:
+    """Shard a frozen reference model with FSDP2 the way accelerate shards the policy (each
+    block of ``model._no_split_modules``, then the whole model, over all processes), so that no
+    process holds it whole; its forward passes are then collective, like the policy's."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    for module in list(model.modules()):
+        if type(module).__name__ in blocks:
+            fully_shard(module)
+    fully_shard(model)
+    return model

@@ -66,6 +66,27 @@ class PreferenceTrainer(Trainer):
 
         enable_fsdp_on_cpu(self)  # training.fsdp shards on gloo workers too, never plain DDP
 
+    def release_reference(self) -> None:
+        """Drop the reference model: every pair carries cached reference log-probs."""
+        import gc
+
+        self.reference = None
+        gc.collect()
+
+    def _shard_reference(self) -> None:
+        # Under FSDP2 a frozen copy held whole by every process would cost more than the
+        # sharded policy; shard it the same way (after the reference cache, which rank 0 fills
+        # alone, had its chance to make it unnecessary).
+        model = getattr(self.reference, "model", None)
+        if model is None or not (self.is_fsdp_enabled and self.accelerator.is_fsdp2):
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        if not isinstance(model, FSDPModule):
+            from prefopt.training.sharding import shard_frozen_copy
+
+            shard_frozen_copy(model)
+
     # -- loss context ----------------------------------------------------------------------
     def loss_context(self) -> LossContext:
         """The :class:`LossContext` for losses built by this trainer's accelerator."""
@@ -224,6 +245,7 @@ class PreferenceTrainer(Trainer):
     def train(
         self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any
     ) -> Any:
+        self._shard_reference()
         if self.args.should_save:  # what a run killed mid-save left behind
             from prefopt.training.checkpoints import remove_stale_staging
 
