@@ -13,8 +13,9 @@ run's (``task/metric``, ``task/metric[filter]`` for filters other than ``none``)
 ``prefopt eval compare`` reads like any other results file.
 
 lm-eval is an optional extra (``pip install 'prefopt[harness]'``) imported only here, inside
-the functions. Remote code stays off: models load with ``trust_remote_code`` unless the user
-asks, and tasks that run generated code are refused (the harness's ``confirm_run_unsafe_code``).
+the functions. Remote code stays off: models load without ``trust_remote_code`` unless the user
+asks, and tasks that would run model-written code (``unsafe_code``) are refused before any
+model loads. One process: the harness takes a loaded model on one device as it is.
 """
 
 from __future__ import annotations
@@ -257,6 +258,8 @@ def run_harness(
     from prefopt.eval import harness_results as kept
     from prefopt.eval.offline import plan_models
     from prefopt.modeling import merge as merging
+    from prefopt.modeling.gguf import split_gguf
+    from prefopt.modeling.hub import check_hub_source
 
     version = require_lm_eval()
     check_settings(settings)
@@ -275,6 +278,8 @@ def run_harness(
     elif with_base:
         say(f"no base model known for {model} (not a run or merged folder): the model alone")
     models.append(_Model("run", plan.chain))
+    for entry in models:  # one line now, not transformers' retries after the tasks have loaded
+        check_hub_source(split_gguf(entry.chain[0])[0], what=f"{entry.role} model")
 
     _quiet_harness()
     manager = task_manager(settings)
