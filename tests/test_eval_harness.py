@@ -106,12 +106,13 @@ def test_numbers_equal_our_own_computation(harness_run: tuple[Path, str], tiny_m
     samples = read_jsonl(run / "harness_samples.jsonl")
     docs = read_jsonl(TASKS / "mc1_world.jsonl")
     base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
-    ours = {"base": [_choice_loglikelihoods(base, AutoTokenizer.from_pretrained(tiny_model), d)
-                     for d in docs]}  # fmt: skip
-    merged = PeftModel.from_pretrained(base, run).merge_and_unload().eval()
-    ours["run"] = [
-        _choice_loglikelihoods(merged, AutoTokenizer.from_pretrained(run), d) for d in docs
-    ]
+    base_tokenizer, run_tokenizer = (
+        AutoTokenizer.from_pretrained(tiny_model),
+        AutoTokenizer.from_pretrained(run),
+    )
+    ours = {"base": [_choice_loglikelihoods(base, base_tokenizer, d) for d in docs]}
+    merged = PeftModel.from_pretrained(base, run).merge_and_unload().eval()  # base changes here
+    ours["run"] = [_choice_loglikelihoods(merged, run_tokenizer, d) for d in docs]
     assert np.abs(np.array(ours["run"]) - np.array(ours["base"])).max() > 1e-2  # adapter applied
     for role, metrics in (("base", results["base_metrics"]), ("run", results["metrics"])):
         logged = sorted((s for s in samples if s["model"] == role), key=lambda s: s["doc_id"])
