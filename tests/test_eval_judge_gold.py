@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,10 @@ def verdict(answer: str, gold: object, judge: GoldJudge | None = None, **row: ob
         ("Newton's law", ["newton", "law"]),
         ("Washington, D.C.", ["washington", "dc"]),
         ("U.S.A.", ["usa"]),
+        ("J. R. R. Tolkien", ["jrr", "tolkien"]),
+        ("J.R.R. Tolkien", ["jrr", "tolkien"]),
+        ("JRR Tolkien", ["jrr", "tolkien"]),
+        ("vitamin D and C", ["vitamin", "d", "and", "c"]),
         ("Rock & roll", ["rock", "and", "roll"]),
         ("bread and butter", ["bread", "and", "butter"]),  # "and" outside a number stays
     ],
@@ -59,6 +64,7 @@ def test_normalize(text: str, words: list[str]) -> None:
         ("The largest city is São Paulo.", "Sao Paulo"),
         ("The Pacific Ocean is the largest.", "the Pacific Ocean"),
         ("It was Marie Curie.", ["Marie Curie", "Maria Sklodowska-Curie"]),
+        ("The Hobbit is by J.R.R. Tolkien.", "J. R. R. Tolkien"),
     ],
 )
 def test_correct_answers(answer: str, gold: object) -> None:
@@ -135,7 +141,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-ANSWERS = [
+ANSWERS: list[dict[str, Any]] = [
     {"id": "a", "prompt": [{"role": "user", "content": "Capital of Canada?"}],
      "answer": "The capital of Canada is Ottawa.", "gold": "Ottawa"},
     {"id": "b", "prompt": "Symbol of gold?", "answer": "It is Ag.", "gold": "Au"},

@@ -10,9 +10,10 @@ stripped (``São`` → ``sao``), case folded, dotted abbreviations joined (``U.S
 thousands separators dropped (``1,000`` → ``1000``), possessive ``'s`` and other apostrophes
 removed, ``&`` read as ``and``, punctuation read as a word break (``twenty-one`` → ``twenty
 one``), the articles ``a``/``an``/``the`` removed, digit ordinals reduced to their number
-(``21st`` → ``21``), and English number words read as digits (``eight`` → ``8``, ``one hundred
-and five`` → ``105``, ``two thousand`` → ``2000``, ``first`` … ``tenth`` → ``1`` … ``10``).
-Spelled-out years (``nineteen sixty-nine``) are not recognised: write gold years as digits.
+(``21st`` → ``21``), runs of initials joined (``J. R. R. Tolkien`` → ``jrr tolkien``), and
+English number words read as digits (``eight`` → ``8``, ``one hundred and five`` → ``105``,
+``two thousand`` → ``2000``, ``first`` … ``tenth`` → ``1`` … ``10``). Spelled-out years
+(``nineteen sixty-nine``) are not recognised: write gold years as digits.
 
 Where the gold answer comes from, per answer row: the ``--reference-field`` value when one is
 given, else the row's ``gold`` field (``--option gold_field=NAME`` names another); extra
@@ -118,7 +119,22 @@ def normalize(text: str) -> list[str]:
     text = text.replace("&", " and ")
     tokens = [t for t in _NON_WORD.sub(" ", text).replace("_", " ").split() if t not in ARTICLES]
     tokens = [m.group(1) if (m := _DIGIT_ORDINAL.match(t)) else t for t in tokens]
-    return _numbers_as_digits(tokens)
+    return _numbers_as_digits(_joined_initials(tokens))
+
+
+def _joined_initials(tokens: list[str]) -> list[str]:
+    """Runs of two or more one-letter words as one word: ``j r r tolkien`` → ``jrr tolkien``."""
+    out: list[str] = []
+    run: list[str] = []
+    for token in [*tokens, ""]:
+        if len(token) == 1 and token.isalpha():
+            run.append(token)
+            continue
+        out += ["".join(run)] if len(run) > 1 else run
+        run = []
+        if token:
+            out.append(token)
+    return out
 
 
 def _contains(haystack: list[str], needle: list[str]) -> bool:
