@@ -7,6 +7,7 @@ are checked against a computation of our own with the same models.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -19,7 +20,10 @@ from typer.testing import CliRunner
 from prefopt.cli.main import app
 from prefopt.testing import run_cli, synthetic_pairs, write_pairs
 
-pytest.importorskip("lm_eval")
+#: Everything but the missing-package test needs lm-eval (the harness extra; CI installs it).
+needs_lm_eval = pytest.mark.skipif(
+    importlib.util.find_spec("lm_eval") is None, reason="pip install 'prefopt[harness]'"
+)
 
 HERE = Path(__file__).resolve().parent
 TASKS = HERE / "data" / "harness"
@@ -57,6 +61,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@needs_lm_eval
 def test_results_beside_the_run_with_base_run_and_delta(
     harness_run: tuple[Path, str], tiny_model: Path
 ) -> None:
@@ -96,6 +101,7 @@ def _choice_loglikelihoods(model: Any, tokenizer: Any, doc: dict[str, Any]) -> l
     return scores
 
 
+@needs_lm_eval
 def test_numbers_equal_our_own_computation(harness_run: tuple[Path, str], tiny_model: Path) -> None:
     import numpy as np
     from peft import PeftModel
@@ -129,6 +135,7 @@ def test_numbers_equal_our_own_computation(harness_run: tuple[Path, str], tiny_m
         assert [s["metrics"]["acc"] for s in logged] == list((scores.argmax(1) == labels) * 1.0)
 
 
+@needs_lm_eval
 def test_eval_compare_shows_the_harness_metrics(
     harness_run: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -145,6 +152,7 @@ def test_eval_compare_shows_the_harness_metrics(
     assert chart.read_bytes().startswith(b"\x89PNG")
 
 
+@needs_lm_eval
 def test_existing_results_are_kept_without_force(harness_run: tuple[Path, str]) -> None:
     run, _ = harness_run
     result = CliRunner().invoke(
@@ -170,6 +178,7 @@ def test_missing_lm_eval_gives_the_install_hint(tmp_path: Path) -> None:
     assert "pip install 'prefopt[harness]'" in line
 
 
+@needs_lm_eval
 def test_the_example_task_reads_its_data_from_beside_the_yaml(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,6 +197,7 @@ def test_the_example_task_reads_its_data_from_beside_the_yaml(
         load_tasks(manager, ["mc1_locl"])
 
 
+@needs_lm_eval
 def test_tasks_that_run_model_code_are_refused_before_any_model_loads(tmp_path: Path) -> None:
     from lm_eval.tasks import TaskManager
 
@@ -204,6 +214,7 @@ def test_tasks_that_run_model_code_are_refused_before_any_model_loads(tmp_path: 
         load_tasks(manager, ["mc1_unsafe"])
 
 
+@needs_lm_eval
 def test_the_real_model_on_the_example_task(tmp_path: Path) -> None:
     """SmolLM2-135M-Instruct (prefopt.testing's real model) on examples/harness/mc1_local:
     the harness's log-likelihoods are the model's own."""
