@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_data import SHAPES, build_model, make_rows, write_rows
-from whole_command import load_note, run_whole_command, summarize, timed_process
+from whole_command import load_note, run_whole_command, summarize, timed_process, timing_note
 
 DELTAS = (0.0, 2.5, 5.0, 7.5, 10.0)
 SWEEP = "prompt-heavy"
@@ -110,7 +110,8 @@ def compare_training(opts: argparse.Namespace, work: Path, env: dict[str, str]) 
                 whole.setdefault(shape, {}).setdefault(tool, []).append(run)
                 print(
                     f"  {repeat + 1}/{opts.repeats} {shape:17s} whole {tool:8s} "
-                    f"{run['wall_s']:6.1f} s wall {run['cpu_s']:6.1f} s CPU  {load_note(run)}",
+                    f"{run['wall_s']:6.1f} s wall {run['cpu_s']:6.1f} s CPU  {load_note(run)}"
+                    + (f"  ({timing_note(run['timing'])})" if run.get("timing") else ""),
                     flush=True,
                 )
     report: dict[str, Any] = {}

@@ -10,6 +10,7 @@ either is above the machine's CPU count, since another job then took time from i
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -107,8 +108,24 @@ def run_whole_command(
     else:
         command = trl_script_command(opts, opts.model_path, data, output, bf16)
     result = timed_process(command, env)
+    if tool == "prefopt":
+        result["timing"] = run_timing(output / "metrics.jsonl")
     shutil.rmtree(fresh, ignore_errors=True)
     return result
+
+
+def run_timing(metrics: Path) -> dict[str, float]:
+    """prefopt's own seconds per phase (startup, tokenize, model, reference, train, save, ...)
+    from the closing ``{"summary": {"timing": ...}}`` line of a run's metrics.jsonl."""
+    try:
+        last = metrics.read_text(encoding="utf-8").strip().splitlines()[-1]
+        return dict(json.loads(last)["summary"]["timing"])
+    except (OSError, IndexError, KeyError, TypeError, ValueError):
+        return {}
+
+
+def timing_note(timing: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in timing.items() if seconds >= 0.05)
 
 
 def summarize(shape: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -126,6 +143,11 @@ def summarize(shape: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str, An
         trl["wall_s"] / ours["wall_s"] for ours, trl in pairs if not (ours["busy"] or trl["busy"])
     ]
     row["busy_repeats"] = len(pairs) - len(quiet)
+    timings = [run["timing"] for run in runs["prefopt"] if run.get("timing")]
+    phases = dict.fromkeys(name for timing in timings for name in timing)
+    row["prefopt_timing_median_s"] = {
+        name: statistics.median(timing.get(name, 0.0) for timing in timings) for name in phases
+    }
     row["quiet_paired_ratio"] = statistics.median(quiet) if quiet else None
     quiet_note = (
         f", {row['quiet_paired_ratio']:.2f}x over the {len(quiet)} quiet ones" if quiet else ""
@@ -136,4 +158,7 @@ def summarize(shape: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str, An
         f"{row['paired_ratios']} (median {row['paired_ratio']:.2f}x); "
         f"{row['busy_repeats']} of {len(pairs)} repeats busy{quiet_note}"
     )
+    if row["prefopt_timing_median_s"]:
+        phases_note = timing_note(row["prefopt_timing_median_s"])
+        print(f"  {'':17s} prefopt's phases, median s: {phases_note}")
     return row
