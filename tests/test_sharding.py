@@ -101,6 +101,26 @@ def test_fsdp2_on_two_processes_logs_what_one_process_logs(
     assert_same(sharded[2:], steps(resumed), COMPARED)
 
 
+def test_fsdp2_lora_trains_in_bf16(tiny_model: Path, pairs_file: Path, tmp_path: Path) -> None:
+    """bf16 mixed precision with LoRA: FSDP2 fixes gradient dtypes at the first forward, the
+    reference pass with the adapter (and its requires_grad) switched off by peft; without the
+    trainer's fix the first backward fails on bf16 gradients for the fp32 LoRA weights."""
+
+    def args(out: Path) -> list[str]:
+        return [
+            "train", "dpo", "--model", str(tiny_model), "--train-file", str(pairs_file),
+            "--max-steps", "2", "-q", "--output-dir", str(out),
+        ]  # fmt: skip
+
+    sets = ["training.logging_steps=1", "model.precision=bf16", "training.save_strategy=no"]
+    code, stderr = two_processes(args(tmp_path / "fsdp"), [*sets, FSDP])
+    assert code == 0, stderr
+    sharded = steps(tmp_path / "fsdp")
+    assert [r["step"] for r in sharded] == [1, 2]
+    assert sharded[0]["loss"] == pytest.approx(0.693147, abs=1e-4)  # policy = reference: ln 2
+    assert 0 < sharded[1]["grad_norm"] < 10
+
+
 def test_fsdp_without_processes_to_shard_across_is_refused() -> None:
     from types import SimpleNamespace
 

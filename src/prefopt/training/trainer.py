@@ -48,6 +48,7 @@ class PreferenceTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         self._checkpoint_staging: Path | None = None  # see _save_checkpoint
+        self._fsdp_dtypes_fixed = False  # see _fix_fsdp_gradient_dtypes
         super().__init__(*args, **kwargs)
         # As TRL does: with dropout the policy's log-probs are noisy and differ from the
         # reference's (scored in eval mode) even at step 0, which biases every reward.
@@ -86,6 +87,23 @@ class PreferenceTrainer(Trainer):
             from prefopt.training.sharding import shard_frozen_copy
 
             shard_frozen_copy(model)
+
+    def _fix_fsdp_gradient_dtypes(self, model: Any) -> None:
+        # FSDP2 fixes each parameter group's gradient dtype from the parameters that require
+        # gradients at its first forward. That forward is the reference pass, and peft's
+        # disable_adapter() switches requires_grad off: the group then keeps bf16 gradients
+        # for fp32 LoRA weights under bf16 mixed precision ("attempting to assign a gradient
+        # with dtype BFloat16 to a tensor with grad_dtype Float"). unshard() initializes the
+        # groups again, now with the adapter's gradients on.
+        self._fsdp_dtypes_fixed = True
+        if not (self.is_fsdp_enabled and self.accelerator.is_fsdp2):
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.unshard()
+                module.reshard()
 
     # -- loss context ----------------------------------------------------------------------
     def loss_context(self) -> LossContext:
@@ -128,6 +146,8 @@ class PreferenceTrainer(Trainer):
             # Same autocast as the policy (a frozen copy is not wrapped by accelerate).
             with self.accelerator.autocast():
                 reference_logps = self.reference.logps(model, inputs, self.policy_logps)
+            if not self._fsdp_dtypes_fixed:
+                self._fix_fsdp_gradient_dtypes(model)
         logps, lengths = self.policy_logps(model, inputs)
         half = logps.shape[0] // 2
         return PreferenceBatch(
