@@ -66,7 +66,9 @@ if [ "$MODE" = prepare ]; then
     --platform manylinux2014_x86_64 --platform any -d .whl \
     trl==1.16.0 datasets==5.2.0 'dill<0.4.2' 'multiprocess<0.70.20' orjson pysimdjson \
     platformdirs gguf || exit 1
+  had_build=no; [ -d build ] && had_build=yes
   "$PY" -m pip wheel --no-deps --no-build-isolation -w .whl . || exit 1
+  [ "$had_build" = no ] && rm -rf build  # setuptools' leftovers, not ours to keep
   du -sh .whl
   exit 0
 fi
