@@ -227,6 +227,9 @@ class ProgressDisplay(TrainerCallback):
         self._start = 0.0
         self._start_step = 0
         self._last_loss: float | None = None
+        from prefopt.training.throughput import ThroughputWatch
+
+        self._watch = ThroughputWatch()
 
     def _ensure_progress(self) -> Any:
         if self._progress is None:
@@ -263,9 +266,11 @@ class ProgressDisplay(TrainerCallback):
         return rate, format_duration(elapsed / done * max(state.max_steps - state.global_step, 0))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._watch.step(state.global_step)
         if self._progress is not None and self._task is not None:
             loss = "" if self._last_loss is None else f"loss {self._last_loss:.4f}  "
-            status = f"{loss}{self._speed(state)[0]:.1f} pairs/s"
+            note = self._watch.note()
+            status = f"{loss}{self._speed(state)[0]:.1f} pairs/s" + (f"  {note}" if note else "")
             self._progress.update(self._task, completed=state.global_step, status=status)
 
     def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -300,6 +305,8 @@ class ProgressDisplay(TrainerCallback):
                 if "loss" in logs:
                     rate, eta = self._speed(state)
                     timing = f"  pairs/s={rate:.1f}  eta={eta}"
+                    note = self._watch.note()
+                    timing += f"  {note}" if note else ""
                 line = f"step {state.global_step}/{state.max_steps}  {text}{timing}"
                 console = self._progress.console if self._progress is not None else self.console
                 console.print(line, markup=False)
