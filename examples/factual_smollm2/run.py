@@ -16,8 +16,10 @@ judge --judge gold``). Every step is a ``python -m prefopt ...`` subprocess, the
 would type (they are written to ``OUT/commands.sh``). Outputs in ``OUT``: ``results.md`` (table
 and setup), ``results.json``, ``factual_smollm2.png`` (``prefopt eval compare --plot``).
 
-    python examples/factual_smollm2/run.py --out runs/factual_smollm2        # ~20 min, 2 cores
-    python examples/factual_smollm2/run.py --quick --out /tmp/fs_quick        # ~1-2 min
+    python examples/factual_smollm2/run.py --out runs/factual_smollm2   # 26 min on 2 busy cores
+    python examples/factual_smollm2/run.py --quick --out /tmp/fs_quick   # a few minutes
+
+Measured results and their reading: docs/results.md.
 """
 
 from __future__ import annotations
@@ -217,6 +219,7 @@ def model_row(name: str, folder: Path, delta: float | None) -> dict[str, Any]:
         "hallucination_preference_rate": metrics["hallucination_preference_rate"],
         "answers": judged["metrics"]["answers"],
         "answer_accuracy": 1.0 - judged["metrics"]["hallucination_rate"],
+        "margin": metrics["margin"],
         "reward_margin": metrics["reward_margin"],
         "train": last_train_metrics(folder),
     }
@@ -232,6 +235,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def results_markdown(summary: dict[str, Any]) -> str:
     setup = summary["setup"]
+    deltas = ", ".join(f"{d:g}" for d in setup["deltas"])
     lines = [
         "# Factual-DPO in miniature: SmolLM2-135M-Instruct",
         "",
@@ -241,16 +245,17 @@ def results_markdown(summary: dict[str, Any]) -> str:
         f"fluent wrong answer, h_w = 1), {setup['heldout_questions']} held-out questions on "
         "other facts (pairs in the factual orientation, and questions with gold answers)",
         f"- training: {setup['steps']} steps × batch {setup['batch_size']}, learning rate "
-        f"{setup['lr']}, β = {setup['beta']}, Δ ∈ {{{', '.join(fmt(d) for d in setup['deltas'])}}},"
-        f" seed {setup['seed']}, LoRA defaults, model.precision=auto",
+        f"{setup['lr']}, β = {setup['beta']}, Δ ∈ {{{deltas}}}, seed {setup['seed']}, "
+        "LoRA defaults, model.precision=auto",
         f"- generation: greedy, at most {setup['max_new_tokens']} new tokens, bfloat16; "
         "scored by the gold judge",
         f"- machine: {setup['machine']}; load average {setup['load_before']} before, "
         f"{setup['load_after']} after; wall time {summary['wall_seconds'] / 60:.1f} min",
         "",
-        "| model | algorithm | Δ | pref. accuracy ↑ | reward prefers wrong ↓ | logp accuracy ↑ "
-        "| halluc.-pref. rate ↓ | answer accuracy ↑ | train loss | train margin |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | algorithm | Δ | pref. accuracy ↑ | reward prefers wrong ↓ "
+        "| logp accuracy ↑ | halluc.-pref. rate ↓ | answer accuracy ↑ | held-out margin "
+        "| train loss | train margin |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["models"]:
         train = row["train"]
@@ -258,7 +263,7 @@ def results_markdown(summary: dict[str, Any]) -> str:
             f"| {row['model']} | {row['algorithm']} | {fmt(row['delta'], 0)} "
             f"| {fmt(row['preference_accuracy'])} | {fmt(row['reward_prefers_wrong'])} "
             f"| {fmt(row['logp_accuracy'])} | {fmt(row['hallucination_preference_rate'])} "
-            f"| {fmt(row['answer_accuracy'])} | {fmt(train.get('loss'))} "
+            f"| {fmt(row['answer_accuracy'])} | {fmt(row['margin'])} | {fmt(train.get('loss'))} "
             f"| {fmt(train.get('rewards/margins'))} |"
         )
     lines += [
@@ -267,7 +272,9 @@ def results_markdown(summary: dict[str, Any]) -> str:
         "the correct answer (base: reference-free, β·log π); reward prefers wrong: the share "
         "where it prefers the wrong one; logp accuracy and halluc.-pref. rate: the same "
         "question asked of the policy's own per-token log-probs (no reference); answer "
-        "accuracy: greedy answers judged correct by the gold judge; train loss/margin: the "
+        "accuracy: greedy answers judged correct by the gold judge; held-out margin: mean "
+        "m = (log π(correct) − log π(wrong)) − (the same under the reference), in nats "
+        "(base: without a reference); train loss/margin: the "
         "last logged training step. dpo_flipped is Factual-DPO at Δ = 0 (the same loss, data "
         "and seed).",
         "",
