@@ -90,9 +90,7 @@ def read_answers(path: str | Path, fields: AnswerFields) -> list[JudgeItem]:
             if fields.reference not in row:
                 raise DataError(path, line, fields.reference, "missing field (--reference-field)")
             reference = question_text(row[fields.reference])
-        items.append(
-            JudgeItem(key, question_text(row[fields.question]), answer, reference, row)
-        )
+        items.append(JudgeItem(key, question_text(row[fields.question]), answer, reference, row))
     return items
 
 
