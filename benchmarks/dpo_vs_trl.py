@@ -229,9 +229,13 @@ def main(opts: argparse.Namespace) -> None:
         f"model: {model} ({size}), device {opts.device}, precision {opts.precision}, "
         f"{opts.threads} thread(s) a run, load average {os.getloadavg()}"
     )
-    threads = str(opts.threads)
-    env = {"HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": threads}
-    env.update(MKL_NUM_THREADS=threads, HF_DATASETS_CACHE=str(work / "hf-datasets"))
+    env = {"HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    env["HF_DATASETS_CACHE"] = str(work / "hf-datasets")
+    if opts.threads > 0:  # 0: each tool picks its own thread count, as for a user
+        env.update(OMP_NUM_THREADS=str(opts.threads), MKL_NUM_THREADS=str(opts.threads))
+    else:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.pop(name, None)
     if opts.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif opts.device == "cuda":
@@ -267,7 +271,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=1,
-        help="torch threads per run (1 keeps timings stable on a shared machine)",
+        help="torch threads per run (1 keeps timings stable on a shared machine; 0 leaves the "
+        "choice to each tool, as a user's run does)",
     )
     parser.add_argument("--sweep-steps", type=int, default=2, help="steps of each sweep run")
     parser.add_argument("--prep-pairs", type=int, default=5000, help="pairs to prepare")
