@@ -22,14 +22,14 @@ def test_steady_throughput_says_nothing_and_a_collapse_is_named(monkeypatch) -> 
         watch.step(step)
         assert watch.note() == ""
     assert watch.best == 1.0
-    monkeypatch.setattr(throughput.os, "getloadavg", lambda: (3.9, 3.0, 2.0))
-    monkeypatch.setattr(throughput, "cpu_count", lambda: 2)
+    monkeypatch.setattr(throughput, "current_load", lambda: 3.9)
+    monkeypatch.setattr(throughput, "available_cpus", lambda: 2)
     for step in range(8, 11):  # now four seconds a step
         clock.now += 4.0
         watch.step(step)
     assert watch.recent() == 0.25
     assert watch.note() == "slowed to 0.2× of its best (load 3.9 on 2 CPUs)"
-    monkeypatch.setattr(throughput.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    monkeypatch.setattr(throughput, "current_load", lambda: 0.5)
     assert watch.note() == "slowed to 0.2× of its best"  # slow, but not for a busy machine
 
 

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prefopt.data.prep_cache import default_cache_dir
+from prefopt.paths import default_cache_dir
 from prefopt.testing.world import (
     ANSWERS,
     COLOURS,
@@ -129,13 +129,12 @@ def build_tiny_model(
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
-def save_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, **sizes: Any) -> Path:
-    """Build a tiny model + tokenizer and save them to ``path`` (replaced atomically)."""
+def save_model_folder(model: Any, tokenizer: Any, path: str | Path) -> Path:
+    """Save ``model`` (safetensors) and ``tokenizer`` as one folder at ``path``: written to a
+    temporary folder beside it and renamed into place, replacing what was there."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(arch, seed=seed, tokenizer=tokenizer, **sizes)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
@@ -146,6 +145,13 @@ def save_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, **size
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def save_tiny_model(path: str | Path, arch: str = "llama", seed: int = 0, **sizes: Any) -> Path:
+    """Build a tiny model + tokenizer and save them to ``path`` (replaced atomically)."""
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(arch, seed=seed, tokenizer=tokenizer, **sizes)
+    return save_model_folder(model, tokenizer, path)
 
 
 def tiny_model_dir(path: str | Path | None = None, arch: str = "llama", seed: int = 0) -> Path:

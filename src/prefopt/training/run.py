@@ -189,8 +189,9 @@ def train(
     from prefopt.training.wandb_setup import check_wandb_installed
 
     check_wandb_installed(config.training.get("report_to"))  # before any model loads
+    replace_old_run = replace_existing and not resume and is_main_process()
     if spec.runner is not None:  # algorithms with their own data flow (e.g. SFT)
-        if replace_existing and not resume and is_main_process() and config.output_dir.is_dir():
+        if replace_old_run:
             remove_run_outputs(config.output_dir)
         result: RunResult = spec.runner(config, spec, resume=resume, quiet=quiet)
         return result
@@ -218,7 +219,7 @@ def train(
     set_seed(args.seed)  # new weights (LoRA) start the same in every run and every process
     model, reference_model = build_model_and_reference(config, spec)
     timer.lap("model")
-    if replace_existing and not resume and is_main_process() and output_dir.is_dir():
+    if replace_old_run:  # only now: a run that fails to load its data or model loses nothing
         remove_run_outputs(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, output_dir)

@@ -9,19 +9,13 @@ the load average beside the CPU count when the machine is busy.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 
+from prefopt.modeling.threads import available_cpus, current_load
+
 WINDOW = 5  # steps the recent rate is measured over
 THRESHOLD = 0.5  # recent/best below this is a collapse
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 class ThroughputWatch:
@@ -54,10 +48,6 @@ class ThroughputWatch:
         if rate is None or self.best <= 0 or rate >= self.threshold * self.best:
             return ""
         share = rate / self.best
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
-            load = None
-        cpus = cpu_count()
-        why = f" (load {load:.1f} on {cpus} CPUs)" if load is not None and load > cpus else ""
+        load, cpus = current_load(), available_cpus()
+        why = f" (load {load:.1f} on {cpus} CPUs)" if load > cpus else ""
         return f"slowed to {share:.1f}× of its best{why}"
