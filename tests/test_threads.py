@@ -33,7 +33,37 @@ def test_default_is_free_cpus(cpus: int, load: float, expected: int) -> None:
 def test_default_reads_affinity_and_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.2, 0.0, 0.0))
+    monkeypatch.setattr(threads, "others_running", lambda: 3)
     assert threads.choose_threads() == 2
+    # The load average still counts a job that ended seconds ago; nothing else runs now.
+    monkeypatch.setattr(threads, "others_running", lambda: 0)
+    assert threads.choose_threads() == 4
+    monkeypatch.setattr(threads, "others_running", lambda: None)  # no /proc/loadavg
+    assert threads.choose_threads() == 2
+
+
+@pytest.mark.parametrize(
+    ("cpus", "load", "running", "expected"),
+    [
+        (2, 0.7, 0, 2),  # the load of a job that just ended: both cores are free now
+        (2, 1.0, 1, 1),  # a busy process that still runs
+        (2, 0.2, 1, 2),  # a process that only started: the load average has not seen it
+        (2, 2.0, 5, 1),
+    ],
+)
+def test_busy_cores_are_those_both_measures_agree_on(
+    cpus: int, load: float, running: int, expected: int
+) -> None:
+    assert threads.choose_threads(cpus=cpus, load=load, running=running) == expected
+
+
+def test_others_running_reads_the_runnable_count(tmp_path) -> None:
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("0.71 1.09 1.56 3/81 8743\n")
+    assert threads.others_running(loadavg) == 2  # the reading task itself is one of the 3
+    loadavg.write_text("garbage\n")
+    assert threads.others_running(loadavg) is None
+    assert threads.others_running(tmp_path / "missing") is None
 
 
 def test_explicit_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
