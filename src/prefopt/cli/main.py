@@ -18,10 +18,13 @@ from prefopt.cli.merge import merge as merge_command
 
 def _hide_flag_types() -> None:
     """Show no type beside a flag in ``--help``: Typer 0.29 prints ``<bool>`` for every
-    ``--flag``, which reads as if the flag took a value. Options with values keep theirs."""
+    ``--flag``, which reads as if the flag took a value. Options with values keep theirs.
+    Earlier Typers (the pinned range) print no type for a flag and have no such hook."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:
+        return
 
     def display_type_rich(self: TyperOption, ctx: object) -> str | None:
         if self.is_flag and self.metavar is None:
