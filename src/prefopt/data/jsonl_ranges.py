@@ -14,6 +14,7 @@ refuses that line without reading it whole.
 
 from __future__ import annotations
 
+import gc
 import io
 import mmap
 import multiprocessing
@@ -117,10 +118,14 @@ _SLOTS: list[mmap.mmap] = []
 _SLOT_BYTES: list[int] = []
 
 
-def _ignore_interrupts() -> None:
+def _start_worker() -> None:
     # Ctrl-C reaches the whole process group: the parent stops the pool, the workers need
     # not print tracebacks of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A range's work builds many short-lived lists and dicts and no reference cycles, so the
+    # cycle collector only walks them for nothing (about 3% of a flip's samples under perf);
+    # a worker lives for one map_ranges call.
+    gc.disable()
 
 
 def _start_method() -> str:
@@ -155,7 +160,7 @@ def map_ranges(
     # An executor rather than multiprocessing.Pool: a worker that dies (killed for memory,
     # say) raises BrokenProcessPool here instead of leaving its result to wait forever.
     pool = ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context(method), initializer=_ignore_interrupts
+        workers, mp_context=multiprocessing.get_context(method), initializer=_start_worker
     )
     try:
         pending: deque[Future[Any]] = deque()
