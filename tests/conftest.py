@@ -10,6 +10,12 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N: N test processes share the cores, so each one (and every CLI subprocess it
+    # starts) computes with one torch thread; N processes of one thread each use N cores
+    # without the time-slicing that oversubscribed thread pools suffer (docs/performance.md).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 #: ``PREFOPT_TEST_DEVICE=cuda`` makes that device torch's default for the tests' own tensors and
 #: models (benchmarks/gpu_check.sh); unset, everything runs on the CPU as always.
