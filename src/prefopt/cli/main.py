@@ -15,27 +15,6 @@ from prefopt.cli.common import State, error
 from prefopt.cli.eval import app as eval_app
 from prefopt.cli.merge import merge as merge_command
 
-
-def _hide_flag_types() -> None:
-    """Show no type beside a flag in ``--help``: Typer 0.29 prints ``<bool>`` for every
-    ``--flag``, which reads as if the flag took a value. Options with values keep theirs.
-    Earlier Typers (the pinned range) print no type for a flag and have no such hook."""
-    from typer.core import TyperOption
-
-    shown = getattr(TyperOption, "display_type_rich", None)
-    if shown is None:
-        return
-
-    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
-        if self.is_flag and self.metavar is None:
-            return None
-        return shown(self, ctx)  # type: ignore[arg-type]
-
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
-
-
-_hide_flag_types()
-
 app = typer.Typer(
     name="prefopt",
     help="Preference optimization of language models: DPO, Factual-DPO, β-DPO, dynamic-β, "
