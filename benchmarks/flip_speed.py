@@ -17,7 +17,8 @@ start-up; CPU time of this process only, so a pool's workers are not counted).
 The two alternate, ``--repeat`` times; every run is printed with the 1-minute load average
 before it, and the medians and the median of the paired (same-repeat) ratios are reported.
 prefopt's processes are its own choice by default (``--workers auto``: the free CPUs, i.e.
-the CPU count minus the rounded load average, so one on a busy 2-core machine), or
+the CPU count minus the busy ones, from the load average and the tasks runnable now, so one
+on a busy 2-core machine), or
 ``--workers N`` (given to it as ``PREFOPT_THREADS``); each run prints how many it used.
 Run::
 
