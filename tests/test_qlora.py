@@ -151,3 +151,25 @@ def test_4bit_without_lora_is_a_usage_error(tiny_model: Path) -> None:
     )
     with pytest.raises(UsageError, match="load_in_4bit trains LoRA adapters"):
         build_model_and_reference(config, spec)
+
+
+def test_importing_bitsandbytes_offline_prints_nothing_after_the_cli_silences_it() -> None:
+    """bitsandbytes 0.50 asks the ``kernels`` package for a hub kernel on import; offline that
+    logs "Skipping publisher trust check ..." to stderr, which turned prefopt's one-line
+    errors into two lines. The CLI keeps those loggers to errors before anything loads."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("bitsandbytes")
+    code = (
+        "from prefopt.cli.common import silence_import_chatter\n"
+        "silence_import_chatter()\n"
+        "import bitsandbytes\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""

@@ -70,18 +70,32 @@ def run_command(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: Loggers that warn on import about what is not the user's concern: bitsandbytes about an
+#: optional CPU kernel package, and that package (``kernels``, which bitsandbytes 0.50 asks for
+#: a hub kernel when it is imported) that it skips its publisher check in offline mode.
+IMPORT_CHATTER = ("bitsandbytes", "kernels")
+
+
+def silence_import_chatter() -> None:
+    """Keep the :data:`IMPORT_CHATTER` loggers to errors, so a command's stderr holds only
+    prefopt's own lines (a one-line error stays one line)."""
+    import logging
+
+    for name in IMPORT_CHATTER:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def quiet_libraries() -> None:
     """Silence library chatter (transformers' and datasets' info logs, HF progress bars) and
     pick torch's CPU threads (``--threads`` / ``PREFOPT_THREADS``, else from the current load:
     see :mod:`prefopt.modeling.threads`). Every command that loads a model calls this first."""
-    import logging
     import warnings
 
     from prefopt.modeling.threads import apply_threads
 
     apply_threads()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    silence_import_chatter()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl)\.")
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Annotated
@@ -11,7 +10,7 @@ import typer
 
 from prefopt import __version__
 from prefopt.cli import data, demo, plugins, sweep, train
-from prefopt.cli.common import State, error
+from prefopt.cli.common import State, error, silence_import_chatter
 from prefopt.cli.eval import app as eval_app
 from prefopt.cli.merge import merge as merge_command
 
@@ -107,8 +106,7 @@ def prepare(argv: list[str]) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # bitsandbytes warns on import about an optional CPU kernel package; not the user's concern.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    silence_import_chatter()
     code = prepare(argv)
     if code is not None:
         raise SystemExit(code)
