@@ -225,8 +225,9 @@ def main(opts: argparse.Namespace) -> None:
     if opts.real:
         from prefopt.testing.real_model import skip_reason, smollm2_dir
 
-        if skip_reason() is not None:
-            raise SystemExit(f"--real: {skip_reason()}")
+        reason = skip_reason()
+        if reason is not None:
+            raise SystemExit(f"--real: {reason}")
         opts.model_dir = str(smollm2_dir())  # converted once from the GGUF file, then cached
     model = Path(opts.model_dir) if opts.model_dir else build_model(work / "model")
     opts.model_path = model

@@ -4,6 +4,9 @@ LoRA trains on it with correct gradients, and the adapter merges into the full-p
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,10 +160,6 @@ def test_importing_bitsandbytes_offline_prints_nothing_after_the_cli_silences_it
     """bitsandbytes 0.50 asks the ``kernels`` package for a hub kernel on import; offline that
     logs "Skipping publisher trust check ..." to stderr, which turned prefopt's one-line
     errors into two lines. The CLI keeps those loggers to errors before anything loads."""
-    import os
-    import subprocess
-    import sys
-
     pytest.importorskip("bitsandbytes")
     code = (
         "from prefopt.cli.common import silence_import_chatter\n"

@@ -1,7 +1,10 @@
 """torch's CPU threads are picked on purpose: ``--threads``/``PREFOPT_THREADS`` when given, else
-the available CPUs minus the current load (at least 1), so a busy machine is not oversubscribed."""
+the available CPUs minus the busy ones (the load average, or the tasks runnable now when fewer;
+at least 1), so a busy machine is not oversubscribed."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +60,7 @@ def test_busy_cores_are_those_both_measures_agree_on(
     assert threads.choose_threads(cpus=cpus, load=load, running=running) == expected
 
 
-def test_others_running_reads_the_runnable_count(tmp_path) -> None:
+def test_others_running_reads_the_runnable_count(tmp_path: Path) -> None:
     loadavg = tmp_path / "loadavg"
     loadavg.write_text("0.71 1.09 1.56 3/81 8743\n")
     assert threads.others_running(loadavg) == 2  # the reading task itself is one of the 3
