@@ -10,8 +10,13 @@ Generates a JSONL file of preference pairs (200k rows by default, about 1 KB eac
 
 By default each contestant is a whole process, timed from its start to its exit: the naive
 loop as ``python flip_speed.py --naive-worker IN OUT`` and prefopt as the command
-``prefopt data flip IN -o OUT --force``, so interpreter start-up, imports and the process
-pool are counted. ``--inline`` times the two functions inside this process instead (no
+``prefopt data flip IN -o OUT``, so interpreter start-up, imports and the process pool are
+counted. Each run writes a new output, as a user's first flip of a file does: the previous
+run's output is deleted before the clock starts. ``--overwrite`` keeps it instead, so the
+naive loop truncates it and prefopt (``--force``) replaces it. That case costs prefopt more
+on this VM, whatever the code does: an atomic write holds the old file until the new one is
+complete, so its 235 MB of page cache comes from memory the host may have taken back (see
+docs/performance.md). ``--inline`` times the two functions inside this process instead (no
 start-up; CPU time of this process only, so a pool's workers are not counted).
 
 The two alternate, ``--repeat`` times; every run is printed with the 1-minute load average
@@ -26,6 +31,7 @@ Run::
     python benchmarks/flip_speed.py --rows 50000 --repeat 1
     python benchmarks/flip_speed.py --workers 1          # the single-process path
     python benchmarks/flip_speed.py --no-simdjson        # the fallback without pysimdjson
+    python benchmarks/flip_speed.py --overwrite          # replace the output each run
 """
 
 from __future__ import annotations
@@ -99,9 +105,14 @@ def measure(function) -> tuple[float, float, str]:
     return time.perf_counter() - wall, time.process_time() - cpu, f"({used} processes)"
 
 
-def measure_process(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+def measure_process(
+    command: list[str], env: dict[str, str], output: Path, overwrite: bool
+) -> tuple[float, float, str]:
     """Wall-clock seconds of a whole process, start to exit, its CPU seconds (children
-    included: a pool's workers count) and what it printed."""
+    included: a pool's workers count) and what it printed. Unless ``overwrite``, the
+    previous run's ``output`` is deleted first (untimed), as for a user's first run."""
+    if not overwrite:
+        output.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter()
     done = subprocess.run(command, check=True, env=env, stdout=subprocess.PIPE, text=True)
@@ -151,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-simdjson", action="store_true", help="measure the orjson-only fallback"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="each run replaces the previous run's output (prefopt with --force, the naive "
+        "loop truncating it) instead of writing a new file",
+    )
     parser.add_argument("--naive-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.naive_worker:
@@ -186,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             naive = [sys.executable, __file__, "--naive-worker", str(source), str(naive_out)]
             ours = [*prefopt_command(), "data", "flip", str(source), "-o", str(ours_out)]
+            if args.overwrite:  # the previous run's output is replaced
+                ours.append("--force")
             contestants = {
-                "naive": lambda: measure_process(naive, env),
-                "prefopt": lambda: measure_process([*ours, "--force"], env),
+                "naive": lambda: measure_process(naive, env, naive_out, args.overwrite),
+                "prefopt": lambda: measure_process(ours, env, ours_out, args.overwrite),
             }
         print(f"input: {args.rows} rows, {size_mb:.0f} MB; {args.repeat} alternating repeats, "
               f"{'inline' if args.inline else 'whole processes'}, prefopt workers "

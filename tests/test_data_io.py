@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import prefopt.data.io as io_module
 from prefopt.data.io import (
     atomic_writer,
     iter_rows,
@@ -219,6 +220,39 @@ def test_atomic_writer_writes_only_at_the_end(tmp_path: Path) -> None:
         assert len(list(target.parent.iterdir())) == 1  # the hidden temp file
     assert target.read_bytes() == b"hello\n"
     assert listing(target.parent) == ["out.jsonl"]
+
+
+def test_a_large_output_goes_to_disk_while_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past WRITEBACK_BYTES unsynced, a background fdatasync starts (one at a time); the
+    final fsync and the close wait for it, and a failing one does not fail the write."""
+    monkeypatch.setattr(io_module, "WRITEBACK_BYTES", 4096)
+    synced: list[int] = []
+
+    def fake_datasync(fd: int) -> None:
+        synced.append(fd)
+        if len(synced) == 1:
+            raise OSError("a transient failure")  # the final fsync is the one that counts
+
+    monkeypatch.setattr(os, "fdatasync", fake_datasync, raising=False)
+    chunk = b"x" * 3000 + b"\n"
+    target = tmp_path / "out.jsonl"
+    with atomic_writer(target) as out:
+        for _ in range(1000):  # about 3 MB: the 1 MiB buffer hands it on in three writes
+            out.write(chunk)
+    assert target.read_bytes() == chunk * 1000
+    assert 1 <= len(synced) <= 3  # one per buffer flush at most, none when one is running
+    assert listing(tmp_path) == ["out.jsonl"]
+
+
+def test_a_small_output_starts_no_writeback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", synced.append, raising=False)
+    write_jsonl(tmp_path / "out.jsonl", [ROW] * 100)
+    assert synced == []
 
 
 # -- sources -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import io
 import os
 import re
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -331,7 +332,8 @@ def atomic_writer(path: str | Path, force: bool = False) -> Iterator[IO[bytes]]:
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
-    raw = os.fdopen(fd, "wb", buffering=1 << 20)
+    disk_file = _WritebackFile(fd, "wb")
+    raw = io.BufferedWriter(disk_file, 1 << 20)
     stream: IO[bytes] = raw
     try:
         if path.name.lower().endswith(".gz"):
@@ -340,7 +342,7 @@ def atomic_writer(path: str | Path, force: bool = False) -> Iterator[IO[bytes]]:
         if stream is not raw:
             stream.close()
         raw.flush()
-        os.fsync(raw.fileno())
+        disk_file.sync()
         raw.close()
         os.chmod(tmp, 0o666 & ~_umask())
         if path.exists() and not force:  # created by someone else while we were writing
@@ -354,6 +356,51 @@ def atomic_writer(path: str | Path, force: bool = False) -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+#: Bytes an atomic writer lets pile up unsynced before it starts writing them to disk.
+WRITEBACK_BYTES = 32 << 20
+
+
+class _WritebackFile(io.FileIO):
+    """A file that starts its written data on the way to disk as it goes: every
+    :data:`WRITEBACK_BYTES`, a background thread calls ``fdatasync`` (at most one at a time),
+    so the ``fsync`` before the rename waits only for the last part. For a 235 MB output
+    that final ``fsync`` took about 0.1 s of an otherwise finished command; small outputs
+    never start the thread."""
+
+    def __init__(self, fd: int, mode: str) -> None:
+        super().__init__(fd, mode)
+        self._unsynced = 0
+        self._syncing: threading.Thread | None = None
+
+    def write(self, data: Any) -> int:
+        written = super().write(data)
+        self._unsynced += written or 0
+        if self._unsynced >= WRITEBACK_BYTES and not (self._syncing and self._syncing.is_alive()):
+            self._unsynced = 0
+            self._syncing = threading.Thread(target=self._datasync, daemon=True)
+            self._syncing.start()
+        return written or 0
+
+    def _datasync(self) -> None:
+        datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+        with contextlib.suppress(OSError):  # the final fsync reports any real problem
+            datasync(self.fileno())
+
+    def _wait(self) -> None:
+        if self._syncing is not None:
+            self._syncing.join()
+            self._syncing = None
+
+    def sync(self) -> None:
+        """Everything written is on disk (``fsync``)."""
+        self._wait()
+        os.fsync(self.fileno())
+
+    def close(self) -> None:
+        self._wait()  # the thread uses the descriptor: it must not be closed (or reused) under it
+        super().close()
 
 
 #: A leftover temporary file of an output older than this is a killed writer's, not a live one's.
