@@ -6,10 +6,12 @@ import gzip
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from prefopt.cli.data import app
 from prefopt.data.stats import bucket_index, bucket_label, compute_stats
+from prefopt.errors import DataError
 
 runner = CliRunner()
 
@@ -78,3 +80,51 @@ def test_cli_stats_bad_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["stats", str(tmp_path / "bad.jsonl")])
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {tmp_path / 'bad.jsonl'}:2: not valid UTF-8")
+
+
+# -- several processes ----------------------------------------------------------------------
+
+RANGE = 512  # bytes: a few lines a range, so a small file spans many ranges
+
+
+def many_rows(path: Path, copies: int = 60) -> Path:
+    """ROWS over and over (they differ in kind, lengths and flags), with blank lines."""
+    lines = [json.dumps(r) + "\n" for r in ROWS] * copies
+    lines[7:7] = ["\n", "  \n"]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def test_several_processes_count_what_one_counts(tmp_path: Path) -> None:
+    source = many_rows(tmp_path / "s.jsonl")
+    one = compute_stats(source, workers=1, range_bytes=RANGE)
+    two = compute_stats(source, workers=2, range_bytes=RANGE)
+    assert (one.workers, two.workers) == (1, 2)
+    assert two.to_dict() == one.to_dict()
+    assert two.rows == 240 and dict(two.h_counts) == {(0, 1): 120, (1, 0): 60}
+    assert two.lengths["rejected"].minimum == 4 and two.lengths["rejected"].maximum == 5000
+    assert compute_stats(source, workers=2).workers == 1  # under 16 MiB at the default ranges
+
+
+def test_several_processes_report_the_first_bad_line_in_file_order(tmp_path: Path) -> None:
+    source = many_rows(tmp_path / "s.jsonl")
+    lines = source.read_bytes().splitlines(keepends=True)
+    lines[150] = b"[1, 2]\n"  # not an object, in a later range
+    lines[40] = b'{"prompt": \n'  # bad JSON, in an earlier one
+    source.write_bytes(b"".join(lines))
+    with pytest.raises(DataError) as caught:
+        compute_stats(source, workers=2, range_bytes=RANGE)
+    assert caught.value.line == 41 and "JSON" in str(caught.value)
+    lines[40] = b"\n"
+    source.write_bytes(b"".join(lines))
+    with pytest.raises(DataError, match="expected a JSON object") as caught:
+        compute_stats(source, workers=2, range_bytes=RANGE)
+    assert caught.value.line == 151
+
+
+def test_a_file_of_blank_lines_is_empty_for_several_processes_too(tmp_path: Path) -> None:
+    source = tmp_path / "blank.jsonl"
+    source.write_bytes(b"\n" * 4096)
+    for workers in (1, 2):
+        with pytest.raises(DataError, match="file is empty"):
+            compute_stats(source, workers=workers, range_bytes=RANGE)

@@ -26,9 +26,7 @@ from prefopt.data.io import (
     file_format,
     iter_jsonl_chunks,
     iter_rows,
-    max_line_bytes,
     parse_line,
-    require_file,
 )
 from prefopt.errors import DataError, UsageError
 from prefopt.modeling.threads import choose_threads
@@ -38,9 +36,6 @@ H_FIELDS = ("h_w", "h_l")
 # both validates and normalises an h value.
 H_VALUES = {0: 0, 1: 1}
 _PASS_SUFFIX = b',"flipped":false}\n'
-#: A plain JSONL file of at least this many ranges is flipped by several processes; smaller
-#: ones take the single-process path, which starts no pool (16 MiB with the default ranges).
-PARALLEL_RANGES = 4
 
 
 @dataclass
@@ -135,9 +130,10 @@ def flip_file(
     """Flip ``input_path`` into ``output_path`` (JSONL, written atomically); returns the
     output path and the flag counts. Any problem raises before the output appears.
 
-    A plain JSONL file of at least :data:`PARALLEL_RANGES` ranges of ``range_bytes``
-    (default :data:`~prefopt.data.jsonl_ranges.RANGE_BYTES`) is
-    flipped by ``workers`` processes (default: :func:`~prefopt.modeling.threads.choose_threads`,
+    A plain JSONL file of at least
+    :data:`~prefopt.data.jsonl_ranges.MIN_PARALLEL_RANGES` ranges of ``range_bytes``
+    (default :data:`~prefopt.data.jsonl_ranges.RANGE_BYTES`) is flipped by ``workers``
+    processes (default: :func:`~prefopt.modeling.threads.choose_threads`,
     i.e. ``--threads`` / ``PREFOPT_THREADS``, else the free CPUs); the output and the error
     for the first bad line are those of the single-process path."""
     output = Path(output_path) if output_path is not None else default_output(input_path)
@@ -167,14 +163,8 @@ def _flip_jsonl(
     """The JSONL fast path: stream a small or compressed file through :func:`_flip_lines`,
     or spread a large plain one over ``workers`` processes (:mod:`prefopt.data.jsonl_ranges`),
     which gives the same bytes and the same first error. Returns the processes used."""
-    ranges = None
-    # Below 1 MiB the streaming reader checks the line limit only at its block edges; the
-    # ranges check every line, so they are used only where the two agree.
-    if workers > 1 and not file_format(path)[1] and max_line_bytes() >= 1 << 20:
-        size = require_file(path).stat().st_size
-        if size >= PARALLEL_RANGES * range_bytes:
-            ranges = jsonl_ranges.plan_ranges(path, range_bytes)
-    if ranges is not None and len(ranges) > 1:
+    ranges = jsonl_ranges.parallel_plan(path, workers, range_bytes)
+    if ranges is not None:
         workers = min(workers, len(ranges))
         for data, range_counts in jsonl_ranges.map_ranges(path, ranges, _flip_range, workers):
             out.write(data)

@@ -26,12 +26,15 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prefopt.data.io import _BOM, _too_long, max_line_bytes
+from prefopt.data.io import _BOM, _too_long, file_format, max_line_bytes, require_file
 from prefopt.errors import DataError
 
 T = TypeVar("T")
 #: Bytes of a range: large enough that a task's overhead (a pickle, a pread) is noise.
 RANGE_BYTES = 4 << 20
+#: A file of fewer ranges than this is read by one process, which starts no pool: the pool
+#: would cost more than it saves (16 MiB with the default ranges).
+MIN_PARALLEL_RANGES = 4
 _SEARCH_BYTES = 1 << 16
 #: A chunk function: ``(path, first_line_number, lines) -> result``; raises a located DataError.
 ChunkWork = Callable[[str, int, list[bytes]], T]
@@ -70,6 +73,23 @@ def plan_ranges(
             ranges.append((start, end))
             start = end
     return ranges
+
+
+def parallel_plan(
+    path: str | Path, workers: int, range_bytes: int = RANGE_BYTES
+) -> list[tuple[int, int]] | None:
+    """The ranges to spread over ``workers`` processes, or None where one streaming process
+    should read ``path``: a single worker, a gzip file (no random access), a file of fewer
+    than :data:`MIN_PARALLEL_RANGES` ranges, a line limit (``PREFOPT_MAX_LINE_BYTES``) under
+    1 MiB, or a split point inside an over-long line."""
+    # Below 1 MiB the streaming reader checks the line limit only at its block edges; the
+    # ranges check every line, so they are used only where the two agree.
+    if workers < 2 or file_format(path)[1] or max_line_bytes() < 1 << 20:
+        return None
+    if require_file(path).stat().st_size < MIN_PARALLEL_RANGES * range_bytes:
+        return None
+    ranges = plan_ranges(path, range_bytes)
+    return ranges if ranges is not None and len(ranges) > 1 else None
 
 
 def _read_range(path: str, start: int, end: int) -> list[bytes]:

@@ -2,7 +2,10 @@
 
 Counts of rows, record kinds and fields; length histograms (in characters, on power-of-two
 buckets) of prompts, chosen and rejected responses; conversation turns; and the distribution
-of the Factual-DPO flags ``(h_w, h_l)``. Memory does not grow with the file.
+of the Factual-DPO flags ``(h_w, h_l)``. Memory does not grow with the file. A large plain
+JSONL file is counted by several processes, one range of lines each
+(:mod:`prefopt.data.jsonl_ranges`), whose counts are then added up: the same numbers, and the
+same first bad line, as one process.
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from prefopt.data import jsonl_ranges
 from prefopt.data.flip import H_VALUES
-from prefopt.data.io import iter_rows
+from prefopt.data.io import EMPTY_PROBLEM, iter_rows, parse_line
+from prefopt.errors import DataError
+from prefopt.modeling.threads import choose_threads
 
 PARTS = ("prompt", "chosen", "rejected")
 _FLAGS: dict[Any, int] = H_VALUES
@@ -41,6 +49,17 @@ class LengthStats:
     @property
     def mean(self) -> float:
         return self.total / self.count if self.count else 0.0
+
+    def merge(self, other: LengthStats) -> None:
+        """Add the lengths counted in ``other``."""
+        self.count += other.count
+        self.total += other.total
+        if other.minimum is not None:
+            self.minimum = (
+                other.minimum if self.minimum is None else min(self.minimum, other.minimum)
+            )
+        self.maximum = max(self.maximum, other.maximum)
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
 
 
 def bucket_index(length: int) -> int:
@@ -73,6 +92,39 @@ class DataStats:
     h_counts: Counter = field(default_factory=Counter)
     h_invalid: int = 0
     identical: int = 0
+    workers: int = 1  # processes that read the file (not part of the statistics)
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        """Count one record."""
+        self.rows += 1
+        self.fields.update(row.keys())
+        kind = record_kind(row)
+        self.kinds[kind] += 1
+        for part in PARTS:
+            length = text_length(row.get(part))
+            if length is not None:
+                self.lengths[part].add(length)
+        if kind == "conversational":
+            self.prompt_turns[len(row["prompt"])] += 1
+        if "chosen" in row and row.get("chosen") == row.get("rejected"):
+            self.identical += 1
+        if "h_w" in row or "h_l" in row:
+            try:
+                flags = (_FLAGS[row.get("h_w")], _FLAGS[row.get("h_l")])
+            except (KeyError, TypeError):
+                self.h_invalid += 1
+            else:
+                self.h_counts[flags] += 1
+
+    def merge(self, other: DataStats) -> None:
+        """Add the counts of ``other`` (the statistics of another part of the file)."""
+        self.rows += other.rows
+        for counter in ("kinds", "fields", "prompt_turns", "h_counts"):
+            getattr(self, counter).update(getattr(other, counter))
+        for part, lengths in other.lengths.items():
+            self.lengths[part].merge(lengths)
+        self.h_invalid += other.h_invalid
+        self.identical += other.identical
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,27 +172,42 @@ def record_kind(row: dict[str, Any]) -> str:
     return "other"
 
 
-def compute_stats(path: str | Path) -> DataStats:
-    """One pass over ``path``."""
+def compute_stats(
+    path: str | Path, *, workers: int | None = None, range_bytes: int | None = None
+) -> DataStats:
+    """One pass over ``path``.
+
+    A plain JSONL file of at least :data:`~prefopt.data.jsonl_ranges.MIN_PARALLEL_RANGES`
+    ranges of ``range_bytes`` is read by ``workers`` processes (default:
+    :func:`~prefopt.modeling.threads.choose_threads`), each counting its ranges; other
+    files, and small ones, by this process."""
     stats = DataStats(str(path))
-    for _, row in iter_rows(path):
-        stats.rows += 1
-        stats.fields.update(row.keys())
-        kind = record_kind(row)
-        stats.kinds[kind] += 1
-        for part in PARTS:
-            length = text_length(row.get(part))
-            if length is not None:
-                stats.lengths[part].add(length)
-        if kind == "conversational":
-            stats.prompt_turns[len(row["prompt"])] += 1
-        if "chosen" in row and row.get("chosen") == row.get("rejected"):
-            stats.identical += 1
-        if "h_w" in row or "h_l" in row:
-            try:
-                flags = (_FLAGS[row.get("h_w")], _FLAGS[row.get("h_l")])
-            except (KeyError, TypeError):
-                stats.h_invalid += 1
-            else:
-                stats.h_counts[flags] += 1
+    workers = choose_threads() if workers is None else workers
+    ranges = jsonl_ranges.parallel_plan(path, workers, range_bytes or jsonl_ranges.RANGE_BYTES)
+    if ranges is None:
+        for _, row in iter_rows(path):
+            stats.add_row(row)
+        return stats
+    stats.workers = min(workers, len(ranges))
+    for _, part in jsonl_ranges.map_ranges(path, ranges, _stats_range, stats.workers):
+        stats.merge(part)
+    if not stats.rows:
+        raise DataError(path, None, None, EMPTY_PROBLEM)
     return stats
+
+
+def _stats_range(path: str, first: int, lines: list[bytes]) -> tuple[bytes, DataStats]:
+    """A pool worker's part: the statistics of one range's lines (no output bytes)."""
+    stats = DataStats(path)
+    loads = orjson.loads
+    for offset, raw in enumerate(lines):
+        try:
+            row = loads(raw)
+        except orjson.JSONDecodeError:
+            if not raw.strip():
+                continue  # a blank line
+            row = parse_line(path, first + offset, raw)  # raises, located
+        if type(row) is not dict:
+            parse_line(path, first + offset, raw)  # raises, located
+        stats.add_row(row)
+    return b"", stats
