@@ -106,16 +106,17 @@ def measure(function) -> tuple[float, float, str]:
 
 
 def measure_process(
-    command: list[str], env: dict[str, str], output: Path, overwrite: bool
+    command: list[str], env: dict[str, str], output: Path, overwrite: bool, check: bool = True
 ) -> tuple[float, float, str]:
     """Wall-clock seconds of a whole process, start to exit, its CPU seconds (children
     included: a pool's workers count) and what it printed. Unless ``overwrite``, the
-    previous run's ``output`` is deleted first (untimed), as for a user's first run."""
+    previous run's ``output`` is deleted first (untimed), as for a user's first run. With
+    ``check``, a failing exit status raises."""
     if not overwrite:
         output.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter()
-    done = subprocess.run(command, check=True, env=env, stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(command, check=check, env=env, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - wall
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)

@@ -227,3 +227,51 @@ def test_truncating_every_prompt_is_warned_with_its_share(
         "--max-prompt-length 8" in result.output
     )
     assert "clean, but training would truncate pairs" in result.output
+
+
+# -- several processes ----------------------------------------------------------------------
+
+RANGE = 512  # bytes: a few lines a range, so a small file spans many ranges
+
+
+def test_several_processes_make_the_report_one_process_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every kind of problem in many small ranges, blank lines between, and duplicates of
+    pairs from far earlier ranges: the report (counts, the first examples with their lines,
+    flags) is the serial one."""
+    from prefopt.data import jsonl_ranges
+
+    lines = []
+    for copy in range(12):
+        lines += [good(100 + copy, h_w=0, h_l=1), "", *DIRTY]
+    source = write_lines(tmp_path / "many.jsonl", lines)
+    one = validate_file(source, workers=1, range_bytes=RANGE)
+    pools: list[int] = []
+    map_ranges = jsonl_ranges.map_ranges
+
+    def counted(path, ranges, work, workers):
+        pools.append(workers)
+        yield from map_ranges(path, ranges, work, workers)
+
+    monkeypatch.setattr(jsonl_ranges, "map_ranges", counted)
+    two = validate_file(source, workers=2, range_bytes=RANGE)
+    assert pools == [2]  # the pool did the work
+    assert two.to_dict() == one.to_dict()
+    assert two.to_dict()["examples"]["duplicate"] == one.to_dict()["examples"]["duplicate"]
+    # a copy is 12 rows; its 6 valid DIRTY pairs hold 5 distinct ones (good(1) twice), and
+    # every later copy repeats all 6 of them: 1 + 11 * 6 duplicates
+    assert two.rows == 12 * 12 and two.counts["duplicate"] == 1 + 11 * 6
+    assert two.examples["duplicate"][0].line == 9  # copy 1 is lines 1-13: good(1) at 3 and 9
+    assert two.examples["duplicate"][0].problem == "same pair as line 3"
+    assert two.examples["duplicate"][1].line == 16  # copy 2 is lines 14-26: good(1) at 16
+    assert two.examples["duplicate"][1].problem == "same pair as line 3"
+
+
+def test_several_processes_refuse_an_empty_file(tmp_path: Path) -> None:
+    from prefopt.errors import DataError
+
+    (tmp_path / "blank.jsonl").write_bytes(b"\n" * 4096)
+    for workers in (1, 2):
+        with pytest.raises(DataError, match="file is empty"):
+            validate_file(tmp_path / "blank.jsonl", workers=workers, range_bytes=RANGE)

@@ -166,7 +166,7 @@ def _flip_jsonl(
     ranges = jsonl_ranges.parallel_plan(path, workers, range_bytes)
     if ranges is not None:
         workers = min(workers, len(ranges))
-        for data, range_counts in jsonl_ranges.map_ranges(path, ranges, _flip_range, workers):
+        for _, data, range_counts in jsonl_ranges.map_ranges(path, ranges, _flip_range, workers):
             out.write(data)
             for code, count in enumerate(range_counts):
                 counts[code] += count

@@ -158,10 +158,11 @@ def map_ranges(
     ranges: list[tuple[int, int]],
     work: ChunkWork[tuple[bytes, T]],
     workers: int,
-) -> Iterator[tuple[bytes | memoryview, T]]:
-    """Yield ``work``'s ``(data, extra)`` for each range, in file order, computed by
-    ``workers`` processes; raise the first bad line in file order as a ``DataError`` with
-    its file line number.
+) -> Iterator[tuple[int, bytes | memoryview, T]]:
+    """Yield ``(first_line, data, extra)`` for each range, in file order, computed by
+    ``workers`` processes, where ``work`` returned ``(data, extra)`` and the range's lines
+    start at file line ``first_line`` (``work`` numbers them from 1); raise the first bad line
+    in file order as a ``DataError`` with its file line number.
 
     ``work`` must be a module-level function (it is sent to the workers by name). ``data``
     may be a view of shared memory that is reused once the caller asks for the next item:
@@ -204,8 +205,8 @@ def map_ranges(
                 assert slots is not None
                 offset = (taken % window) * slot_bytes
                 view = memoryview(slots)[offset : offset + data]
+            yield first_line, (data if view is None else view), extra
             first_line, taken = first_line + count, taken + 1
-            yield (data if view is None else view), extra
             if view is not None:
                 view.release()  # the caller has written it out: the slot is free again
                 view = None

@@ -189,7 +189,7 @@ def compute_stats(
             stats.add_row(row)
         return stats
     stats.workers = min(workers, len(ranges))
-    for _, part in jsonl_ranges.map_ranges(path, ranges, _stats_range, stats.workers):
+    for _, _, part in jsonl_ranges.map_ranges(path, ranges, _stats_range, stats.workers):
         stats.merge(part)
     if not stats.rows:
         raise DataError(path, None, None, EMPTY_PROBLEM)

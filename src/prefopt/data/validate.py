@@ -10,10 +10,17 @@ training would truncate or drop.
 
 Memory: about 100 bytes per row for duplicate detection, plus 12 bytes per row for token
 lengths; the records themselves are not kept.
+
+Without a tokenizer, a large plain JSONL file is checked by several processes, one range of
+lines each (:mod:`prefopt.data.jsonl_ranges`); the parent adds up their findings in file
+order and looks for duplicates across the whole file itself, so the report is the one a
+single process makes. With a tokenizer the file is read by one process: the tokenizer
+spreads its batches over the cores itself.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from array import array
 from collections import Counter
@@ -24,10 +31,12 @@ from typing import Any
 
 import orjson
 
+from prefopt.data import jsonl_ranges
 from prefopt.data.flip import h_value
-from prefopt.data.io import file_format, iter_jsonl_lines, iter_rows, parse_line
+from prefopt.data.io import EMPTY_PROBLEM, file_format, iter_jsonl_lines, iter_rows, parse_line
 from prefopt.data.records import is_conversational, validate_record
 from prefopt.errors import DataError
+from prefopt.modeling.threads import choose_threads
 
 #: Issue kinds, in report order, with what they mean.
 ISSUE_KINDS = {
@@ -132,6 +141,20 @@ class ValidationReport:
         if len(shown) < EXAMPLES_PER_KIND:
             shown.append(issue)
 
+    def merge(self, other: ValidationReport, line_shift: int) -> None:
+        """Add the findings of ``other``, the report on a later part of the file whose line
+        numbers are ``line_shift`` short of the file's (the examples stay the first ones)."""
+        self.rows += other.rows
+        self.record_kinds.update(other.record_kinds)
+        self.counts.update(other.counts)
+        self.h_counts.update(other.h_counts)
+        for kind, issues in other.examples.items():
+            shown = self.examples.setdefault(kind, [])
+            for issue in issues[: EXAMPLES_PER_KIND - len(shown)]:
+                shown.append(
+                    Issue(issue.kind, _shift(issue.line, line_shift), issue.field, issue.problem)
+                )
+
     def suggestions(self) -> list[str]:
         tips = []
         if self.counts["orientation"]:
@@ -158,9 +181,10 @@ class ValidationReport:
             "rows": self.rows,
             "record_kinds": dict(self.record_kinds),
             "issues": {kind: self.counts[kind] for kind in ISSUE_KINDS if self.counts[kind]},
-            "examples": {
-                kind: [issue.located(self.path) for issue in issues]
-                for kind, issues in self.examples.items()
+            "examples": {  # in report order, as "issues"
+                kind: [issue.located(self.path) for issue in self.examples[kind]]
+                for kind in ISSUE_KINDS
+                if kind in self.examples
             },
             "h_flags": {f"{hw},{hl}": n for (hw, hl), n in sorted(self.h_counts.items())},
             "suggestions": self.suggestions(),
@@ -196,6 +220,10 @@ def _rows_with_problems(path: str | Path, report: ValidationReport) -> Iterator[
             report.add(Issue("unreadable", line, exc.field, exc.problem))
 
 
+def _shift(line: int | None, by: int) -> int | None:
+    return None if line is None else line + by
+
+
 def _pair_digest(row: dict[str, Any]) -> bytes:
     key = orjson.dumps([row["prompt"], row["chosen"], row["rejected"]], option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(key, digest_size=8).digest()
@@ -207,9 +235,9 @@ def _check_row(
     path: str | Path,
     report: ValidationReport,
     extra_columns: Sequence[str],
-    seen: dict[bytes, int],
 ) -> bool:
-    """Record the issues of one row; True when it is a valid record (worth tokenizing)."""
+    """Record the issues of one row but duplicates (:func:`_check_duplicate`); True when it
+    is a valid record (worth tokenizing, and comparing with the others)."""
     valid = True
     try:
         validate_record(row, path, line, extra_columns)
@@ -221,10 +249,6 @@ def _check_row(
         report.record_kinds["conversational" if is_conversational(row) else "standard"] += 1
         if row["chosen"] == row["rejected"]:
             report.add(Issue("identical", line, "rejected", "identical to chosen"))
-        digest = _pair_digest(row)
-        first = seen.setdefault(digest, line)
-        if first != line:
-            report.add(Issue("duplicate", line, None, f"same pair as line {first}"))
     if "h_w" in row or "h_l" in row:
         try:
             flags = (h_value(row, "h_w", path, line), h_value(row, "h_l", path, line))
@@ -239,6 +263,14 @@ def _check_row(
     return valid
 
 
+def _check_duplicate(
+    digest: bytes, line: int, report: ValidationReport, seen: dict[bytes, int]
+) -> None:
+    first = seen.setdefault(digest, line)
+    if first != line:
+        report.add(Issue("duplicate", line, None, f"same pair as line {first}"))
+
+
 def validate_file(
     path: str | Path,
     extra_columns: Sequence[str] = (),
@@ -246,11 +278,32 @@ def validate_file(
     tokenizer_name: str = "",
     max_length: int | None = None,
     max_prompt_length: int | None = None,
+    *,
+    workers: int | None = None,
+    range_bytes: int | None = None,
 ) -> ValidationReport:
     """Check ``path``; see the module docstring. File-level problems (missing, empty,
-    truncated gzip) still raise."""
+    truncated gzip) still raise.
+
+    Without a tokenizer, a plain JSONL file of at least
+    :data:`~prefopt.data.jsonl_ranges.MIN_PARALLEL_RANGES` ranges of ``range_bytes`` is
+    checked by ``workers`` processes (default: :func:`~prefopt.modeling.threads.choose_threads`)."""
     report = ValidationReport(str(path))
     seen: dict[bytes, int] = {}
+    if tokenizer is None:
+        workers = choose_threads() if workers is None else workers
+        ranges = jsonl_ranges.parallel_plan(path, workers, range_bytes or jsonl_ranges.RANGE_BYTES)
+        if ranges is not None:
+            work = functools.partial(_validate_range, tuple(extra_columns))
+            for first, _, (part, digests) in jsonl_ranges.map_ranges(
+                path, ranges, work, min(workers, len(ranges))
+            ):
+                report.merge(part, first - 1)
+                for digest, line in digests:
+                    _check_duplicate(digest, line + first - 1, report, seen)
+            if not report.rows:
+                raise DataError(path, None, None, EMPTY_PROBLEM)
+            return report
     measurer = None
     if tokenizer is not None:
         from prefopt.data.tokenize import TokenizationSettings
@@ -266,11 +319,36 @@ def validate_file(
         measurer = _LengthMeasurer(tokenizer, settings, report.lengths, str(path))
     for line, row in _rows_with_problems(path, report):
         report.rows += 1
-        if _check_row(row, line, path, report, extra_columns, seen) and measurer is not None:
-            measurer.add(line, row)
+        if _check_row(row, line, path, report, extra_columns):
+            _check_duplicate(_pair_digest(row), line, report, seen)
+            if measurer is not None:
+                measurer.add(line, row)
     if measurer is not None:
         measurer.flush()
     return report
+
+
+def _validate_range(
+    extra_columns: Sequence[str], path: str, first: int, lines: list[bytes]
+) -> tuple[bytes, tuple[ValidationReport, list[tuple[bytes, int]]]]:
+    """A pool worker's part: the report on one range's lines (numbered from ``first``) and
+    the pair digests of its valid records with their lines, for the parent's duplicate
+    check across ranges. No output bytes."""
+    report = ValidationReport(path)
+    digests: list[tuple[bytes, int]] = []
+    for offset, raw in enumerate(lines):
+        if not raw.strip():
+            continue  # a blank line
+        line = first + offset
+        report.rows += 1
+        try:
+            row = parse_line(path, line, raw)
+        except DataError as exc:
+            report.add(Issue("unreadable", line, exc.field, exc.problem))
+            continue
+        if _check_row(row, line, path, report, extra_columns):
+            digests.append((_pair_digest(row), line))
+    return b"", (report, digests)
 
 
 class _LengthMeasurer:
