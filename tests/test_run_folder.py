@@ -175,14 +175,28 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(
         "--set", "model.precision=fp32", "-q",
     ]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while latest_checkpoint(out) is None:
-        assert proc.poll() is None, proc.communicate()[1].decode()
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # Ctrl-C as in a terminal: a test run started in the background of a script (`cmd &`
+        # without job control) ignores SIGINT, and a child inherits that, so the run would
+        # never see the signal (it trained on for 120 s in such a run of the suite).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while latest_checkpoint(out) is None:
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a failed test must not leave a training run behind
+            proc.kill()
+            proc.communicate()
     lines = stderr.decode().strip().splitlines()
     assert proc.returncode == 130, stderr.decode()
     assert "Traceback" not in stderr.decode()
