@@ -72,13 +72,13 @@ def compare_training(opts: argparse.Namespace, work: Path, env: dict[str, str]) 
     """The loop ratio (reference pass + training loop, timed inside each tool's process) and
     the whole-command ratio (``prefopt train`` vs the TRL script, start to exit), each repeat
     alternating which tool goes first."""
-    from prefopt.modeling.logprobs import resolve_bf16
+    from prefopt.modeling.precision import resolve_precision
 
     pairs = opts.steps * opts.batch
     common = {"model": opts.model_path, "steps": opts.steps, "batch": opts.batch}
     common.update(precision=opts.precision, output=work / "out")
     ours = {"layout": opts.layout, "reference": opts.reference_mode, "algorithm": "dpo"}
-    bf16 = resolve_bf16(opts.precision, {})
+    bf16 = resolve_precision(opts.precision, {}).bf16
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     whole: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for repeat in range(opts.repeats):

@@ -83,7 +83,7 @@ def worker_trl(opts: argparse.Namespace) -> dict[str, Any]:
     from trl import DPOTrainer
 
     from prefopt.cli.common import quiet_libraries
-    from prefopt.modeling.logprobs import resolve_bf16
+    from prefopt.modeling.precision import resolve_precision
 
     quiet_libraries()
     warm_imports()
@@ -99,7 +99,7 @@ def worker_trl(opts: argparse.Namespace) -> dict[str, Any]:
             reference["cpu_s"] += time.process_time() - cpu
 
     DPOTrainer._precompute_ref_logps = timed_precompute  # type: ignore[method-assign]
-    bf16 = resolve_bf16(opts.precision, {})
+    bf16 = resolve_precision(opts.precision, {}).bf16
     trainer = make_trainer(
         opts.model, opts.data, opts.output, opts.steps, opts.batch, bf16, opts.trl_precompute
     )

@@ -17,7 +17,7 @@ SETS = [
     "training.logging_steps=1",
     "training.save_strategy=no",
     "training.learning_rate=1e-3",
-    "model.precision=fp32",
+    "training.bf16=false",  # fp32, as a Hugging Face user asks for it (not model.precision)
 ]
 COMPARED = (
     "loss",
@@ -103,7 +103,7 @@ def test_two_processes_log_what_one_process_logs(
     assert single[-1]["loss"] != pytest.approx(single[0]["loss"], abs=1e-4)  # training moved
     for one, two in zip(single, double, strict=True):
         for key in COMPARED + ALGORITHM_METRICS[algorithm]:
-            assert two[key] == pytest.approx(one[key], abs=1e-5, rel=1e-5), (one["step"], key)
+            assert two[key] == pytest.approx(one[key], abs=1e-6, rel=1e-6), (one["step"], key)
     if algorithm == "beta-dpo":
         betas = [r["beta"] for r in double]
         assert len(set(betas)) == STEPS  # β moved every step, identically in both runs

@@ -44,7 +44,11 @@ class ModelConfig:
         metadata={"help": "Weights dtype: auto, float32, bfloat16 or float16."},
     )
     attn_implementation: str | None = field(
-        default="sdpa", metadata={"help": "Attention implementation (sdpa, eager, ...)."}
+        default="auto",
+        metadata={
+            "help": "Attention implementation: auto (the best the model supports: sdpa, "
+            "else eager), sdpa, eager, flash_attention_2, flex_attention."
+        },
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run model code from the hub (off unless asked)."}
@@ -69,8 +73,9 @@ class ModelConfig:
     precision: str = field(
         default="auto",
         metadata={
-            "help": "Compute precision: auto (bf16 autocast where the hardware does bf16 fast: "
-            "CUDA with bf16, CPUs with AMX; training.bf16/fp16 are kept if set), bf16 or fp32."
+            "help": "Compute precision: auto (an explicit training.bf16/fp16, true or false, "
+            "decides; if neither is set, bf16 autocast where the hardware does bf16 fast: "
+            "CUDA with bf16, CPUs with AMX-BF16), bf16, fp16 or fp32."
         },
     )
 
@@ -150,7 +155,6 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_steps": 500,
     "save_total_limit": 2,
     "seed": 42,
-    "bf16": False,
     "report_to": "none",
 }
 
@@ -413,6 +417,9 @@ def resolve_run_config(
         builder.apply_dotted({k: v for k, v in flags.items() if v is not None}, "command line")
     builder.apply_set_options(list(sets))
     config = builder.build()
+    from prefopt.precision_rules import explicit_precision
+
+    explicit_precision(config.model.precision, config.training)  # contradictions, before torch
     if config.model.gguf_file:  # one string for the file: what every later load reads back
         location = (config.model.name_or_path or "").rstrip("/")
         gguf_file = config.model.gguf_file

@@ -178,8 +178,9 @@ def load_examples(
 
 
 # -- training ------------------------------------------------------------------------------
-def build_sft_arguments(config: Any, quiet: bool) -> Any:
-    """TRL's ``SFTConfig`` from the run config's ``training`` section.
+def build_sft_arguments(config: Any, quiet: bool, precision: Any) -> Any:
+    """TRL's ``SFTConfig`` from the run config's ``training`` section, in the run's
+    ``precision`` (:func:`prefopt.training.run.settle_precision`, as for every algorithm).
 
     Keys the user did not set keep ``TrainingArguments``' meaning (SFTConfig turns gradient
     checkpointing on by default; prefopt leaves it off unless asked). Data preparation is
@@ -188,7 +189,10 @@ def build_sft_arguments(config: Any, quiet: bool) -> Any:
     import torch
     from trl import SFTConfig
 
+    from prefopt.modeling.precision import apply_precision
+
     values = dict(config.training)
+    apply_precision(values, precision, torch.cuda.is_available())
     values.setdefault("disable_tqdm", True)
     values.setdefault("dataloader_pin_memory", torch.cuda.is_available())
     values.setdefault("gradient_checkpointing", False)
@@ -259,17 +263,22 @@ def run_sft(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool 
 
     from prefopt.modeling.loading import load_model, load_tokenizer
     from prefopt.modeling.lora import apply_lora
+    from prefopt.modeling.precision import load_dtype_name
     from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
     from prefopt.training.run import (
         RunResult,
+        announce_precision,
         resolve_trainer_class,
         save_and_summarize,
         save_config,
+        settle_precision,
         starting_point,
     )
 
     train_source, checkpoint = starting_point(config, resume)
     output_dir = config.output_dir
+    precision = settle_precision(config)
+    announce_precision(precision, quiet)
 
     tokenizer = load_tokenizer(config.model)
     train_examples, dropped = load_examples(
@@ -280,16 +289,19 @@ def run_sft(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool 
         eval_examples, _ = load_examples(
             config.data.eval, config.data.eval_split, tokenizer, config
         )
-    args = build_sft_arguments(config, quiet)
+    args = build_sft_arguments(config, quiet, precision)
     set_seed(args.seed)  # the LoRA init draws random numbers: make it the run's seed
-    model = load_model(config.model)
+    model = load_model(
+        config.model, dtype=load_dtype_name(config.model.dtype, precision, config.lora is None)
+    )
     if config.lora is not None:
         model = apply_lora(model, config.lora)
         _record_absolute_base(model)
     output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, output_dir)
+    save_config(config, output_dir, precision)
 
-    callbacks: list[Any] = [MetricsJsonlCallback(output_dir)]
+    metrics_file = MetricsJsonlCallback(output_dir)
+    callbacks: list[Any] = [metrics_file]
     if not quiet:
         callbacks.append(
             ProgressDisplay(
@@ -309,6 +321,7 @@ def run_sft(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool 
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = save_and_summarize(trainer, output_dir, evaluate=bool(eval_examples))
+    metrics_file.add_to_summary({"precision": precision.mode, "precision_reason": precision.reason})
     return RunResult(output_dir, trainer.state.global_step, len(train_examples), dropped, final)
 
 

@@ -94,8 +94,13 @@ def load_tokenizer(config: ModelConfig) -> Any:
     return tokenizer
 
 
-def load_model(config: ModelConfig, for_training: bool = True) -> Any:
-    """The causal LM described by ``config`` (an adapter folder is merged into its base)."""
+def load_model(config: ModelConfig, for_training: bool = True, dtype: str | None = None) -> Any:
+    """The causal LM described by ``config`` (an adapter folder is merged into its base).
+
+    ``dtype`` overrides ``config.dtype`` with the run's decision (see
+    :func:`prefopt.modeling.precision.load_dtype_name`). ``attn_implementation: auto`` lets
+    transformers pick the best implementation the architecture supports (sdpa, else eager:
+    Gemma 2 has no sdpa path); an explicit one is passed on as it is."""
     from transformers import AutoModelForCausalLM
 
     source = check_model_source(config.name_or_path)
@@ -108,11 +113,11 @@ def load_model(config: ModelConfig, for_training: bool = True) -> Any:
         chain = resolve_chain(source)
     base, adapters = chain[0], chain[1:]
     kwargs: dict[str, Any] = {
-        "dtype": torch_dtype(config.dtype),
+        "dtype": torch_dtype(dtype or config.dtype),
         "trust_remote_code": config.trust_remote_code,
         "use_safetensors": True,
     }
-    if config.attn_implementation:
+    if config.attn_implementation and config.attn_implementation != "auto":
         kwargs["attn_implementation"] = config.attn_implementation
     if config.revision:
         kwargs["revision"] = config.revision

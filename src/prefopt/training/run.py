@@ -18,6 +18,7 @@ from prefopt.api import AlgorithmSpec
 from prefopt.config import RunConfig
 from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
 from prefopt.errors import UsageError
+from prefopt.modeling.precision import Precision
 from prefopt.training.checkpoints import latest_checkpoint
 from prefopt.training.run_folder import CONFIG_FILE, remove_run_outputs
 
@@ -122,7 +123,29 @@ def resolve_trainer_class(spec: AlgorithmSpec) -> type:
     return trainer_class
 
 
-def build_training_arguments(config: RunConfig, quiet: bool) -> Any:
+def settle_precision(config: RunConfig) -> Precision:
+    """Decide the run's compute precision once (:mod:`prefopt.modeling.precision`) and write
+    it into ``config.training`` (``bf16``/``fp16``), so ``prefopt_config.yaml`` records what
+    the run does and a resume does the same."""
+    from prefopt.modeling.precision import resolve_precision
+
+    precision = resolve_precision(config.model.precision, config.training)
+    config.training["bf16"] = precision.bf16
+    config.training["fp16"] = precision.fp16
+    return precision
+
+
+def announce_precision(precision: Precision, quiet: bool) -> None:
+    """One line on stderr when a run starts: the effective precision and why."""
+    from prefopt.training.launch import is_main_process
+
+    if not quiet and is_main_process():
+        from prefopt.console import console
+
+        console(stderr=True).print(f"precision: {precision.describe()}")
+
+
+def build_training_arguments(config: RunConfig, quiet: bool, precision: Precision) -> Any:
     from transformers import TrainingArguments
 
     values = dict(config.training)
@@ -133,13 +156,9 @@ def build_training_arguments(config: RunConfig, quiet: bool) -> Any:
     from prefopt.training.redaction import check_training_secrets
 
     check_training_secrets(values)
-    from prefopt.modeling.logprobs import resolve_bf16
+    from prefopt.modeling.precision import apply_precision
 
-    values["bf16"] = resolve_bf16(config.model.precision, values)
-    if config.model.precision == "fp32":
-        values["fp16"] = False
-    if values["bf16"] and not _has_cuda():
-        values.setdefault("use_cpu", True)  # TrainingArguments allows CPU bf16 only when told
+    apply_precision(values, precision, _has_cuda())
     if config.data.layout in ("auto", "packed"):  # similar lengths pack with little padding
         values.setdefault("train_sampling_strategy", "group_by_length")
     if quiet:
@@ -153,20 +172,42 @@ def build_training_arguments(config: RunConfig, quiet: bool) -> Any:
         raise UsageError(f"invalid training settings: {exc}") from None
 
 
-def build_model_and_reference(config: RunConfig, spec: AlgorithmSpec) -> tuple[Any, Any]:
-    """The trainable model and, for full fine-tuning with a reference, its frozen copy."""
+def build_model_and_reference(
+    config: RunConfig, spec: AlgorithmSpec, precision: Precision
+) -> tuple[Any, Any]:
+    """The trainable model and, for full fine-tuning with a reference, its frozen copy, each
+    loaded in the dtype that fits the precision and device
+    (:func:`prefopt.modeling.precision.load_dtype_name`)."""
     from prefopt.modeling.loading import load_model
     from prefopt.modeling.lora import apply_lora
+    from prefopt.modeling.precision import frozen_load_dtype_name, load_dtype_name
 
     if config.model.load_in_4bit and config.lora is None:
         raise UsageError("model.load_in_4bit trains LoRA adapters on a frozen 4-bit base: set lora")
-    model = load_model(config.model)
+    full = config.lora is None
+    model = load_model(config.model, dtype=load_dtype_name(config.model.dtype, precision, full))
     reference_model = None
     if config.lora is not None:
         model = apply_lora(model, config.lora)
     elif spec.needs_reference:
-        reference_model = load_model(config.model, for_training=False)
+        frozen_dtype = frozen_load_dtype_name(config.model.dtype, precision)
+        reference_model = load_model(config.model, for_training=False, dtype=frozen_dtype)
     return model, reference_model
+
+
+def self_check_lean_head(models: list[Any], batch: dict[str, Any]) -> None:
+    """Run the first-batch self-check (:mod:`prefopt.modeling.head_check`) on the policy; on a
+    disagreement every model of the run scores with full logits, and one notice says so."""
+    from prefopt.modeling.head_check import check_lean_head
+    from prefopt.modeling.logprobs import use_full_logits
+
+    outcome = check_lean_head(models[0], batch)
+    if outcome is None or outcome.agrees:
+        return
+    log.warning("%s", outcome.notice())
+    for model in models:
+        if model is not None:
+            use_full_logits(model)
 
 
 def train(
@@ -201,6 +242,8 @@ def train(
 
     train_source, checkpoint = starting_point(config, resume)
     output_dir = config.output_dir
+    precision = settle_precision(config)
+    announce_precision(precision, quiet)
 
     tokenizer = load_tokenizer(config.model)
     train_pairs, dropped = load_pairs(
@@ -213,16 +256,16 @@ def train(
         )
     timer.lap("tokenize")
 
-    args = build_training_arguments(config, quiet)
+    args = build_training_arguments(config, quiet, precision)
     from transformers import set_seed
 
     set_seed(args.seed)  # new weights (LoRA) start the same in every run and every process
-    model, reference_model = build_model_and_reference(config, spec)
+    model, reference_model = build_model_and_reference(config, spec, precision)
     timer.lap("model")
     if replace_old_run:  # only now: a run that fails to load its data or model loses nothing
         remove_run_outputs(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, output_dir)
+    save_config(config, output_dir, precision)
 
     from prefopt.data.collate import choose_layout, make_collator, pair_length
 
@@ -266,6 +309,8 @@ def train(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # ProgressDisplay prints instead
+    if not args.deepspeed:  # ZeRO-3 weights are partitioned until the engine runs the model
+        self_check_lean_head([trainer.model, reference_model], collator(train_pairs[:2]))
     if args.bf16:  # every forward runs under autocast: round frozen weights once, not per step
         import torch
 
@@ -300,7 +345,9 @@ def train(
         final = save_and_summarize(trainer, output_dir, evaluate=bool(eval_pairs), timer=timer)
     finish_wandb_run(wandb_run)
     timing = timer.summary()
-    metrics_file.add_to_summary({"timing": timing})
+    metrics_file.add_to_summary(
+        {"precision": precision.mode, "precision_reason": precision.reason, "timing": timing}
+    )
     steps = trainer.state.global_step
     return RunResult(output_dir, steps, len(train_pairs), dropped, final, timing)
 
@@ -350,12 +397,14 @@ def starting_point(config: RunConfig, resume: bool) -> tuple[str, Path | None]:
     return config.data.train, checkpoint
 
 
-def save_config(config: RunConfig, output_dir: Path) -> Path:
-    """Write the resolved config, secrets (tokens, keys) replaced by ``<redacted>``."""
+def save_config(config: RunConfig, output_dir: Path, precision: Precision | None = None) -> Path:
+    """Write the resolved config, secrets (tokens, keys) replaced by ``<redacted>``; the
+    effective precision and its reason head the file as a comment."""
     from prefopt.training.redaction import redacted_config_yaml
 
     path = output_dir / CONFIG_FILE
     temporary = path.with_suffix(f".yaml.{os.getpid()}.tmp")  # data-parallel workers all write it
-    temporary.write_text(redacted_config_yaml(config), encoding="utf-8")
+    header = f"# precision: {precision.describe()}\n" if precision is not None else ""
+    temporary.write_text(header + redacted_config_yaml(config), encoding="utf-8")
     os.replace(temporary, path)
     return path
