@@ -2,13 +2,16 @@
 
 For hidden states ``h`` (k, H), head weight ``W`` (V, H), optional bias ``b`` and targets ``t``:
 
-    z = h Wᵀ + b                      (k, V), computed in the compute dtype, read in fp32 (or fp64)
+    u = h Wᵀ + b                      (k, V), computed in the compute dtype, read in fp32 (or fp64)
+    z = f(u)                          the model's own logit transform (scaling, soft-capping;
+                                      :mod:`prefopt.modeling.logit_transform`), identity for most
     out_i = z_i[t_i] − logsumexp(z_i)
 
 and with ``g`` the incoming gradient (k,), ``softmax(z_i) = exp(z_i − logsumexp(z_i))``:
 
     ∂out/∂z = g ⊙ (onehot(t) − softmax(z))          (k, V)
-    ∂h = (∂out/∂z) W,   ∂W = (∂out/∂z)ᵀ h,   ∂b = Σ_i (∂out/∂z)_i
+    ∂out/∂u = ∂out/∂z ⊙ f′(u)
+    ∂h = (∂out/∂u) W,   ∂W = (∂out/∂u)ᵀ h,   ∂b = Σ_i (∂out/∂u)_i
 
 The forward keeps only ``h`` and the (k,) logsumexp; the backward recomputes ``z`` once and turns
 it into the gradient in place. Compared with checkpointing ``log_softmax`` + ``gather`` under
@@ -24,6 +27,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from prefopt.modeling.logit_transform import LogitTransform
+
+IDENTITY = LogitTransform()
 
 
 def compute_dtype(hidden: torch.Tensor) -> torch.dtype:
@@ -55,23 +62,29 @@ class HeadLogProbs(torch.autograd.Function):
         bias: torch.Tensor | None,
         targets: torch.Tensor,
         dtype: torch.dtype,
+        transform: LogitTransform = IDENTITY,
     ) -> torch.Tensor:
-        logits = _logits(hidden, weight, bias, dtype)
+        logits = transform.apply(_logits(hidden, weight, bias, dtype))
         logsumexp = torch.logsumexp(logits, dim=-1)
         picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         ctx.save_for_backward(hidden, weight, bias, targets, logsumexp)
         ctx.dtype = dtype
+        ctx.transform = transform
         return picked - logsumexp
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         hidden, weight, bias, targets, logsumexp = ctx.saved_tensors
-        dtype = ctx.dtype
+        dtype, transform = ctx.dtype, ctx.transform
         # softmax(z) in place of the recomputed logits, then g ⊙ (onehot − softmax).
-        dlogits = _logits(hidden, weight, bias, dtype)
+        dlogits = transform.apply(_logits(hidden, weight, bias, dtype))
+        slope = None if transform.is_identity else transform.derivative(dlogits)
         grad = grad.to(dlogits.dtype).unsqueeze(-1)
         dlogits.sub_(logsumexp.unsqueeze(-1)).exp_().mul_(-grad)
         dlogits.scatter_add_(-1, targets.unsqueeze(-1), grad)
+        if slope is not None:  # back through the transform: ∂out/∂u = ∂out/∂z ⊙ f′(u)
+            dlogits.mul_(slope)
+            del slope
         grad_hidden = grad_weight = grad_bias = None
         if bias is not None and ctx.needs_input_grad[2]:
             grad_bias = dlogits.sum(0).to(bias.dtype)
@@ -82,9 +95,16 @@ class HeadLogProbs(torch.autograd.Function):
                 grad_hidden = (dlogits_c @ weight.to(dtype)).to(hidden.dtype)
             if ctx.needs_input_grad[1]:
                 grad_weight = (dlogits_c.t() @ hidden.to(dtype)).to(weight.dtype)
-        return grad_hidden, grad_weight, grad_bias, None, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None
 
 
-def linear_head_logps(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor) -> Any:
+def linear_head_logps(
+    head: torch.nn.Linear,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    transform: LogitTransform = IDENTITY,
+) -> Any:
     """:class:`HeadLogProbs` for an ``nn.Linear`` head, in the dtype autocast would use."""
-    return HeadLogProbs.apply(hidden, head.weight, head.bias, targets, compute_dtype(hidden))
+    return HeadLogProbs.apply(
+        hidden, head.weight, head.bias, targets, compute_dtype(hidden), transform
+    )

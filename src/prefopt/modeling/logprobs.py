@@ -12,17 +12,24 @@ the K predicting positions only, inside the model's call (so under the same auto
 model's own head), in chunks of about ``CHUNK_ELEMENTS / vocab`` tokens. Under autograd a
 chunk keeps no logits (a linear head has a hand-written backward in
 :mod:`prefopt.modeling.head_logprobs`; other heads are checkpointed), so memory for logits is one
-chunk × vocabulary, not rows × width × vocabulary; the backward recomputes a chunk's logits. Models
-whose head does more than a projection (logit soft-capping or scaling) or that lack the
-``get_decoder``/``logits_to_keep`` surface take the full-logits path, which gives the same
-numbers. The logsumexp is taken in fp32; per-sequence sums are returned in fp64: a sum of
-hundreds of token log-probs loses its last digits in fp32, and the (N,) vectors are tiny.
+chunk × vocabulary, not rows × width × vocabulary; the backward recomputes a chunk's logits. A
+head that does more than a projection gets the model's own transform applied after it (Granite's
+logit scaling, Cohere's logit scale, Gemma 2/3's soft-capping: see
+:mod:`prefopt.modeling.logit_transform`). Models that lack the ``get_decoder``/``logits_to_keep``
+surface, announce a scaling prefopt cannot interpret, or failed the first-batch self-check
+(:func:`use_full_logits`, :mod:`prefopt.modeling.head_check`) take the full-logits path, which
+gives the same numbers. The logsumexp is taken in fp32; per-sequence sums are returned in fp64:
+a sum of hundreds of token log-probs loses its last digits in fp32, and the (N,) vectors are
+tiny.
 """
 
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any
+
+from prefopt.modeling.logit_transform import LogitTransform, logit_transform
 
 #: Logit elements per LM-head chunk (16M floats = 64 MB in fp32).
 CHUNK_ELEMENTS = 1 << 24
@@ -76,18 +83,28 @@ def unwrap(model: Any) -> Any:
     return model
 
 
-def _lean_parts(model: Any) -> tuple[Any, Any] | None:
-    """``(backbone, lm_head)`` when the lean path applies to ``model``, else ``None``."""
+#: Models whose lean path disagreed with their own forward (see :func:`use_full_logits`).
+_FULL_LOGITS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def use_full_logits(model: Any) -> None:
+    """Score ``model`` (and anything wrapping it) through its own full-logits forward from now
+    on: its lean path disagreed with that forward in the first-batch self-check."""
+    _FULL_LOGITS.add(unwrap(model))
+
+
+def lean_path_parts(model: Any) -> tuple[Any, Any, LogitTransform] | None:
+    """``(backbone, lm_head, transform)`` when the lean path applies to ``model``, else
+    ``None`` (the full-logits path)."""
     inner = unwrap(model)
     config = getattr(inner, "config", None)
     get_decoder = getattr(inner, "get_decoder", None)
     get_head = getattr(inner, "get_output_embeddings", None)
-    if config is None or get_decoder is None or get_head is None:
+    if config is None or get_decoder is None or get_head is None or inner in _FULL_LOGITS:
         return None
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if getattr(text_config, "final_logit_softcapping", None) or getattr(
-        text_config, "logit_scale", None
-    ) not in (None, 1, 1.0):
+    transform = logit_transform(text_config)
+    if transform is None:
         return None
     try:
         parameters = inspect.signature(type(inner).forward).parameters
@@ -98,7 +115,7 @@ def _lean_parts(model: Any) -> tuple[Any, Any] | None:
     backbone, head = get_decoder(), get_head()
     if backbone is None or head is None or backbone is inner:
         return None
-    return backbone, head
+    return backbone, head, transform
 
 
 def model_inputs(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
@@ -121,16 +138,27 @@ def model_inputs(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def head_logps(head: Any, hidden: Any, targets: Any) -> Any:
-    """``log p(target)`` for each row of ``hidden`` (k, H) through ``head``; fp32 (k,)."""
+def head_logps(
+    head: Any, hidden: Any, targets: Any, transform: LogitTransform | None = None
+) -> Any:
+    """``log p(target)`` for each row of ``hidden`` (k, H) through ``head`` and the model's
+    logit ``transform``; fp32 (k,)."""
     import torch
 
     logits = head(hidden).float()
+    if transform is not None and not transform.is_identity:
+        logits = transform.apply(logits)
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def chunked_head_logps(head: Any, hidden: Any, targets: Any, vocab_size: int) -> Any:
+def chunked_head_logps(
+    head: Any,
+    hidden: Any,
+    targets: Any,
+    vocab_size: int,
+    transform: LogitTransform | None = None,
+) -> Any:
     """:func:`head_logps` in chunks of about ``CHUNK_ELEMENTS`` logits.
 
     A plain ``nn.Linear`` head goes through :class:`~prefopt.modeling.head_logprobs.HeadLogProbs`
@@ -144,15 +172,18 @@ def chunked_head_logps(head: Any, hidden: Any, targets: Any, vocab_size: int) ->
 
     score: Any
     if type(head) is torch.nn.Linear:
-        from prefopt.modeling.head_logprobs import linear_head_logps
+        from prefopt.modeling.head_logprobs import IDENTITY, linear_head_logps
 
-        score = functools.partial(linear_head_logps, head)
+        score = functools.partial(linear_head_logps, head, transform=transform or IDENTITY)
     elif torch.is_grad_enabled() and (
         hidden.requires_grad or any(p.requires_grad for p in head.parameters())
     ):
-        score = functools.partial(checkpoint, head_logps, head, use_reentrant=False)
+
+        def score(hidden: Any, targets: Any) -> Any:
+            return checkpoint(head_logps, head, hidden, targets, transform, use_reentrant=False)
+
     else:
-        score = functools.partial(head_logps, head)
+        score = functools.partial(head_logps, head, transform=transform)
     size = max(1, CHUNK_ELEMENTS // max(1, vocab_size))
     pieces = [
         score(hidden[start : start + size], targets[start : start + size])
@@ -163,22 +194,23 @@ def chunked_head_logps(head: Any, hidden: Any, targets: Any, vocab_size: int) ->
     return torch.cat(pieces)
 
 
-def sequence_logps(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+def sequence_logps(model: Any, batch: dict[str, Any], lean: bool = True) -> tuple[Any, Any]:
     """Run ``model`` on a batch of any layout; per-sequence completion log-probs and lengths.
 
     Returns ``(logps (S,) fp64, lengths (S,))`` where S is the number of output sequences (2B
-    for a batch of B pairs: chosen first, then rejected).
+    for a batch of B pairs: chosen first, then rejected). ``lean=False`` takes the model's own
+    full-logits forward (the self-check's yardstick).
     """
     import torch
 
     rows, positions, targets, index, sequences = score_vectors(batch)
     kwargs = model_inputs(model, batch)
-    lean = _lean_parts(model)
-    if lean is None:
+    parts = lean_path_parts(model) if lean else None
+    if parts is None:
         logits = model(**kwargs, use_cache=False).logits
         token_logps = head_logps(torch.nn.Identity(), logits[rows, positions], targets)
     else:
-        backbone, head = lean
+        backbone, head, transform = parts
         vocab = int(getattr(head, "out_features", 0) or unwrap(model).config.vocab_size)
         scored: list[Any] = []
 
@@ -186,7 +218,9 @@ def sequence_logps(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
         # model's forward (accelerate's mixed precision), like the model's own LM head.
         def score_hidden(module: Any, args: Any, output: Any) -> None:
             hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
-            scored.append(chunked_head_logps(head, hidden[rows, positions], targets, vocab))
+            scored.append(
+                chunked_head_logps(head, hidden[rows, positions], targets, vocab, transform)
+            )
 
         handle = backbone.register_forward_hook(score_hidden)
         try:
@@ -201,41 +235,6 @@ def sequence_logps(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
 
 
 # -- precision -----------------------------------------------------------------------------
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def fast_bf16_available() -> bool:
-    """Whether bf16 matmuls are fast here: a CUDA GPU with bf16, or a CPU with AMX-BF16."""
-    import torch
-
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            return "amx_bf16" in handle.read()
-    except OSError:
-        return False
-
-
-def resolve_bf16(precision: str, training: dict[str, Any]) -> bool:
-    """Whether to train under bf16 autocast for ``model.precision`` and the ``training`` keys.
-
-    ``bf16``/``fp32`` decide; ``auto`` keeps an explicit ``training.bf16``/``fp16: true`` and
-    otherwise picks bf16 where :func:`fast_bf16_available`.
-    """
-    if precision not in PRECISIONS:
-        from prefopt.errors import ConfigError
-
-        raise ConfigError(
-            f"model.precision must be one of {', '.join(PRECISIONS)}, got '{precision}'"
-        )
-    if precision != "auto":
-        return precision == "bf16"
-    if training.get("bf16") or training.get("fp16"):
-        return bool(training.get("bf16"))
-    return fast_bf16_available()
-
-
 def cast_frozen_linears(model: Any, dtype: Any) -> int:
     """Store the weights of frozen plain ``nn.Linear`` layers in ``dtype``; returns how many.
 
