@@ -180,3 +180,18 @@ def test_a_run_on_a_disagreeing_model_trains_on_its_own_logprobs(
     with torch.no_grad():
         own, _ = sequence_logps(model, PaddedCollator(tokenizer.pad_token_id)(pairs), lean=False)
     assert first["logps/chosen"] == pytest.approx(float(own[:4].mean()), abs=1e-4)
+
+
+def test_offline_scoring_runs_the_same_check(tiny_model: Path) -> None:
+    """``prefopt eval`` scores pairs through ``pair_logps``: a disagreeing model is scored with
+    its own full logits there too."""
+    from prefopt.eval.scoring import pair_logps
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = TweakedLlama.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    rows = synthetic_pairs(3, seed=2)
+    pairs, _ = tokenize_pairs(enumerate(rows, 1), tokenizer, TokenizationSettings())
+    with torch.no_grad():
+        own, _ = sequence_logps(model, PaddedCollator(tokenizer.pad_token_id)(pairs), lean=False)
+    chosen, rejected = pair_logps(model, pairs, tokenizer.pad_token_id)
+    assert torch.allclose(torch.cat([chosen, rejected]).double(), own, atol=1e-5)

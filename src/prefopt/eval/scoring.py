@@ -1,17 +1,23 @@
 """Score preference pairs under a model: summed completion log-probs, batched, no gradients.
 
 These are the same numbers training uses (same tokenization, EOS included, same layout), so
-an offline margin equals the margin the loss saw.
+an offline margin equals the margin the loss saw. The first batch goes through the same
+self-check as a training run (:mod:`prefopt.modeling.head_check`): a model whose lean LM-head
+path disagrees with its own forward is scored with full logits, with one notice.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from prefopt.data.collate import PaddedCollator
 from prefopt.data.tokenize import TokenizedPair
-from prefopt.modeling.logprobs import sequence_logps
+from prefopt.modeling.head_check import check_lean_head
+from prefopt.modeling.logprobs import sequence_logps, use_full_logits
+
+log = logging.getLogger("prefopt")
 
 
 def pair_logps(
@@ -37,6 +43,11 @@ def pair_logps(
                 chunk = pairs[start : start + batch_size]
                 batch = collator(chunk)
                 inputs = {k: v.to(device) for k, v in batch.items() if k != "extras"}
+                if start == 0:
+                    outcome = check_lean_head(model, inputs)
+                    if outcome is not None and not outcome.agrees:
+                        log.warning("%s", outcome.notice())
+                        use_full_logits(model)
                 logps, _ = sequence_logps(model, inputs)
                 half = len(chunk)
                 chosen.append(logps[:half].float().cpu())
