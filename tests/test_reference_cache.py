@@ -25,7 +25,7 @@ from prefopt.training.reference_cache import (
     compute_reference_logps,
     model_fingerprint,
     reference_key,
-    use_cache,
+    reference_plan,
 )
 
 
@@ -131,14 +131,62 @@ def test_cached_values_equal_the_online_reference(tiny_model: Path) -> None:
     assert model.training  # eval mode only for the pass
 
 
-def test_auto_mode_caches_when_the_run_covers_the_data() -> None:
-    assert use_cache("auto", planned_pairs=64, train_pairs=64, entry_exists=False)
-    assert not use_cache("auto", planned_pairs=24, train_pairs=64, entry_exists=False)
-    assert use_cache("auto", planned_pairs=24, train_pairs=64, entry_exists=True)
-    assert use_cache("cached", planned_pairs=1, train_pairs=64, entry_exists=False)
-    assert not use_cache("online", planned_pairs=640, train_pairs=64, entry_exists=True)
+def test_what_each_mode_plans() -> None:
+    assert reference_plan("auto", entry_exists=False) == "fill"  # from the first epoch
+    assert reference_plan("auto", entry_exists=True) == "attach"
+    assert reference_plan("cached", entry_exists=False) == "attach"  # a separate pass first
+    assert reference_plan("online", entry_exists=True) == "online"
     with pytest.raises(Exception, match="reference.mode"):
-        use_cache("sometimes", 1, 1, False)
+        reference_plan("sometimes", False)
+
+
+def test_auto_fills_the_cache_from_the_first_epochs_own_reference(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bf16 autocast, the default reference mode, two epochs of 2 steps: no separate pass;
+    step 1 is exactly ln 2 (the reference ran in the policy's own batch); the entry is written
+    after epoch 1 from those values, epoch 2 reads them (no reference forward), and a second run
+    starts from the entry with the same step-1 numbers."""
+    import json
+
+    import prefopt.training.reference_cache as module
+    from prefopt.training.reference import DisabledAdapterReference
+
+    passes: list[int] = []
+    monkeypatch.setattr(module, "compute_reference_logps", lambda pairs, *a, **k: passes.append(1))
+    forwards: list[int] = []
+    real_logps = DisabledAdapterReference.logps
+
+    def counting(self, policy, inputs, logps_fn):  # type: ignore[no-untyped-def]
+        forwards.append(int(inputs["input_ids"].shape[0]))
+        return real_logps(self, policy, inputs, logps_fn)
+
+    monkeypatch.setattr(DisabledAdapterReference, "logps", counting)
+    rows = synthetic_pairs(8, seed=3, with_h_flags=True)
+    sets = [
+        f"reference.cache_dir={tmp_path / 'cache'}",
+        "model.precision=bf16",
+        "training.learning_rate=1e-3",
+    ]
+    first = train_one_step(
+        "dpo", tiny_model, tmp_path / "a", rows=rows, pairs=4, steps=4, sets=sets
+    )
+    assert passes == []  # no separate reference pass
+    assert len(forwards) == 2  # epoch 1 only: epoch 2 read the values filled from it
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-7)
+    assert first["rewards/margins"] == 0.0
+    entries = list((tmp_path / "cache" / "reference").glob("*.npz"))
+    assert len(entries) == 1
+    with np.load(entries[0]) as data:
+        assert json.loads(bytes(data["meta"]).decode())["filled_from"] == "training"
+        assert data["logps"].shape == (8, 2)
+
+    forwards.clear()
+    second = train_one_step(
+        "dpo", tiny_model, tmp_path / "b", rows=rows, pairs=4, steps=4, sets=sets
+    )
+    assert forwards == [] and passes == []  # read from the entry
+    assert second["loss"] == pytest.approx(math.log(2), abs=1e-7)  # same batches, same numbers
 
 
 def test_training_reuses_the_cache(tiny_model: Path, tmp_path: Path, monkeypatch) -> None:

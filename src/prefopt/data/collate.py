@@ -16,7 +16,8 @@ The prefix-shared and packed batches carry ``position_ids``, per-token ``segment
 vectors: ``score_rows``/``score_positions`` (the hidden state that predicts the token),
 ``score_targets`` (the token id) and ``score_index`` (output sequence: pair ``i``'s chosen is
 ``i``, its rejected ``B + i``). All layouts carry per-pair ``extras`` as float tensors of shape
-(B,) and, when every pair has cached reference log-probs, ``reference_logps`` (2B,) float64.
+(B,) and, when every pair has cached reference log-probs, ``reference_logps`` (2B,) float64;
+when every pair knows its place in the data set, ``pair_index`` (B,).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def _common(
         chosen = [reference[0] for reference in references if reference is not None]
         rejected = [reference[1] for reference in references if reference is not None]
         batch["reference_logps"] = torch.tensor(chosen + rejected, dtype=torch.float64)
+    indices = [pair.index for pair in pairs]
+    if indices and all(index is not None for index in indices):
+        batch["pair_index"] = torch.tensor(indices, dtype=torch.long)
 
 
 class PaddedCollator:

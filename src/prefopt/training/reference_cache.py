@@ -15,9 +15,12 @@ Epochs, resumed runs and every job of a sweep over the same model and data reuse
 entry that does not load, has the wrong shape or fails its checksum is reported, removed and
 computed again.
 
-``reference.mode``: ``online`` recomputes reference log-probs in every step; ``cached`` uses
-this cache; ``auto`` uses it when the run's steps cover the data at least once or the entry
-already exists (a 3-step smoke run on a large file would otherwise pay for a full pass).
+``reference.mode``: ``online`` recomputes reference log-probs in every step; ``cached`` fills
+a missing entry with a separate pass before training (so a full fine-tuning run can drop its
+frozen copy at once); ``auto`` reads an existing entry, and otherwise computes the reference
+online in the first epoch and fills the entry from those very values
+(:mod:`prefopt.training.reference_fill`): same batches, same numerics, so step 0's loss is
+ln 2 under bf16 too, and a run shorter than an epoch pays for nothing it does not use.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import time
 import zipfile
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ from prefopt.data.prep_cache import (
 )
 from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
 from prefopt.errors import ConfigError
+from prefopt.training.reference_fill import ReferenceFill
 
 log = logging.getLogger("prefopt")
 
@@ -280,11 +285,24 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def use_cache(mode: str, planned_pairs: float, train_pairs: int, entry_exists: bool) -> bool:
-    """Whether ``mode`` means cached reference log-probs for this run."""
-    if check_mode(mode) != "auto":
-        return mode == "cached"
-    return entry_exists or planned_pairs >= train_pairs
+def reference_plan(mode: str, entry_exists: bool) -> str:
+    """What ``mode`` means for a run whose training entry exists or not: ``online`` (no cache),
+    ``attach`` (read the entries, computing missing ones in a separate pass) or ``fill`` (the
+    first epoch's online reference fills the entry)."""
+    if check_mode(mode) == "online":
+        return "online"
+    if mode == "cached" or entry_exists:
+        return "attach"
+    return "fill"
+
+
+@dataclass
+class ReferencePlan:
+    """How a run gets its reference log-probs: ``attached`` when every training pair carries
+    cached values (the reference model can go), ``fill`` to hand to the trainer otherwise."""
+
+    attached: bool = False
+    fill: ReferenceFill | None = None
 
 
 def provide(
@@ -297,14 +315,13 @@ def provide(
     logps_fn: Callable[[dict[str, Any]], Any],
     collator: Callable[[Sequence[TokenizedPair]], dict[str, Any]],
     args: Any,
-    planned_pairs: float,
     root: str | Path | None = None,
     quiet: bool = False,
-) -> bool:
-    """Attach cached reference log-probs to every pair of ``datasets`` when ``mode`` asks for
-    it (computing and storing missing entries); returns whether the cache is used."""
+) -> ReferencePlan:
+    """Attach cached reference log-probs to the pairs of ``datasets`` as ``mode`` asks
+    (:func:`reference_plan`), or plan to fill the training entry from the first epoch."""
     if check_mode(mode) == "online" or not datasets.get("train"):
-        return False
+        return ReferencePlan()
     cache = ReferenceCache(root)
     precision = "bf16" if args.bf16 else ("fp16" if args.fp16 else "fp32")
     identity = model_id()
@@ -312,9 +329,21 @@ def provide(
         name: reference_key(identity, tokenizer, pairs, settings, precision)
         for name, pairs in datasets.items()
     }
-    exists = cache.path(keys["train"]).is_file()
-    if not use_cache(mode, planned_pairs, len(datasets["train"]), exists):
-        return False
+    plan = reference_plan(mode, cache.path(keys["train"]).is_file())
+    if plan == "fill":
+        train = datasets["train"]
+
+        def store(values: Any) -> None:
+            if args.should_save:  # one process writes the entry
+                meta = {"pairs": len(train), "precision": precision, "filled_from": "training"}
+                cache.save(keys["train"], values, meta)
+            attach(train, values)
+
+        if "eval" in datasets:  # an existing eval entry still serves; else eval runs online
+            values = cache.load(keys["eval"], len(datasets["eval"]))
+            if values is not None:
+                attach(datasets["eval"], values)
+        return ReferencePlan(fill=ReferenceFill(len(train), store))
     batch_size = max(args.per_device_train_batch_size, args.per_device_eval_batch_size)
     for name, pairs in datasets.items():
         with args.main_process_first(desc=f"reference log-probs ({name})"):
@@ -340,7 +369,7 @@ def provide(
                     path,
                 )
         attach(pairs, values)
-    return True
+    return ReferencePlan(attached=True)
 
 
 def provide_for_run(
@@ -350,7 +379,7 @@ def provide_for_run(
     train_pairs: list[TokenizedPair],
     eval_pairs: list[TokenizedPair] | None,
     quiet: bool = False,
-) -> bool:
+) -> ReferencePlan:
     """:func:`provide` for a built trainer: its reference, log-prob function and collator."""
     from prefopt.modeling.logprobs import unwrap
 
@@ -359,11 +388,6 @@ def provide_for_run(
     base = getattr(reference, "model", None)
     if base is None:
         base = unwrap(trainer.model)
-    if args.max_steps > 0:
-        planned = float(args.max_steps * args.per_device_train_batch_size)
-        planned *= args.gradient_accumulation_steps * args.world_size
-    else:
-        planned = args.num_train_epochs * len(train_pairs)
     datasets = {"train": train_pairs}
     if eval_pairs:
         datasets["eval"] = eval_pairs
@@ -378,7 +402,6 @@ def provide_for_run(
         logps_fn=lambda batch: reference.logps(trainer.model, batch, trainer.policy_logps),
         collator=trainer.data_collator,
         args=args,
-        planned_pairs=planned,
         root=config.reference.cache_dir,
         quiet=quiet,
     )

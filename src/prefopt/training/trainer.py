@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from prefopt.api import LossContext, LossOutput, PreferenceBatch
 from prefopt.modeling.logprobs import sequence_logps
 from prefopt.training.guards import check_loss
 from prefopt.training.reference import ReferenceModel
+from prefopt.training.reference_fill import ReferenceFill, gather_objects
 
 LOSS_STATE_FILE = "prefopt_loss_state.json"
 
@@ -55,6 +56,9 @@ class PreferenceTrainer(Trainer):
         disable_dropout(self.model)
         self.loss_fn = make_loss(self.loss_context())
         self.reference = reference
+        #: Records the first epoch's online reference log-probs for the cache (run.py sets it).
+        self.reference_fill: ReferenceFill | None = None
+        self.add_callback(_CompleteReferenceFill(self))
         self.extra_columns = tuple(extra_columns)
         self._metric_sums: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
@@ -73,6 +77,19 @@ class PreferenceTrainer(Trainer):
 
         self.reference = None
         gc.collect()
+
+    def complete_reference_fill(self) -> None:
+        """At an epoch's end: once the recorded reference log-probs cover the training data
+        (every process's share), they go into the cache and onto the pairs; later batches carry
+        them, and the reference model is dropped when nothing else needs it."""
+        fill = self.reference_fill
+        if fill is None or not fill.complete(gather_objects):
+            return
+        self.reference_fill = None
+        # Data loader workers hold their own copies of the pairs, and eval pairs may still need
+        # the reference: keep it unless every later batch is sure to carry cached values.
+        if self.eval_dataset is None and self.args.dataloader_num_workers == 0:
+            self.release_reference()
 
     def _shard_reference(self) -> None:
         # Under FSDP2 a frozen copy held whole by every process would cost more than the
@@ -146,6 +163,8 @@ class PreferenceTrainer(Trainer):
             # Same autocast as the policy (a frozen copy is not wrapped by accelerate).
             with self.accelerator.autocast():
                 reference_logps = self.reference.logps(model, inputs, self.policy_logps)
+            if self.reference_fill is not None and model.training and "pair_index" in inputs:
+                self.reference_fill.record(inputs["pair_index"], reference_logps)
             if not self._fsdp_dtypes_fixed:
                 self._fix_fsdp_gradient_dtypes(model)
         logps, lengths = self.policy_logps(model, inputs)
@@ -283,6 +302,17 @@ class PreferenceTrainer(Trainer):
                 with open(path, encoding="utf-8") as handle:
                     load_state(json.load(handle))
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+
+class _CompleteReferenceFill(TrainerCallback):
+    """Calls :meth:`PreferenceTrainer.complete_reference_fill` at every epoch's end (every
+    process reaches it, so the values can be gathered there)."""
+
+    def __init__(self, trainer: PreferenceTrainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.complete_reference_fill()
 
 
 class EpochLengthGroupedSampler(LengthGroupedSampler):
