@@ -142,7 +142,7 @@ def announce_precision(precision: Precision, quiet: bool) -> None:
     if not quiet and is_main_process():
         from prefopt.console import console
 
-        console(stderr=True).print(f"precision: {precision.describe()}")
+        console(stderr=True).print(f"precision: {precision.describe()}", markup=False)
 
 
 def build_training_arguments(config: RunConfig, quiet: bool, precision: Precision) -> Any:
@@ -254,6 +254,8 @@ def train(
         eval_pairs, _ = load_pairs(
             config.data.eval, config.data.eval_split, tokenizer, config, spec, progress=not quiet
         )
+    for index, pair in enumerate(train_pairs):  # batches carry it (pair_index): see reference_fill
+        pair.index = index
     timer.lap("tokenize")
 
     args = build_training_arguments(config, quiet, precision)
@@ -326,9 +328,11 @@ def train(
         if reference is not None:
             from prefopt.training.reference_cache import provide_for_run
 
-            if provide_for_run(trainer, config, tokenizer, train_pairs, eval_pairs, quiet):
-                reference = reference_model = None  # every pair carries its reference log-probs
+            plan = provide_for_run(trainer, config, tokenizer, train_pairs, eval_pairs, quiet)
+            if plan.attached:  # every pair carries its reference log-probs
+                reference = reference_model = None
                 trainer.release_reference()
+            trainer.reference_fill = plan.fill
         timer.lap("reference")
         wandb_run = start_wandb_run(config, args, resume=resume)
         try:
