@@ -238,10 +238,12 @@ def _print_validation(report: Any) -> None:
     for kind, count in sorted(report.record_kinds.items()):
         table.add_row(f"{kind} records", f"{count:,}", _share(count, report.rows))
     table.add_section()
+    from rich.text import Text
+
     for kind, meaning in ISSUE_KINDS.items():
         count = report.counts[kind]
         style = "red" if count else "green"
-        table.add_row(meaning, f"[{style}]{count:,}[/{style}]", _share(count, report.rows))
+        table.add_row(meaning, Text(f"{count:,}", style=style), _share(count, report.rows))
     out.print(table)
     if report.h_counts:
         flags = _table("h flags", "(h_w, h_l)", "rows", "share")
@@ -261,9 +263,11 @@ def _print_validation(report: Any) -> None:
         report.lengths.prompts_truncated or report.lengths.completions_truncated
     )
     if report.clean and truncating:
-        out.print("[yellow]clean, but training would truncate pairs (see the warnings)[/yellow]")
+        out.print("clean, but training would truncate pairs (see the warnings)", style="yellow")
     else:
-        out.print("[green]clean[/green]" if report.clean else "[red]not clean[/red]")
+        out.print(
+            "clean" if report.clean else "not clean", style="green" if report.clean else "red"
+        )
 
 
 def _print_lengths(lengths: Any) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from prefopt.cli.common import State, console, quiet_libraries, run_command
+from prefopt.console import styled
 
 EXPLANATIONS = (
     "hallucination_preference_rate: share of Δh=1 pairs where the model's own per-token "
@@ -82,6 +83,11 @@ def demo(
     else:
         out.print("chart: skipped (matplotlib is not installed: pip install 'prefopt[plot]')")
     out.print(
-        f"[bold]{result.steps} steps per run, {result.seconds:.0f} s[/]; runs, data and "
-        f"eval_results.json in {result.workdir}"
+        styled(
+            "[bold]{} steps per run, {} s[/]; runs, data and eval_results.json in {}",
+            result.steps,
+            f"{result.seconds:.0f}",
+            result.workdir,
+        ),
+        markup=True,
     )

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from prefopt.cli.common import State, TrustRemoteCodeOption, console, quiet_libraries, run_command
+from prefopt.console import styled
 
 
 @run_command
@@ -55,6 +56,12 @@ def merge(
         trust_remote_code=trust_remote_code,
     )  # fmt: skip
     out.print(
-        f"merged model saved to [bold]{result.output_dir}[/] "
-        f"({result.parameters / 1e6:.2f}M parameters, {result.dtype}, base {result.base})"
+        styled(
+            "merged model saved to [bold]{}[/] ({}M parameters, {}, base {})",
+            result.output_dir,
+            f"{result.parameters / 1e6:.2f}",
+            result.dtype,
+            result.base,
+        ),
+        markup=True,
     )

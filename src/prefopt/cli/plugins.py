@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from prefopt.cli.common import console, run_command
+from prefopt.console import styled
 
 app = typer.Typer(
     help="Inspect installed plugins and the algorithms, data converters and judges they provide.",
@@ -116,7 +117,7 @@ def show_algorithm(spec: Any, info: Any) -> None:
     from rich.table import Table
 
     out = console()
-    out.print(f"[bold]{spec.name}[/bold]: {spec.summary}")
+    out.print(styled("[bold]{}[/bold]: {}", spec.name, spec.summary), markup=True)
     about = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
     about.add_row("package", f"{info.package} {info.version}")
     about.add_row("plugin", f"{info.name} = {info.entry_point}" if info.entry_point else info.name)
@@ -154,7 +155,7 @@ def show_algorithm(spec: Any, info: Any) -> None:
 def show_plugin(info: Any) -> None:
     out = console()
     status = "[bold red]broken[/bold red]" if info.broken else "ok"
-    out.print(f"plugin [bold]{info.name}[/bold] ({status})")
+    out.print(styled("plugin [bold]{}[/bold] (", info.name) + status + ")", markup=True)
     out.print(f"package      {info.package} {info.version}", markup=False)
     out.print(f"entry point  {info.entry_point or '?'}", markup=False)
     if info.api is not None:

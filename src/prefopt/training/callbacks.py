@@ -236,10 +236,10 @@ class ProgressDisplay(TrainerCallback):
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
-                TextColumn("[bold]{task.description}[/]"),
+                TextColumn("{task.description}", markup=False, style="bold"),
                 BarColumn(),
-                TextColumn("{task.completed}/{task.total} {task.fields[unit]}"),
-                TextColumn("{task.fields[status]}"),
+                TextColumn("{task.completed}/{task.total} {task.fields[unit]}", markup=False),
+                TextColumn("{task.fields[status]}", markup=False),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
