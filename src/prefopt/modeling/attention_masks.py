@@ -20,6 +20,8 @@ attention implementation, an additive float 4D mask for ``eager``, and a FlexAtt
 embeddings. Models that would lose something by that (sliding-window attention, absolute or
 ALiBi position schemes, attention kernels without custom masks) are refused by
 :func:`custom_mask_support`, and the run falls back to the padded layout.
+``tests/test_architectures.py`` checks each family against the naive per-sequence log-probs;
+``docs/architectures.md`` lists what each one gets.
 """
 
 from __future__ import annotations
@@ -27,10 +29,29 @@ from __future__ import annotations
 from typing import Any
 
 #: Architectures checked to build their mask with ``masking_utils.create_causal_mask`` (which
-#: passes a 4D mask through) and to take positions only from ``position_ids`` (rotary).
+#: passes a 4D mask through) and to take positions only from ``position_ids`` (rotary); each
+#: is held to the naive per-sequence log-probs in every layout by ``tests/test_architectures.py``.
 ROTARY_CAUSAL_MODELS = frozenset(
-    {"llama", "qwen2", "qwen3", "mistral", "gemma", "phi3", "olmo", "olmo2", "granite"}
+    {
+        "llama",
+        "qwen2",
+        "qwen3",
+        "qwen3_moe",
+        "mistral",
+        "mixtral",
+        "gemma",
+        "phi3",
+        "olmo",
+        "olmo2",
+        "granite",
+        "cohere",
+        "smollm3",
+    }
 )
+#: Architectures that apply ``config.sliding_window`` to every layer when it is set (their mask
+#: function is ``create_sliding_window_causal_mask`` then): a custom mask replaces the window,
+#: which is harmless only while no row is longer than it.
+WHOLE_MODEL_WINDOW = frozenset({"mistral", "mixtral", "qwen3_moe", "phi3"})
 #: Attention implementations that take a dense 4D mask (bool for sdpa, additive for eager).
 DENSE_MASK_ATTENTION = frozenset({"sdpa", "eager"})
 FLEX_ATTENTION = "flex_attention"
@@ -65,7 +86,7 @@ def custom_mask_support(model: Any, longest_row: int | None = None) -> tuple[boo
         return False, "sliding-window attention would be replaced by the custom mask"
     window = getattr(config, "sliding_window", None)
     if (
-        model_type in ("mistral", "phi3")
+        model_type in WHOLE_MODEL_WINDOW
         and window is not None
         and (longest_row is None or longest_row > int(window))
     ):

@@ -62,6 +62,10 @@ def _is_trivial(value: Any) -> bool:
     return value is None or float(value) == 1.0
 
 
+def _factor(value: Any) -> float:
+    return 1.0 if value is None else float(value)
+
+
 def logit_transform(config: Any) -> LogitTransform | None:
     """The transform a model with ``config`` applies to its projected logits, or ``None`` when
     its config announces a scaling prefopt cannot interpret for that family."""
@@ -69,10 +73,10 @@ def logit_transform(config: Any) -> LogitTransform | None:
     scale = 1.0
     if model_type.startswith(DIVIDES_BY_LOGITS_SCALING):
         value = getattr(config, "logits_scaling", None)
-        scale = 1.0 if _is_trivial(value) else 1.0 / float(value)
+        scale = 1.0 / _factor(value)
     elif model_type.startswith(MULTIPLIES_BY_LOGIT_SCALE):
         value = getattr(config, "logit_scale", None)
-        scale = 1.0 if _is_trivial(value) else float(value)
+        scale = _factor(value)
     elif any(not _is_trivial(getattr(config, name, None)) for name in _SCALE_FIELDS):
         return None
     softcap = getattr(config, "final_logit_softcapping", None)

@@ -118,10 +118,24 @@ def lean_path_parts(model: Any) -> tuple[Any, Any, LogitTransform] | None:
     return backbone, head, transform
 
 
+def _forward_parameters(model: Any) -> Any:
+    try:
+        return inspect.signature(type(unwrap(model)).forward).parameters
+    except (TypeError, ValueError):
+        return {}
+
+
 def model_inputs(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for the model's forward for any layout."""
+    """Keyword arguments for the model's forward for any layout.
+
+    An MoE model is asked for no router logits (``output_router_logits=False``, whatever its
+    config says): prefopt trains on log-probs alone and never adds the router's load-balancing
+    loss, which would only cost compute and, computed from a 4D custom mask, fail."""
+    extra: dict[str, Any] = {}
+    if "output_router_logits" in _forward_parameters(model):
+        extra["output_router_logits"] = False
     if "segment_ids" not in batch:
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **extra}
     import torch
 
     from prefopt.modeling.attention_masks import mask_for
@@ -135,6 +149,7 @@ def model_inputs(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
         "input_ids": batch["input_ids"],
         "position_ids": batch["position_ids"],
         "attention_mask": mask_for(inner, batch["segment_ids"], batch["parts"], dtype),
+        **extra,
     }
 
 
