@@ -27,6 +27,28 @@ TrustRemoteCodeOption = Annotated[
 ]
 
 
+def reflow(text: str) -> str:
+    """A docstring as help text: each paragraph on one line (the terminal wraps it), blank
+    lines between paragraphs kept. Typer's rich help keeps a docstring's line breaks, which
+    broke descriptions mid-sentence in a narrow terminal's command list."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def reflow_help(app: typer.Typer) -> None:
+    """Give every command of ``app`` (and of its sub-apps) its docstring as :func:`reflow`-ed
+    help, unless it has an explicit one."""
+    for info in app.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback is not None else None)
+        if text:
+            info.help = reflow(text)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_help(group.typer_instance)
+
+
 class State:
     """Process-wide CLI switches set by the top-level callback."""
 

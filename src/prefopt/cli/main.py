@@ -10,7 +10,7 @@ import typer
 
 from prefopt import __version__
 from prefopt.cli import data, demo, plugins, sweep, train
-from prefopt.cli.common import State, error, silence_import_chatter
+from prefopt.cli.common import State, error, reflow_help, silence_import_chatter
 from prefopt.cli.eval import app as eval_app
 from prefopt.cli.merge import merge as merge_command
 
@@ -66,6 +66,7 @@ app.command("demo")(demo.demo)
 app.command("merge")(merge_command)
 app.add_typer(eval_app, name="eval")
 app.command("sweep")(sweep.sweep)
+reflow_help(app)
 
 
 #: Global options that take a value (the value is no command word).

@@ -18,7 +18,8 @@ import typer
 from prefopt.cli.common import State, console, error, quiet_libraries, run_command
 
 app = typer.Typer(
-    help="Train a model with a preference algorithm (see `prefopt train --help` for the list).",
+    help="Train a model with a preference algorithm, one command per algorithm "
+    "(`prefopt train ALGO --help` shows its options).",
     no_args_is_help=True,
 )
 
