@@ -3,12 +3,12 @@ update (both should be ln 2 and 0: the policy is the reference there).
 
 For each model (the tiny Llama; SmolLM2-135M-Instruct with ``--real``) and each reference mode,
 one LoRA DPO step on 16 real-world fact chat pairs (``prefopt.testing.facts``, of uneven
-lengths), batch 4, in the precision ``auto`` picks (bf16 autocast on
-a CPU with AMX). The modes: ``online``; ``cached`` (a separate reference pass before training);
-``auto`` on a fresh cache (the first epoch's own reference fills it); ``auto`` again, reading the
-entry that run wrote (with 2 steps, so the entry is complete after the first epoch).
+lengths), batch 4, under ``--precision`` (default bf16, where the reference's batches matter;
+fp32 agrees in every mode). The modes: ``online``; ``cached`` (a separate reference pass before
+training); ``auto`` on a fresh cache (the first epoch's own reference fills it); ``auto`` again,
+reading the entry that run wrote.
 
-    python benchmarks/step0_margin.py [--real]
+    python benchmarks/step0_margin.py [--real] [--precision bf16|fp32]
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from typing import Any
 PAIRS, BATCH, BETA = 16, 4, 0.1
 
 
-def step0(model_dir: Path, data: Path, out: Path, mode: str, cache: Path, steps: int) -> dict:
+def step0(
+    model_dir: Path, data: Path, out: Path, mode: str, cache: Path, steps: int, precision: str
+) -> dict:
     """Train ``steps`` steps; the first batch's loss and mean |margin| (before any update)."""
     from prefopt.cli.common import quiet_libraries
     from prefopt.config import resolve_run_config
@@ -56,7 +58,11 @@ def step0(model_dir: Path, data: Path, out: Path, mode: str, cache: Path, steps:
         "training.save_strategy": "no",
         "algorithm.beta": BETA,
     }
-    sets = [f"reference.mode={mode}", f"reference.cache_dir={cache}"]
+    sets = [
+        f"reference.mode={mode}",
+        f"reference.cache_dir={cache}",
+        f"model.precision={precision}",
+    ]
     config = resolve_run_config(spec, None, flags, sets)
     quiet_libraries()
     train(config, spec, quiet=True)
@@ -66,6 +72,7 @@ def step0(model_dir: Path, data: Path, out: Path, mode: str, cache: Path, steps:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", action="store_true", help="also SmolLM2-135M-Instruct")
+    parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     options = parser.parse_args()
     from prefopt.testing import tiny_model_dir, write_pairs
     from prefopt.testing.facts import all_facts, training_pairs
@@ -75,6 +82,7 @@ def main() -> None:
         from prefopt.testing import smollm2_dir
 
         models["SmolLM2-135M-Instruct"] = smollm2_dir()
+    print(f"precision: {options.precision}")
     print(f"{'model':24} {'reference':28} {'step-0 loss':>12} {'- ln 2':>10} {'mean |margin|':>14}")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
@@ -89,7 +97,8 @@ def main() -> None:
                 ("auto, reads that entry", "auto", cache, 1),
             ]
             for index, (name, mode, cache_dir, steps) in enumerate(runs):
-                result = step0(model_dir, data, root / f"run-{label}-{index}", mode, cache_dir, steps)
+                out = root / f"run-{label}-{index}"
+                result = step0(model_dir, data, out, mode, cache_dir, steps, options.precision)
                 gap = result["loss"] - math.log(2)
                 print(
                     f"{label:24} {name:28} {result['loss']:12.6f} {gap:10.2e} "

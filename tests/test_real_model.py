@@ -225,3 +225,21 @@ def test_factual_dpo_trains_on_the_real_model(smollm2: Path, tmp_path: Path) -> 
     assert abs(steps[0]["loss"] - expected) < 1e-4
     assert steps[0]["factual/delta_h_fraction"] == 0.5
     assert all(math.isfinite(step["loss"]) for step in steps)
+
+
+def test_default_reference_starts_at_ln2_under_bf16(smollm2: Path, tmp_path: Path) -> None:
+    """The default reference mode under bf16: the reference log-probs come from the policy's own
+    batches (the first epoch fills the cache), so step 1 is ln 2 with zero margins. A separate
+    reference pass in other batches gave 0.6938 and margin −0.0014 on these 16 pairs."""
+    from prefopt.testing import train_one_step
+    from prefopt.testing.facts import all_facts, training_pairs
+
+    rows = training_pairs(all_facts()[::7][:16], wrong_share=0.25)
+    sets = [
+        "model.precision=bf16",
+        f"reference.cache_dir={tmp_path / 'cache'}",
+        "training.learning_rate=1e-3",
+    ]
+    first = train_one_step("dpo", smollm2, tmp_path, rows=rows, pairs=4, steps=4, sets=sets)
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert first["rewards/margins"] == 0.0
