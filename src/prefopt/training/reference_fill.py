@@ -2,12 +2,13 @@
 
 A separate reference pass scores the pairs in other batches than training does, and under bf16
 autocast a different batch rounds differently: the reference log-probs then differ from the
-policy's by a few 1e-3 at step 0, and the first loss is not ln 2 (0.7024 instead of 0.6931 on
-SmolLM2-135M-Instruct). So with ``reference.mode: auto`` and no cache entry yet, the first
-epoch computes the reference online, in the very batches the policy sees, and this recorder
-keeps each pair's values by its ``pair_index``. At the end of an epoch, once every pair has
-been seen (on any rank), the values go into the cache entry and onto the pairs, so later epochs,
-resumes, later runs and every job of a sweep read them instead of running the reference.
+policy's by a few 1e-3 at step 0, and the first loss is not ln 2 (0.6938, margins −0.0014, on
+16 fact pairs with SmolLM2-135M-Instruct: ``benchmarks/step0_margin.py``). So with
+``reference.mode: auto`` and no cache entry yet, the first epoch computes the reference online,
+in the very batches the policy sees, and this recorder keeps each pair's values by its
+``pair_index``. At the end of an epoch, once every pair has been seen (on any rank), the values
+go into the cache entry and onto the pairs, so later epochs, resumes, later runs and every job
+of a sweep read them instead of running the reference.
 """
 
 from __future__ import annotations
