@@ -447,3 +447,26 @@ def test_table_cells_follow_the_matrix() -> None:
     assert gemma2.count("unsupported: SDPA cannot soft-cap") == 3
     sliding = rows[("mistral-sliding", "`mistral`", "projection", "eager")]
     assert sliding.count("falls back to padded: sliding-window") == 2
+
+
+def test_gemma2_trains_with_the_default_attention(tmp_path: Path) -> None:
+    """``model.attn_implementation: auto`` (the default) loads Gemma 2 with what it supports
+    (eager); prefopt used to ask for sdpa, and the run stopped with "cannot load model". An
+    explicit sdpa is passed on as asked, and refused in one line."""
+    from prefopt.config import ModelConfig
+    from prefopt.errors import UsageError
+    from prefopt.modeling.loading import load_model
+    from prefopt.testing import train_one_step
+    from prefopt.testing.models import save_model_folder
+
+    folder = save_model_folder(
+        build_architecture_model("gemma2", attn_implementation="eager"),
+        tiny_tokenizer(),
+        tmp_path / "gemma2",
+    )
+    loaded = load_model(ModelConfig(name_or_path=str(folder)))
+    assert loaded.config._attn_implementation == "eager"
+    with pytest.raises(UsageError, match="cannot load model .*scaled_dot_product_attention"):
+        load_model(ModelConfig(name_or_path=str(folder), attn_implementation="sdpa"))
+    first = train_one_step("dpo", folder, tmp_path, pairs=4, sets=["model.precision=fp32"])
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-5)
