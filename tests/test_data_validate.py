@@ -89,7 +89,10 @@ def test_cli_dirty_file_exits_2_with_json(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "not clean" in result.output
     assert f"{source}:7: same pair as line 1" in result.output
-    assert "hint: 2 rows have (h_w, h_l) = (1, 0); run `prefopt data flip" in result.output
+    assert (
+        "hint: 2 rows have (h_w, h_l) = (1, 0); for Factual-DPO training, run `prefopt data flip"
+        in result.output
+    )
     as_json = runner.invoke(app, ["validate", str(source), "--json"])
     assert as_json.exit_code == 2
     report = json.loads(as_json.stdout)
@@ -275,3 +278,22 @@ def test_several_processes_refuse_an_empty_file(tmp_path: Path) -> None:
     for workers in (1, 2):
         with pytest.raises(DataError, match="file is empty"):
             validate_file(tmp_path / "blank.jsonl", workers=workers, range_bytes=RANGE)
+
+
+def test_preferred_hallucinations_are_a_finding_in_a_dpo_file(tmp_path: Path) -> None:
+    """A valid plain-DPO file with (h_w, h_l) = (1, 0) rows is clean (it exited 2 before): the
+    rows are reported, with the flip hint; ``--factual`` makes them errors."""
+    rows = [good(1, h_w=0, h_l=1), good(2, h_w=1, h_l=0), good(3, h_w=1, h_l=0)]
+    source = write_lines(tmp_path / "dpo.jsonl", rows)
+    plain = runner.invoke(app, ["validate", str(source), "--json"])
+    assert plain.exit_code == 0
+    report = json.loads(plain.stdout)
+    assert (report["clean"], report["factual"]) == (True, False)
+    assert report["issues"] == {"orientation": 2}
+    assert report["suggestions"][0].startswith("2 rows have (h_w, h_l) = (1, 0); for Factual-DPO")
+    shown = runner.invoke(app, ["validate", str(source)])
+    assert shown.exit_code == 0 and "not clean" not in shown.output
+    factual = runner.invoke(app, ["validate", str(source), "--factual", "--json"])
+    assert factual.exit_code == 2
+    assert json.loads(factual.stdout)["clean"] is False
+    assert validate_file(source, factual=True).clean is False

@@ -163,9 +163,10 @@ def convert(
 
 
 VALIDATE_HELP = (
-    "Check a file before training: schema, empty or identical responses, duplicates, h flags "
-    "in the wrong orientation; with a tokenizer, token lengths and truncation. Exits 0 when "
-    "clean, 2 when not."
+    "Check a file before training: schema, empty or identical responses, duplicates, h flags; "
+    "with a tokenizer, token lengths and truncation. Rows with (h_w, h_l) = (1, 0) are "
+    "reported, and are errors with --factual (a file for Factual-DPO, which `data flip` "
+    "fixes). Exits 0 when clean, 2 when not."
 )
 
 
@@ -189,6 +190,12 @@ def validate(
         list[str] | None,
         typer.Option(help="A numeric field every row must have (e.g. h_w); repeatable."),
     ] = None,
+    factual: Annotated[
+        bool,
+        typer.Option(
+            "--factual", help="Check for Factual-DPO: (h_w, h_l) = (1, 0) rows are errors."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     """Check a file before training (see ``VALIDATE_HELP``)."""
@@ -205,6 +212,7 @@ def validate(
         tokenizer_name=name or "",
         max_length=max_length,
         max_prompt_length=max_prompt_length,
+        factual=factual,
     )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
@@ -242,7 +250,7 @@ def _print_validation(report: Any) -> None:
 
     for kind, meaning in ISSUE_KINDS.items():
         count = report.counts[kind]
-        style = "red" if count else "green"
+        style = ("red" if report.is_error(kind) else "yellow") if count else "green"
         table.add_row(meaning, Text(f"{count:,}", style=style), _share(count, report.rows))
     out.print(table)
     if report.h_counts:

@@ -3,10 +3,12 @@
 One pass over the file finds: rows that are not valid records (schema and types), empty
 responses, pairs whose chosen and rejected are identical, duplicate pairs, invalid ``h_w`` /
 ``h_l`` flags and flags in the wrong orientation for Factual-DPO (``(1, 0)``, which ``prefopt
-data flip`` fixes). A JSONL file is read line by line, so every malformed line is reported,
-not only the first. With a tokenizer it also measures token lengths under the trainer's own
-tokenization and truncation policy (:mod:`prefopt.data.tokenize`) and counts the pairs that
-training would truncate or drop.
+data flip`` fixes). That orientation is an error only for a file meant for Factual-DPO
+(``factual=True``, ``--factual``): in a plain DPO file a preferred answer flagged as
+hallucinated is a finding about the data, reported but not failed. A JSONL file is read line by
+line, so every malformed line is reported, not only the first. With a tokenizer it also
+measures token lengths under the trainer's own tokenization and truncation policy
+(:mod:`prefopt.data.tokenize`) and counts the pairs that training would truncate or drop.
 
 Memory: about 100 bytes per row for duplicate detection, plus 12 bytes per row for token
 lengths; the records themselves are not kept.
@@ -49,6 +51,8 @@ ISSUE_KINDS = {
     "orientation": "(h_w, h_l) = (1, 0): factually wrong response preferred",
 }
 EXAMPLES_PER_KIND = 5
+#: Kinds that make a file unclean only when it is meant for Factual-DPO (``factual=True``).
+FACTUAL_ONLY = frozenset({"orientation"})
 
 
 @dataclass
@@ -130,10 +134,16 @@ class ValidationReport:
     examples: dict[str, list[Issue]] = field(default_factory=dict)
     h_counts: Counter = field(default_factory=Counter)
     lengths: LengthReport | None = None
+    #: Checked for Factual-DPO: (h_w, h_l) = (1, 0) rows are errors, not findings.
+    factual: bool = False
+
+    def is_error(self, kind: str) -> bool:
+        """Whether findings of ``kind`` make the file unclean (see :data:`FACTUAL_ONLY`)."""
+        return self.factual or kind not in FACTUAL_ONLY
 
     @property
     def clean(self) -> bool:
-        return self.rows > 0 and not self.counts
+        return self.rows > 0 and not any(n for k, n in self.counts.items() if self.is_error(k))
 
     def add(self, issue: Issue) -> None:
         self.counts[issue.kind] += 1
@@ -158,8 +168,9 @@ class ValidationReport:
     def suggestions(self) -> list[str]:
         tips = []
         if self.counts["orientation"]:
+            before = "" if self.factual else "for Factual-DPO training, "
             tips.append(
-                f"{self.counts['orientation']} rows have (h_w, h_l) = (1, 0); "
+                f"{self.counts['orientation']} rows have (h_w, h_l) = (1, 0); {before}"
                 f"run `prefopt data flip {self.path}` to put them in the factual orientation"
             )
         if self.counts["duplicate"]:
@@ -178,6 +189,7 @@ class ValidationReport:
         report: dict[str, Any] = {
             "file": self.path,
             "clean": self.clean,
+            "factual": self.factual,
             "rows": self.rows,
             "record_kinds": dict(self.record_kinds),
             "issues": {kind: self.counts[kind] for kind in ISSUE_KINDS if self.counts[kind]},
@@ -279,6 +291,7 @@ def validate_file(
     max_length: int | None = None,
     max_prompt_length: int | None = None,
     *,
+    factual: bool = False,
     workers: int | None = None,
     range_bytes: int | None = None,
 ) -> ValidationReport:
@@ -288,7 +301,7 @@ def validate_file(
     Without a tokenizer, a plain JSONL file of at least
     :data:`~prefopt.data.jsonl_ranges.MIN_PARALLEL_RANGES` ranges of ``range_bytes`` is
     checked by ``workers`` processes (default: :func:`~prefopt.modeling.threads.choose_threads`)."""
-    report = ValidationReport(str(path))
+    report = ValidationReport(str(path), factual=factual)
     seen: dict[bytes, int] = {}
     if tokenizer is None:
         workers = choose_threads() if workers is None else workers
