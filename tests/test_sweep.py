@@ -125,19 +125,23 @@ def test_dry_run_prints_the_jobs_and_trains_nothing(
     path = _write(tmp_path / "sweep.yaml", _sweep(tmp_path))
     code, out, err = _cli(capsys, "sweep", str(path), "--dry-run")
     assert code == 0, err
-    for name in ("alpha_delta0", "Beta-2B_delta2.5", "FactualDPO_alpha_delta2.5", "pending"):
+    for name in ("alpha_delta0", "Beta-2B_delta2.5", "FactualDPO_<job>", "pending"):
         assert name in out
     assert not (tmp_path / "runs").exists()
     code, _, err = _cli(capsys, "sweep", str(path), "--index", "4")
     assert code == 2 and "--index 4: the sweep has jobs 0 to 3" in err
 
-    monkeypatch.setenv("COLUMNS", "80")  # too narrow for the table: one record per job
+    monkeypatch.setenv("COLUMNS", "80")  # what every job shares above, one row a job below
     code, out, err = _cli(capsys, "sweep", str(path), "--dry-run")
     assert code == 0, err
     lines = out.splitlines()
-    assert "#3" in lines and "  run name  FactualDPO_alpha_delta2.5" in lines
+    assert "  run name: FactualDPO_<job>" in lines
+    assert f"  output: {tmp_path / 'runs'}/<job>" in lines
+    rows = [line for line in lines if line.startswith("│")]
+    assert len(rows) == 4  # one row a job: a table that fits
+    assert all(len(line) <= 80 for line in lines if line.startswith("│"))
+    assert "Beta-2B_delta2.5" in rows[-1] and "delta=2.5" in rows[-1]
     assert "…" not in out
-    assert not any("│" in line for line in lines)
 
 
 def test_sweep_trains_skips_finished_and_runs_one_index(

@@ -72,29 +72,57 @@ def _usage(message: str) -> Exception:
 
 
 def print_plan(plan: Any) -> None:
+    """The job table of ``--dry-run``: what every job shares (models, output folder and run
+    name patterns) in a header, then one row a job (index, name, swept values, status), so 40
+    jobs fit an 80-column terminal in 40 rows."""
     from prefopt.cli.tables import print_rows
     from prefopt.training.sweep import job_finished
 
+    show = console()
+    show.print(f"sweep {plan.path}: {plan.spec.name}, {len(plan.jobs)} jobs", soft_wrap=True)
+    models = {job.model.short: job.model.id for job in plan.jobs}
+    for short, model_id in models.items():
+        show.print(f"  model {short}: {model_id}", soft_wrap=True)
+    folders, runs = _shared_patterns(plan)
+    if folders:
+        show.print(f"  output: {folders}", soft_wrap=True)
+    if runs:
+        show.print(f"  run name: {runs}", soft_wrap=True)
+    columns = ["#", "job", "values", "status"]
+    if not folders:
+        columns.insert(3, "output")
+    if not runs:
+        columns.insert(3, "run name")
     rows = []
     for job in plan.jobs:
         values = ", ".join(
             f"{key.removeprefix('algorithm.')}={value}" for key, value in job.values.items()
         )
-        status = "finished" if job_finished(job.output_dir) else "pending"
-        rows.append(
-            [
-                str(job.index),
-                job.name,
-                job.model.id,
-                values or "-",
-                job.run_name,
-                str(job.output_dir),
-                status,
-            ]
-        )
-    title = f"sweep {plan.path}: {plan.spec.name}, {len(plan.jobs)} jobs"
-    columns = ("#", "job", "model", "values", "run name", "output", "status")
-    print_rows(console(), title, columns, rows)
+        cells = {
+            "#": str(job.index),
+            "job": job.name,
+            "values": values or "-",
+            "run name": job.run_name,
+            "output": str(job.output_dir),
+            "status": "finished" if job_finished(job.output_dir) else "pending",
+        }
+        rows.append([cells[column] for column in columns])
+    print_rows(show, "jobs", columns, rows)
+
+
+def _shared_patterns(plan: Any) -> tuple[str, str]:
+    """``<root>/<job>`` and ``<prefix><job>`` when every job's output folder and run name
+    follow them (the usual case), else ``""`` (the table then shows them per job)."""
+    folders = all(job.output_dir == plan.output_root / job.name for job in plan.jobs)
+    first = plan.jobs[0] if plan.jobs else None
+    prefix = ""
+    if first is not None and first.run_name.endswith(first.name):
+        prefix = first.run_name[: -len(first.name)]
+    runs = first is not None and all(job.run_name == prefix + job.name for job in plan.jobs)
+    return (
+        f"{plan.output_root}/<job>" if folders else "",
+        f"{prefix}<job>" if runs else "",
+    )
 
 
 def print_summary(outcomes: list[Any]) -> None:
