@@ -216,3 +216,16 @@ def test_example_factual_sweep_plans_models_times_ten_deltas() -> None:
     assert plan.jobs[5].output_dir == Path("runs/factual_sweep/qwen2.5-0.5b_delta10")
     assert plan.jobs[-1].config.model.name_or_path == "google/gemma-2-2b-it"
     assert plan.jobs[-1].config.data.train == "data/train_flipped.jsonl"
+
+
+def test_only_the_processs_first_run_books_its_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep runs its jobs in one process: job 2's "startup" was job 1's whole run (25 s
+    measured). The process's age goes to its first run alone."""
+    from prefopt.training import timing
+
+    monkeypatch.setattr(timing, "_startup_booked", False)
+    monkeypatch.setattr(timing, "process_age", lambda: 3.0)
+    first, second = timing.RunTimer(), timing.RunTimer()
+    assert first.summary()["startup"] == 3.0
+    assert "startup" not in second.summary()
+    assert second.summary()["total"] < 1.0  # from the second job's own start

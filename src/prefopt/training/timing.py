@@ -26,13 +26,21 @@ def process_age() -> float | None:
         return None
 
 
+#: Whether a run of this process has booked the process's start-up already (see RunTimer).
+_startup_booked = False
+
+
 class RunTimer:
     """Wall time per phase, lap by lap: :meth:`lap` books the time since the previous lap (or
-    since the timer was made) to a phase. ``startup`` is the process's age when it is made."""
+    since the timer was made) to a phase. ``startup`` is the process's age when the process's
+    first timer is made: the jobs of a sweep after the first run in the same process, and
+    their start-up was the previous job (it was booked to them before)."""
 
     def __init__(self) -> None:
+        global _startup_booked
         self._made = self._last = time.perf_counter()
-        startup = process_age()
+        startup = None if _startup_booked else process_age()
+        _startup_booked = True
         self._startup = startup or 0.0
         self.seconds: dict[str, float] = {"startup": startup} if startup is not None else {}
 
