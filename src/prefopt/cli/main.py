@@ -13,6 +13,7 @@ from prefopt.cli import data, demo, plugins, sweep, train
 from prefopt.cli.common import State, error, reflow_help, silence_import_chatter
 from prefopt.cli.eval import app as eval_app
 from prefopt.cli.merge import merge as merge_command
+from prefopt.cli.models import models as models_command
 
 app = typer.Typer(
     name="prefopt",
@@ -66,6 +67,7 @@ app.command("demo")(demo.demo)
 app.command("merge")(merge_command)
 app.add_typer(eval_app, name="eval")
 app.command("sweep")(sweep.sweep)
+app.command("models")(models_command)
 reflow_help(app)
 
 

