@@ -194,4 +194,8 @@ def test_cli_judge_gold_without_gold_fails_in_one_line(tmp_path: Path) -> None:
     code, _, stderr = run_cli("eval", "judge", "--answers", str(answers), "--judge", "gold")
     assert code == 2, stderr
     assert "no gold answer" in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert stderr.strip().endswith("no rating was saved")  # no advice to rerun unchanged
     assert not (tmp_path / "judge_results.json").exists()
+    # nothing to resume from: no empty .partial / .partial.json left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl"]

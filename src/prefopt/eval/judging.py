@@ -219,11 +219,21 @@ def run_judge(
         key, exc = failure
         attempts = getattr(exc, "attempts", 1)
         what = str(exc) if isinstance(exc, JudgeError) else f"{type(exc).__name__}: {exc}"
+        # An input the judge refuses (no gold answer) fails again on a plain rerun: say so.
+        bad_input = isinstance(exc, JudgeError) and not exc.retryable
+        again = "fix that and run the command again" if bad_input else "run the same command again"
+        if store.done:
+            saved = (
+                f"{len(store.done)} of {len(order)} ratings are saved in {store.partial}; "
+                f"{again} to resume"
+            )
+        else:  # nothing to resume from: leave no partial files behind
+            store.discard()
+            saved = "no rating was saved" + ("" if bad_input else f"; {again}")
         raise JudgeFailure(
             f"judge '{judge_name}' failed on {key} after {attempts} attempt"
-            f"{'s' if attempts != 1 else ''}: {what}. {len(store.done)} of {len(order)} ratings "
-            f"are saved in {store.partial}; run the same command again to resume",
-            usage=isinstance(exc, JudgeError) and not exc.retryable,
+            f"{'s' if attempts != 1 else ''}: {what}. {saved}",
+            usage=bad_input,
         )
     store.finish(order, force=force)
     return summarize_ratings(judge_name, options, answers, baseline, store.done)
