@@ -59,6 +59,18 @@ def plan_models(
 
 
 def _plan(model: str, ref: str | None, no_ref: bool) -> ModelPlan:
+    plan = _sources(model, ref, no_ref)
+    from prefopt.modeling.gguf import split_gguf
+    from prefopt.modeling.hub import check_hub_source
+
+    # A hub id that is neither cached nor reachable: one line now, not a minute of retries.
+    check_hub_source(split_gguf(plan.chain[0])[0])
+    if plan.reference is not None and not plan.reference_is_base:
+        check_hub_source(split_gguf(plan.reference)[0], what="reference model")
+    return plan
+
+
+def _sources(model: str, ref: str | None, no_ref: bool) -> ModelPlan:
     from prefopt.modeling.loading import check_model_source
 
     model = check_model_source(model)

@@ -65,6 +65,22 @@ def hub_reachable(timeout: float = 2.5) -> bool:
     return bool(result and result[0])
 
 
+def check_hub_dataset(name: str) -> None:
+    """Fail fast, in one line, when hub dataset ``name`` would have to be downloaded and the
+    hub cannot be reached (``datasets`` retries for tens of seconds first). Offline mode
+    (``HF_HUB_OFFLINE=1``) reads ``datasets``' cache and is left to it."""
+    if Path(name).expanduser().exists() or _hub_offline():
+        return
+    if not hub_reachable():
+        from huggingface_hub import constants
+
+        raise UsageError(
+            f"no such file: {name}, and the Hugging Face hub ({constants.ENDPOINT}) cannot be "
+            "reached to download it as a dataset; check the path or the network (set "
+            "HF_HUB_OFFLINE=1 to read a dataset cached earlier without trying the network)"
+        )
+
+
 def check_hub_source(name: str, revision: str | None = None, what: str = "model") -> None:
     """Fail fast, in one line, when ``name`` is a hub id that is neither cached nor reachable
     (instead of transformers' retries, tens of seconds and a page of warnings)."""
