@@ -194,3 +194,98 @@ def test_unknown_training_key_is_found_before_transformers_is_imported(tmp_path:
     assert runs[0] == [expected, "True"]  # the first run builds the name cache
     assert runs[1] == [expected, "False"]
     assert list((tmp_path / "config").glob("training-arguments-*.json"))
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ["training.max_steps=0"],
+            "training.max_steps: expected a positive number of steps, or -1 for no limit "
+            "(num_train_epochs decides), got 0",
+        ),
+        (
+            ["training.max_steps=-5"],
+            "training.max_steps: expected a positive number of steps, or -1 for no limit "
+            "(num_train_epochs decides), got -5",
+        ),
+        (
+            ["training.per_device_train_batch_size=-4"],
+            "training.per_device_train_batch_size: expected a positive integer, got -4",
+        ),
+        (
+            ["training.per_device_eval_batch_size=0"],
+            "training.per_device_eval_batch_size: expected a positive integer, got 0",
+        ),
+        (
+            ["training.gradient_accumulation_steps='0'"],  # text until typed: checked after
+            "training.gradient_accumulation_steps: expected a positive integer, got 0",
+        ),
+        (["lora.r=0"], "lora.r: expected a positive integer (the LoRA rank), got 0"),
+        (["data.max_length=0"], "data.max_length: expected a positive number of tokens, got 0"),
+        (
+            ["data.max_prompt_length=2048"],
+            "data.max_prompt_length (2048) must be smaller than data.max_length (1024): "
+            "a prompt that long leaves no room for a completion",
+        ),
+        (
+            ["data.max_length=256", "data.max_prompt_length=256"],
+            "data.max_prompt_length (256) must be smaller than data.max_length (256): "
+            "a prompt that long leaves no room for a completion",
+        ),
+    ],
+)
+def test_settings_no_run_can_use_are_config_errors(sets: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_run_config(SPEC, sets=sets)
+    assert str(caught.value) == message
+
+
+def test_the_limits_of_the_value_rules() -> None:
+    config = resolve_run_config(SPEC, sets=["training.max_steps=-1", "lora.r=0", "lora=null"])
+    assert config.training["max_steps"] == -1 and config.lora is None  # no LoRA: no rank
+    config = resolve_run_config(
+        SPEC, sets=["training.max_steps=1", "data.max_length=2", "data.max_prompt_length=1"]
+    )
+    assert (config.data.max_length, config.data.max_prompt_length) == (2, 1)
+
+
+def test_training_values_are_typed_from_the_cached_table(tmp_path: Path) -> None:
+    """Plain-typed training.* values (numbers, flags, report_to) need no transformers import
+    once the name cache exists; the table types them exactly as TrainingArguments does."""
+    import subprocess
+    import sys
+
+    from prefopt.training_arguments import training_argument_types, type_from_text, type_text
+
+    for name, annotation in training_argument_types().items():
+        text = type_text(annotation)
+        if text is not None:
+            for value in ("1", "1e-5", "true", "no", "[a, b]", "null", 3, 2.0, None, "none"):
+                assert _typed(value, annotation, name) == _typed(value, type_from_text(text), name)
+    script = (
+        "import sys\n"
+        "from prefopt.config import resolve_run_config\n"
+        "from prefopt.registry import get_algorithm\n"
+        "sets = ['training.max_steps=3', 'training.learning_rate=1e-5',\n"
+        "        'training.report_to=[wandb]']\n"
+        "config = resolve_run_config(get_algorithm('dpo'), sets=sets)\n"
+        "print(config.training['max_steps'], config.training['learning_rate'],\n"
+        "      config.training['report_to'], 'transformers' in sys.modules)\n"
+    )
+    env = {**os.environ, "PREFOPT_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert runs[0] == ["3", "1e-05", "['wandb']", "True"]  # the first run builds the cache
+    assert runs[1] == ["3", "1e-05", "['wandb']", "False"]
+
+
+def _typed(value: object, annotation: object, key: str) -> object:
+    try:
+        return coerce(value, annotation, key)
+    except ConfigError as exc:
+        return str(exc)

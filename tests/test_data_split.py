@@ -125,3 +125,21 @@ def test_cli_split(tmp_path: Path) -> None:
     assert runner.invoke(app, [*args, "--force"]).exit_code == 0
     bad = runner.invoke(app, ["split", str(source), "--eval-fraction", "0"])
     assert bad.exit_code == 2 and "between 0 and 1" in bad.stderr
+
+
+def test_one_unit_cannot_be_split_and_nothing_is_written(tmp_path: Path) -> None:
+    """Each side gets at least one unit, so one row (or one group) is an error, not an empty
+    eval file."""
+    source = write(tmp_path / "one.jsonl", pairs(1, 1))
+    result = runner.invoke(app, ["split", str(source), "--eval-fraction", "0.5"])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {source}: 1 row; a split needs at least 2, one on each side\n"
+    grouped = write(tmp_path / "grouped.jsonl", pairs(6, 1))  # six pairs of one prompt
+    result = runner.invoke(
+        app, ["split", str(grouped), "--eval-fraction", "0.5", "--group-by", "prompt"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {grouped}: 1 prompt group; a split needs at least 2, one on each side\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grouped.jsonl", "one.jsonl"]

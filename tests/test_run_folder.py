@@ -8,13 +8,16 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
+from prefopt.paths import current_umask
 from prefopt.testing import run_cli
 
 FLAGS = [
@@ -120,14 +123,28 @@ def test_metrics_jsonl_has_each_step_once_and_a_summary_line(
     tiny_model: Path, pairs_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    code, stdout, stderr = train(tiny_model, pairs_file, out, "--set", "training.save_steps=1")
+    code, stdout, stderr = train(
+        tiny_model, pairs_file, out, "--set", "training.save_steps=1",
+        "--eval-file", str(pairs_file), "--set", "training.eval_strategy=steps",
+        "--set", "training.eval_steps=2",
+    )  # fmt: skip
     assert code == 0, stderr
     assert "time: startup" in stdout and " · total " in stdout
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [record["step"] for record in records[:-1]] == [1, 2]
-    assert set(records[-1]) == {"summary"}
+    # The Trainer evaluated at the last step: that is the final evaluation, logged once.
+    assert [(record["step"], "eval_loss" in record) for record in records[:-1]] == [
+        (1, False), (2, False), (2, True)
+    ]  # fmt: skip
+    assert set(records[-1]) == {"summary"}  # one closing line, with everything in it
     summary = records[-1]["summary"]
     assert summary["global_step"] == 2 and summary["train_runtime"] > 0
+    assert summary["precision"] == "fp32" and summary["train_loss"] > 0
+    # Every file and folder of the run, the weights safetensors writes 0600 and the checkpoints
+    # included, has what a plain open()/mkdir() gives under the umask.
+    mask = current_umask()
+    for item in [out, *out.rglob("*")]:
+        expected = (0o777 if item.is_dir() else 0o666) & ~mask
+        assert stat.S_IMODE(item.stat().st_mode) == expected, item
     # Where the whole command's time went, phase by phase; the phases add up to the total.
     timing = summary["timing"]
     for phase in ("startup", "tokenize", "model", "reference", "train", "save", "total"):
@@ -201,3 +218,35 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(
     assert proc.returncode == 130, stderr.decode()
     assert "Traceback" not in stderr.decode()
     assert "interrupted" in lines[-1] and "--resume" in lines[-1] and "checkpoint-" in lines[-1]
+
+
+def test_a_start_that_failed_before_its_first_checkpoint_is_not_a_run(tmp_path: Path) -> None:
+    """The config and metrics a failed start left (a batch size too large, a non-finite loss
+    at step 3) hold nothing to continue or to lose: the rerun goes ahead without --overwrite.
+    A checkpoint or a saved adapter/model is a run."""
+    from prefopt.errors import UsageError
+    from prefopt.training.run_folder import check_output_dir, existing_run, finished_step
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "prefopt_config.yaml").write_text("training: {}\n")
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": NaN}\n')
+    assert existing_run(out) == []
+    check_output_dir(out, resume=False, overwrite=False)
+    assert finished_step(out, max_steps=-1) is None
+    for held in ("adapter_model.safetensors", "checkpoint-2"):
+        run = tmp_path / held.replace(".", "_")
+        run.mkdir()
+        (run / "prefopt_config.yaml").write_text("training: {}\n")
+        (run / held).mkdir() if held.startswith("checkpoint") else (run / held).write_bytes(b"")
+        assert existing_run(run) == [held]
+        with pytest.raises(UsageError, match="already holds a run"):
+            check_output_dir(run, resume=False, overwrite=False)
+
+
+def test_the_interrupt_hint_of_a_run_without_checkpoints_is_a_plain_rerun(tmp_path: Path) -> None:
+    from prefopt.cli.train import _resume_hint
+
+    assert _resume_hint(tmp_path) == (
+        "no checkpoint was saved yet: rerun the same command to start again"
+    )

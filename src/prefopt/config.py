@@ -28,8 +28,15 @@ from typing import Any
 
 import yaml
 
+from prefopt.config_checks import check_values
 from prefopt.config_values import coerce, parse_scalar
 from prefopt.errors import ConfigError, UsageError
+from prefopt.training_arguments import (
+    training_argument_names,
+    training_argument_table,
+    training_argument_types,
+    type_from_text,
+)
 
 SECTIONS = ("model", "lora", "data", "training", "algorithm", "reference")
 
@@ -203,49 +210,6 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
 
 
-def training_argument_types() -> dict[str, Any]:
-    """Names and types of ``transformers.TrainingArguments`` (imports transformers)."""
-    from transformers import TrainingArguments
-
-    return {f.name: f.type for f in dataclasses.fields(TrainingArguments) if f.init}
-
-
-def training_argument_names() -> frozenset[str]:
-    """The names of ``TrainingArguments``' fields, from a small cache file per transformers
-    version (written on first use), so a mistyped ``training.*`` key is reported before
-    transformers (seconds to import) is loaded."""
-    import json
-
-    path = _training_names_file()
-    if path is not None and path.is_file():
-        try:
-            return frozenset(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            pass
-    names = frozenset(training_argument_types())
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(sorted(names)), encoding="utf-8")
-            os.replace(temporary, path)
-        except OSError:  # an unwritable cache only costs the next run the import
-            pass
-    return names
-
-
-def _training_names_file() -> Path | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from prefopt.paths import default_cache_dir
-
-    try:
-        release = version("transformers")
-    except PackageNotFoundError:
-        return None
-    return default_cache_dir() / "config" / f"training-arguments-{release}.json"
-
-
 def _unknown_key(key: str, known: list[str], where: str, name: str | None = None) -> ConfigError:
     close = difflib.get_close_matches(name or key.split(".")[-1], known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -339,13 +303,26 @@ class ConfigBuilder:
                 raise ConfigError(f"--set expects key.path=value, got '{assignment}'")
             self.set(key.strip(), parse_scalar(text), "--set")
 
+    def _training_type(self, name: str, table: Mapping[str, str | None]) -> Any:
+        """The type of ``training.<name>``: from the cached table where it is a plain one,
+        else from ``TrainingArguments`` itself (imports transformers)."""
+        text = table.get(name)
+        if text is not None and self._training_types is None:
+            try:
+                return type_from_text(text)
+            except KeyError:  # a table this version never wrote
+                pass
+        return self._types_of("training")[name]
+
     def build(self) -> RunConfig:
         values = self.values
+        check_values(values)  # the numbers as given, before typing may import transformers
         if self._pending_training:
-            types_ = self._types_of("training")
+            table = training_argument_table() if self._training_types is None else {}
             for name, (value, key) in self._pending_training.items():
-                values["training"][name] = coerce(value, types_[name], key)
+                values["training"][name] = coerce(value, self._training_type(name, table), key)
             self._pending_training.clear()
+            check_values(values)  # values that were text until typed
         try:
             algorithm = self.algorithm_class(**values["algorithm"])
         except (TypeError, ValueError) as exc:
@@ -426,8 +403,11 @@ def resolve_run_config(
         inside = location and not Path(gguf_file).is_absolute()
         config.model.name_or_path = f"{location}/{gguf_file}" if inside else gguf_file
         config.model.gguf_file = None
-    config.model.name_or_path = local_path_or_id(config.model.name_or_path)
-    config.model.tokenizer = local_path_or_id(config.model.tokenizer)
+    # --model smollm2: a model installed as a package file (prefopt.local_models)
+    from prefopt.local_models import resolve_model_name
+
+    config.model.name_or_path = local_path_or_id(resolve_model_name(config.model.name_or_path))
+    config.model.tokenizer = local_path_or_id(resolve_model_name(config.model.tokenizer))
     short = model_short_name(config.model.name_or_path)
     if not config.training.get("run_name"):
         config.training["run_name"] = spec.run_name(config.algorithm, short) or (

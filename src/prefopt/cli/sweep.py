@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from prefopt.cli.common import State, console, error, quiet_libraries, run_command
+from prefopt.console import styled
 
 
 @run_command
@@ -48,7 +49,8 @@ def sweep(
 
     def on_start(job: Any, resume: bool) -> None:
         how = " (resuming from its last checkpoint)" if resume else ""
-        out.print(f"[bold]job {job.index + 1}/{total}[/] {job.name} -> {job.output_dir}{how}")
+        line = styled("[bold]job {}/{}[/] {} -> {}", job.index + 1, total, job.name, job.output_dir)
+        out.print(line + how, markup=True)
 
     def on_end(outcome: Any) -> None:
         if outcome.status == "skipped":

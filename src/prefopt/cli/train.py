@@ -67,7 +67,7 @@ COMMON_OPTIONS: list[tuple[str, str | None, Any, list[str], str]] = [
         "training.max_steps",
         int | None,
         ["--max-steps"],
-        "Stop after this many optimizer steps.",
+        "Stop after this many optimizer steps (-1: no limit, num_train_epochs decides).",
     ),
     (
         "sets",
@@ -241,10 +241,12 @@ def run_training(
         typer.echo(redacted_config_yaml(config), nl=False)
         return
     from prefopt.training.launch import child_arguments, is_main_process, launch, wants_launch
+    from prefopt.training.wandb_setup import check_report_to
 
     if _checks_output_dir() and _run_is_finished(config, resume, overwrite):
         return
-    quiet_libraries()
+    check_report_to(config.training.get("report_to"))  # tensorboard installed, wandb logged in
+    quiet_libraries(quiet)
     try:
         if wants_launch(num_processes):  # start the workers; each re-resolves the same layers
             arguments = child_arguments(
@@ -302,7 +304,7 @@ def _resume_hint(output_dir: Any) -> str:
 
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is None:
-        return "no checkpoint was saved yet: rerun with --overwrite to start again"
+        return "no checkpoint was saved yet: rerun the same command to start again"
     return f"rerun with --resume to continue from {checkpoint.name}"
 
 

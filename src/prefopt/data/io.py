@@ -27,6 +27,7 @@ from typing import IO, Any
 import orjson
 
 from prefopt.errors import DataError, UsageError
+from prefopt.paths import as_if_created
 
 _BOM = b"\xef\xbb\xbf"
 _WHITESPACE = (b" ", b"\t", b"\r", b"\n", b"")
@@ -344,7 +345,7 @@ def atomic_writer(path: str | Path, force: bool = False) -> Iterator[IO[bytes]]:
         raw.flush()
         disk_file.sync()
         raw.close()
-        os.chmod(tmp, 0o666 & ~_umask())
+        as_if_created(tmp)  # mkstemp's 0600: the output gets what open() would give it
         if path.exists() and not force:  # created by someone else while we were writing
             raise UsageError(f"{path} already exists; pass --force to overwrite it")
         os.replace(tmp, path)
@@ -425,12 +426,6 @@ def glob_escape(name: str) -> str:
     return glob.escape(name)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]], force: bool = False) -> int:
     """Write ``rows`` as JSON Lines to ``path`` atomically; returns the number written."""
     dumps = orjson.dumps
@@ -469,6 +464,9 @@ def load_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict[str
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
         raise UsageError(f"no such file: {source} (and 'datasets' is not installed)") from exc
+    from prefopt.modeling.hub import check_hub_dataset
+
+    check_hub_dataset(source)
     try:
         dataset = datasets.load_dataset(source, split=split)
     except Exception as exc:  # network, unknown id, unknown split: all the user's to fix

@@ -33,6 +33,7 @@ from prefopt.data.tokenize import (
     TokenizedPair,
     tokenize_pairs,
 )
+from prefopt.paths import as_if_created
 from prefopt.paths import default_cache_dir as default_cache_dir  # re-exported
 
 log = logging.getLogger("prefopt")
@@ -130,11 +131,14 @@ def pairs_fingerprint(pairs: Sequence[TokenizedPair]) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file renamed into place),
+    with the permissions a plain ``open()`` gives under the umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
+        as_if_created(temporary)  # mkstemp makes 0600
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -4,8 +4,9 @@ Each unit (a row, or with ``group_by`` every row sharing a value of that field, 
 pairs of one prompt) gets a 64-bit hash of ``(seed, unit key)``; the ``round(fraction *
 units)`` units with the smallest hashes go to eval, the rest to train. So the split depends
 only on the seed and the data, keeps a group on one side, and hits the fraction exactly
-(in units; in rows when not grouping). Two passes over the input: the first hashes (8 bytes
-of memory per row), the second writes both outputs, atomically.
+(in units; in rows when not grouping), with at least one unit on each side: an input of one
+unit is refused. Two passes over the input: the first hashes (8 bytes of memory per row), the
+second writes both outputs, atomically.
 """
 
 from __future__ import annotations
@@ -116,6 +117,12 @@ def split_file(
 
     hashes = array("Q", (unit_hash(seed, key) for _, _, key in _unit_keys(input_path, group_by)))
     units, threshold, count = _threshold(hashes, eval_fraction, grouped=group_by is not None)
+    if units < 2:  # nothing written: one unit cannot go to both sides
+        unit = f"{group_by} group" if group_by else "row"
+        raise UsageError(
+            f"{input_path}: {units} {unit}{'' if units == 1 else 's'}; a split needs at least "
+            f"2, one on each side"
+        )
     summary = SplitSummary(train_out, eval_out, units=units, eval_units=count)
 
     dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.errors import UsageError
+from prefopt.paths import as_if_created
 
 EVAL_RESULTS = "eval_results.json"
 JUDGE_RESULTS = "judge_results.json"
@@ -223,9 +224,7 @@ def plot(sets: list[ResultSet], metrics: list[str], x: str | None, out: str | Pa
     os.close(fd)
     try:
         figure.savefig(tmp, dpi=110)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; an output gets normal permissions
+        as_if_created(tmp)  # mkstemp makes 0600; an output gets normal permissions
         os.replace(tmp, out)
     finally:
         plt.close(figure)

@@ -28,6 +28,7 @@ import yaml
 from prefopt.errors import UsageError
 from prefopt.modeling.gguf import drop_gguf_marker, is_gguf, pretrained_arguments, split_gguf
 from prefopt.modeling.hub import check_hub_source
+from prefopt.paths import as_if_created
 
 ADAPTER_CONFIG = "adapter_config.json"
 RUN_CONFIG = "prefopt_config.yaml"
@@ -263,6 +264,9 @@ def merge_adapter(
         tokenizer.save_pretrained(staging)
         (staging / MERGE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(model_card(out.name, record, run), encoding="utf-8")
+        # mkdtemp made the folder 0700 and safetensors its files 0600: give them what a plain
+        # mkdir()/open() gives under the umask before the model appears under its name.
+        as_if_created(staging, tree=True)
         _replace_folder(staging, out, force)
     finally:
         if staging.exists():

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prefopt.paths import default_cache_dir
+from prefopt.paths import as_if_created, default_cache_dir
 from prefopt.testing.world import (
     ANSWERS,
     COLOURS,
@@ -138,6 +138,7 @@ def save_model_folder(model: Any, tokenizer: Any, path: str | Path) -> Path:
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        as_if_created(staging, tree=True)  # not mkdtemp's 0700 nor safetensors' 0600
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)

@@ -24,7 +24,8 @@ class MetricsJsonlCallback(TrainerCallback):
 
     Step lines are ``{"step": N, "loss": ..., ...}``; the Trainer's closing totals (runtime,
     samples per second, mean training loss) go in one last line ``{"summary": {...}}``, so
-    no step appears twice.
+    no step appears twice. A line logged after the summary (the closing evaluation) goes in
+    before it, so the summary stays the file's one last line.
 
     A fresh run starts the file anew; a resumed run keeps the lines up to the checkpoint's step
     and appends after them, so the file always describes one consistent history.
@@ -32,6 +33,7 @@ class MetricsJsonlCallback(TrainerCallback):
 
     def __init__(self, output_dir: str | Path) -> None:
         self.path = Path(output_dir) / METRICS_FILE
+        self._summary_written = False  # the file's last line is the Trainer's summary
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
@@ -44,6 +46,7 @@ class MetricsJsonlCallback(TrainerCallback):
                 if "step" in record and record["step"] <= state.global_step:
                     kept.append(line)  # an earlier run's summary line is dropped
         self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        self._summary_written = False
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
@@ -53,23 +56,40 @@ class MetricsJsonlCallback(TrainerCallback):
             record: dict[str, Any] = {"summary": {"global_step": state.global_step, **values}}
         else:
             record = {"step": state.global_step, **values}
+            lines = self._lines_ending_in_summary() if self._summary_written else []
+            if lines:  # logged after the totals (the closing evaluation): in before them
+                lines.insert(-1, json.dumps(record))
+                self._replace(lines)
+                return
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        self._summary_written = "summary" in record
+
+    def _lines_ending_in_summary(self) -> list[str]:
+        """The file's lines when its last one is the summary line, else ``[]``."""
+        if not self.path.is_file():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        last = json.loads(lines[-1]) if lines and lines[-1].strip() else {}
+        return lines if "summary" in last else []
+
+    def _replace(self, lines: list[str]) -> None:
+        from prefopt.data.prep_cache import atomic_write_bytes
+
+        atomic_write_bytes(self.path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
 
     def add_to_summary(self, extra: dict[str, Any]) -> None:
         """Merge ``extra`` (e.g. the run's ``timing``) into the closing ``summary`` line, or
         append a summary line if the Trainer wrote none; the file is replaced atomically."""
         if not is_main_process() or not self.path.is_file():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        last = json.loads(lines[-1]) if lines and lines[-1].strip() else {}
-        if "summary" in last:
-            lines[-1] = json.dumps({"summary": {**last["summary"], **extra}})
+        lines = self._lines_ending_in_summary()
+        if lines:
+            lines[-1] = json.dumps({"summary": {**json.loads(lines[-1])["summary"], **extra}})
         else:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
             lines.append(json.dumps({"summary": extra}))
-        from prefopt.data.prep_cache import atomic_write_bytes
-
-        atomic_write_bytes(self.path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
+        self._replace(lines)
 
 
 def _plain(value: Any) -> Any:
@@ -267,6 +287,10 @@ class ProgressDisplay(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._watch.step(state.global_step)
+        self._refresh_bar(state)
+
+    def _refresh_bar(self, state: Any) -> None:
+        """The live bar's step and status (last logged loss, pairs/s, throughput note)."""
         if self._progress is not None and self._task is not None:
             loss = "" if self._last_loss is None else f"loss {self._last_loss:.4f}  "
             note = self._watch.note()
@@ -296,6 +320,9 @@ class ProgressDisplay(TrainerCallback):
             return
         if "loss" in logs:
             self._last_loss = float(logs["loss"])
+            # The Trainer logs a step after its on_step_end: show that step's loss now, or the
+            # bar would end on the loss logged before the last one.
+            self._refresh_bar(state)
         evaluation = any(key.startswith("eval_") for key in logs)
         if self._progress is None or evaluation:  # the live bar shows training steps itself
             shown = {k: logs[k] for k in _PLAIN_KEYS if isinstance(logs.get(k), (int, float))}

@@ -18,6 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
+from prefopt.paths import as_if_created
+
 log = logging.getLogger("prefopt")
 
 #: Prefix of the folder a checkpoint is written into before it is renamed into place.
@@ -42,6 +44,7 @@ def publish_checkpoint(staging: Path, run_dir: str | os.PathLike[str]) -> Path:
     if len(written) != 1:
         raise RuntimeError(f"{staging}: expected one {CHECKPOINT_PREFIX}<step> folder inside")
     final = Path(run_dir) / written[0].name
+    as_if_created(written[0], tree=True)  # safetensors writes 0600 files; the rest has umask's
     if final.exists():
         os.replace(final, staging / "replaced")
     os.replace(written[0], final)

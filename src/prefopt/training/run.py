@@ -20,7 +20,7 @@ from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
 from prefopt.errors import UsageError
 from prefopt.modeling.precision import Precision
 from prefopt.training.checkpoints import latest_checkpoint
-from prefopt.training.run_folder import CONFIG_FILE, remove_run_outputs
+from prefopt.training.run_folder import CONFIG_FILE, remove_run_outputs, settle_permissions
 
 log = logging.getLogger("prefopt")
 
@@ -85,7 +85,8 @@ def load_pairs(
     from prefopt.training.callbacks import TaskProgress
 
     settings = TokenizationSettings(config.data.max_length, config.data.max_prompt_length)
-    with TaskProgress(f"tokenize {source} ({split})", enabled=progress) as shown:
+    label = f"tokenize {source}" + ("" if Path(source).exists() else f" ({split})")  # hub split
+    with TaskProgress(label, enabled=progress) as shown:
         pairs, report, cached = prepare_pairs(
             source,
             split,
@@ -227,9 +228,9 @@ def train(
     timer = RunTimer()  # startup (interpreter, imports, config) is the process's age here
 
     configure_cpu_workers()  # torchrun/accelerate workers without GPUs: gloo DDP
-    from prefopt.training.wandb_setup import check_wandb_installed
+    from prefopt.training.wandb_setup import check_report_to
 
-    check_wandb_installed(config.training.get("report_to"))  # before any model loads
+    check_report_to(config.training.get("report_to"))  # before any model loads
     replace_old_run = replace_existing and not resume and is_main_process()
     if spec.runner is not None:  # algorithms with their own data flow (e.g. SFT)
         if replace_old_run:
@@ -372,13 +373,18 @@ def save_and_summarize(
     trainer: Any, output_dir: Path, evaluate: bool, timer: Any = None
 ) -> dict[str, float]:
     """Save the trained adapter/model and tokenizer; the final metrics: the last logged training
-    step's, plus a closing evaluation when there is eval data."""
+    step's, plus a closing evaluation when there is eval data (the Trainer's own when its
+    ``eval_strategy`` evaluated the final weights at the last step: not the same twice)."""
     final: dict[str, float] = {}
     if evaluate:
-        final.update(trainer.evaluate())
-        if timer is not None:
-            timer.lap("evaluate")
+        if not getattr(getattr(trainer, "args", None), "load_best_model_at_end", False):
+            final.update(_evaluation_at(trainer.state.log_history, trainer.state.global_step))
+        if not final:
+            final.update(trainer.evaluate())
+            if timer is not None:
+                timer.lap("evaluate")
     trainer.save_model(str(output_dir))
+    settle_permissions(output_dir)
     if timer is not None:
         timer.lap("save")
     for entry in reversed(trainer.state.log_history):
@@ -386,6 +392,14 @@ def save_and_summarize(
             final = {**entry, **final}
             break
     return final
+
+
+def _evaluation_at(log_history: list[dict[str, Any]], step: int) -> dict[str, float]:
+    """The metrics of an evaluation logged at ``step``, or ``{}``."""
+    for entry in reversed(log_history):
+        if "eval_loss" in entry and entry.get("step") == step:
+            return {key: value for key, value in entry.items() if key != "step"}
+    return {}
 
 
 def starting_point(config: RunConfig, resume: bool) -> tuple[str, Path | None]:

@@ -14,14 +14,16 @@ from prefopt.errors import UsageError
 from prefopt.training.checkpoints import latest_checkpoint
 
 CONFIG_FILE = "prefopt_config.yaml"
-#: Files that show a folder holds a run: its config, its metrics, a saved adapter or model.
-RUN_MARKERS = (
-    CONFIG_FILE,
-    "metrics.jsonl",
+#: Files of a saved adapter or model: with a ``checkpoint-<step>`` folder, what shows that a
+#: folder holds a run. The config and metrics a run writes first do not: a start that failed
+#: before its first checkpoint leaves nothing to continue or lose, so its rerun replaces them.
+MODEL_FILES = (
     "adapter_model.safetensors",
     "model.safetensors",
     "model.safetensors.index.json",
 )
+#: Everything that names a folder as a run's: its config, its metrics and its saved model.
+RUN_MARKERS = (CONFIG_FILE, "metrics.jsonl", *MODEL_FILES)
 #: What ``--overwrite`` removes: everything a run (and ``prefopt eval``) writes into its folder.
 RUN_OUTPUTS = (
     *RUN_MARKERS,
@@ -50,10 +52,11 @@ RUN_OUTPUTS = (
 
 
 def existing_run(output_dir: Path) -> list[str]:
-    """The names in ``output_dir`` that show it already holds a run (empty when it does not)."""
+    """The names in ``output_dir`` that show it already holds a run, a checkpoint or a saved
+    adapter/model (empty when it does not)."""
     if not output_dir.is_dir():
         return []
-    found = [name for name in RUN_MARKERS if (output_dir / name).exists()]
+    found = [name for name in MODEL_FILES if (output_dir / name).exists()]
     found += sorted(
         child.name
         for child in output_dir.iterdir()
@@ -63,10 +66,19 @@ def existing_run(output_dir: Path) -> list[str]:
 
 
 def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to train a fresh run over an existing one unless ``overwrite`` says to replace it
-    (``train(replace_existing=True)`` then removes the old run's files once the new run's data
-    and model have loaded, so a failing start loses nothing). A missing or empty folder, or one
-    without run files, is fine."""
+    """Refuse an output folder the run cannot write (a file of that name, a file where a
+    parent folder should be, no write permission), and a fresh run over an existing one unless
+    ``overwrite`` says to replace it (``train(replace_existing=True)`` then removes the old
+    run's files once the new run's data and model have loaded, so a failing start loses
+    nothing). A missing or empty folder, or one without a checkpoint or a saved model (the
+    config and metrics of a start that failed), is fine."""
+    from prefopt import paths
+
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"{output_dir}: is a file, not a folder; -o/--output-dir names a folder")
+    problem = paths.write_problem(output_dir)
+    if problem is not None:
+        raise UsageError(f"{output_dir}: cannot write the output folder: {problem}")
     if resume or overwrite:
         return
     found = existing_run(output_dir)
@@ -76,6 +88,21 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
             f"{output_dir} already holds a run ({shown}): pass --resume to continue it "
             "or --overwrite to replace it"
         )
+
+
+#: The weights files a run saves; safetensors writes them 0600, whatever the umask.
+WEIGHTS_FILES = ("adapter_model.safetensors", "model.safetensors", "model-*-of-*.safetensors")
+
+
+def settle_permissions(output_dir: Path) -> None:
+    """Give the weights a run saved in ``output_dir`` the permissions a plain ``open()`` gives
+    under the umask, like every other file of the run (:func:`prefopt.paths.as_if_created`)."""
+    from prefopt.paths import as_if_created
+
+    for pattern in WEIGHTS_FILES:
+        for path in output_dir.glob(pattern):
+            if path.is_file() and not path.is_symlink():
+                as_if_created(path)
 
 
 def remove_run_outputs(output_dir: Path) -> None:
@@ -102,7 +129,7 @@ def finished_step(output_dir: Path, max_steps: int) -> int | None:
     target = max_steps if max_steps > 0 else int(state.get("max_steps") or 0)
     if checkpoint is not None and target and step >= target:
         return step
-    saved = any((output_dir / name).is_file() for name in RUN_MARKERS[2:])
+    saved = any((output_dir / name).is_file() for name in MODEL_FILES)
     if saved and not (checkpoint is not None and max_steps > 0 and step < max_steps):
         return step
     return None

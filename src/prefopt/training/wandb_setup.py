@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prefopt.errors import UsageError
+from prefopt.extras import installed
 from prefopt.training.redaction import redact, redact_argv
 
 DEFAULT_PROJECT = "prefopt"
@@ -33,8 +35,6 @@ RUN_ID_FILE = "wandb_run_id"
 def reports_to_wandb(report_to: Any) -> bool:
     """Whether ``report_to`` asks for wandb: by name, or ``all`` when wandb is installed
     (as transformers reads ``all``: every integration that is installed)."""
-    from prefopt.extras import installed
-
     items = [report_to] if isinstance(report_to, str) else list(report_to or [])
     return "wandb" in items or ("all" in items and installed("wandb"))
 
@@ -45,6 +45,83 @@ def check_wandb_installed(report_to: Any) -> None:
         from prefopt.extras import require
 
         require("wandb", "wandb", "training.report_to: wandb")
+
+
+#: ``WANDB_MODE`` values under which wandb logs without a server, so without a login.
+LOCAL_MODES = ("offline", "disabled", "dryrun")
+DEFAULT_HOST = "https://api.wandb.ai"
+
+
+def check_report_to(report_to: Any) -> None:
+    """Fail in one line, before any model loads, when ``training.report_to`` asks for what
+    this machine cannot give: wandb not installed or not logged in, tensorboard not
+    installed (the Trainer's own checks come after the model has loaded)."""
+    items = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if "tensorboard" in items and not (installed("tensorboard") or installed("tensorboardX")):
+        raise UsageError(
+            "training.report_to: tensorboard needs the 'tensorboard' package: "
+            "pip install tensorboard"
+        )
+    if not reports_to_wandb(report_to):
+        return
+    check_wandb_installed(report_to)
+    if not has_wandb_login():
+        raise UsageError(
+            "training.report_to: wandb needs a login: run 'wandb login' or set WANDB_API_KEY "
+            "(WANDB_MODE=offline logs to the run folder without one)"
+        )
+
+
+def has_wandb_login() -> bool:
+    """Whether wandb can start a run here without asking for a key: a run already started, a
+    mode that logs locally (offline/disabled: ``WANDB_MODE`` or wandb's settings files),
+    ``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE``, or an entry for the server's host
+    (``WANDB_BASE_URL``, default api.wandb.ai) in the netrc file (``$NETRC``, else
+    ``~/.netrc``), which ``wandb login`` writes."""
+    import netrc
+    from urllib.parse import urlsplit
+
+    active = getattr(sys.modules.get("wandb"), "run", None)
+    if active is not None:  # the caller started (and so logged in to) a run of its own
+        return True
+    if _wandb_mode() in LOCAL_MODES:
+        return True
+    if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("true", "1", "yes"):
+        return True
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_HOST).netloc
+    candidates = [os.environ["NETRC"]] if os.environ.get("NETRC") else ["~/.netrc", "~/_netrc"]
+    for candidate in candidates:
+        try:
+            entry = netrc.netrc(os.path.expanduser(candidate)).authenticators(host)
+        except (OSError, netrc.NetrcParseError):
+            continue
+        if entry and entry[2]:
+            return True
+    return False
+
+
+def _wandb_mode() -> str:
+    """wandb's mode: ``WANDB_MODE``, else what ``wandb offline``/``wandb disabled`` wrote in its
+    settings files (the folder's ``wandb/settings``, then ``~/.config/wandb/settings``)."""
+    import configparser
+
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if mode:
+        return mode
+    config_dir = os.environ.get("WANDB_CONFIG_DIR") or os.path.expanduser("~/.config/wandb")
+    workspace = os.environ.get("WANDB_DIR") or os.getcwd()
+    for folder in (os.path.join(workspace, "wandb"), config_dir):
+        settings = configparser.RawConfigParser()
+        try:
+            settings.read(os.path.join(folder, "settings"), encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        mode = settings.get("default", "mode", fallback="").strip().lower()
+        if mode:
+            return mode
+    return ""
 
 
 def project_and_entity(project: str | None) -> tuple[str, str | None]:
