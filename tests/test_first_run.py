@@ -407,3 +407,21 @@ def test_a_merged_model_follows_the_umask(adapter: Path, tmp_path: Path, umask: 
     assert result.exit_code == 0, result.output
     assert (out / "model.safetensors").is_file()
     assert_plain(out, umask)
+
+
+# -- data sources answered first ------------------------------------------------------------
+def test_a_missing_training_file_is_refused_before_torch(data_file: Path, tmp_path: Path) -> None:
+    """It took ~9 s to report, after torch and the tokenizer had loaded; `data` says it at once."""
+    missing = tmp_path / "typo.jsonl"
+    line = refused(*train_args(missing, tmp_path / "run"))
+    assert line == f"error: no such file: {missing}"
+    line = refused(*train_args(data_file, tmp_path / "run2", "--eval-file", str(missing)))
+    assert line == f"error: no such file: {missing}"
+
+
+def test_eval_names_the_missing_data_before_the_existing_results(tmp_path: Path) -> None:
+    results = tmp_path / "eval_results.json"
+    results.write_text("{}\n")
+    missing = tmp_path / "typo.jsonl"
+    line = refused("eval", "no-such/model", "--data", str(missing), "--results", str(results))
+    assert line == f"error: no such file: {missing}"

@@ -86,3 +86,27 @@ def test_merge_and_eval_chains_fail_fast_on_an_unreachable_base(
         resolve_chain(adapter)
     monkeypatch.setattr(hub, "_in_hub_cache", lambda name, revision: True)
     assert resolve_chain(adapter) == ["org/model", str(adapter)]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "nobody-prefopt/no-such-model", "--data", "PAIRS"],
+        ["data", "convert", "nobody-prefopt/no-such-data", "-o", "OUT", "--from", "hh"],
+        ["train", "dpo", "--model", "MODEL", "--train-file", "nobody-prefopt/no-such-data",
+         "-o", "OUT"],
+    ],
+)  # fmt: skip
+def test_eval_and_hub_datasets_fail_fast_too(
+    command: list[str], pairs_file: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """``prefopt eval HUB_ID`` took 49 s of retries; a hub dataset 24-32 s. Now one line."""
+    replace = {"PAIRS": str(pairs_file), "OUT": str(tmp_path / "out"), "MODEL": str(tiny_model)}
+    args = [replace.get(word, word) for word in command]
+    env = {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": UNREACHABLE, "HF_HOME": str(tmp_path / "hf")}
+    code, _, err = run_cli(*args, env=env, timeout=120)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "nobody-prefopt/no-such-" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0]
+    assert "cannot be reached" in lines[0] or "cannot reach" in lines[0]

@@ -142,9 +142,10 @@ def pairs(
     """Score preference pairs: accuracy, margins, rewards, log-probs; split by Δh with h flags."""
     if quiet:
         State.quiet = True
-    from prefopt.data.io import check_writable, write_jsonl
+    from prefopt.data.io import check_data_source, check_writable, write_jsonl
     from prefopt.eval.offline import default_results_path, evaluate, progress_bar, write_json
 
+    check_data_source(data)  # the missing input first, then what the outputs would overwrite
     results_path = results or default_results_path(model)
     check_writable(results_path, force)
     if out is not None:

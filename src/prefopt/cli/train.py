@@ -246,6 +246,13 @@ def run_training(
     if _checks_output_dir() and _run_is_finished(config, resume, overwrite):
         return
     check_report_to(config.training.get("report_to"))  # tensorboard installed, wandb logged in
+    from prefopt.data.io import check_data_source
+    from prefopt.modeling.loading import check_model_available
+
+    check_model_available(config.model)  # a mistyped path or an unreachable hub id: one line
+    for source in (config.data.train, config.data.eval):
+        if source:  # a missing file took ~9 s to report, after torch and the tokenizer loaded
+            check_data_source(source)
     quiet_libraries(quiet)
     try:
         if wants_launch(num_processes):  # start the workers; each re-resolves the same layers

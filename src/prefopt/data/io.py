@@ -454,6 +454,17 @@ def looks_like_hub_id(source: str) -> bool:
     return Path(source).suffix.lower() not in _FILE_SUFFIXES
 
 
+def check_data_source(source: str) -> None:
+    """Fail fast, before anything heavy loads: ``source`` must be a readable data file, or a
+    hub dataset id that is cached or can be downloaded (see :func:`load_rows`)."""
+    if not Path(source).exists() and looks_like_hub_id(source):
+        from prefopt.modeling.hub import check_hub_dataset
+
+        check_hub_dataset(source)
+        return
+    require_file(source)
+
+
 def load_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows from a local file (via :func:`iter_rows`) or, when ``source`` is not an existing
     path but looks like ``owner/name``, from the hub dataset's ``split``."""

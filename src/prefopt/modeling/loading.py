@@ -52,6 +52,16 @@ def check_model_source(name_or_path: str | None, what: str = "model") -> str:
     )
 
 
+def check_model_available(config: ModelConfig) -> None:
+    """Fail fast, before torch loads: the model (and tokenizer) named in ``config`` must be a
+    path that exists, or a hub id that is cached or reachable."""
+    for name, what in ((config.name_or_path, "model"), (config.tokenizer, "tokenizer")):
+        if name is None and what == "tokenizer":
+            continue
+        source = check_model_source(name, what)
+        check_hub_source(split_gguf(source)[0], config.revision, what)
+
+
 def adapter_base(path: str) -> str | None:
     """The base model recorded in an adapter folder, or ``None`` if ``path`` is no adapter."""
     config_file = Path(path) / "adapter_config.json"
