@@ -250,3 +250,23 @@ def test_the_interrupt_hint_of_a_run_without_checkpoints_is_a_plain_rerun(tmp_pa
     assert _resume_hint(tmp_path) == (
         "no checkpoint was saved yet: rerun the same command to start again"
     )
+
+
+def test_the_adapter_card_describes_the_run(tiny_model: Path, tmp_path: Path) -> None:
+    """PEFT saves a blank template as the adapter's README.md ("Model Card for Model ID");
+    a run writes a card of its own: base, algorithm and settings, data, final metrics."""
+    from prefopt.testing import train_one_step
+
+    train_one_step("dpo", tiny_model, tmp_path, pairs=4, sets=["model.precision=fp32"], beta=0.3)
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "Model Card for Model ID" not in card
+    assert card.startswith(f'---\nbase_model: "{tiny_model}"\nlibrary_name: peft\n')
+    for row in (
+        "| algorithm | dpo |",
+        "| beta | 0.3 |",
+        "| LoRA | r=16, alpha=32",
+        "| bf16 | False |",
+    ):
+        assert row in card, row
+    assert "| training data | `" in card and "train_one_step.jsonl` |" in card
+    assert "| loss | 0.6931 |" in card  # the final metrics, as logged

@@ -28,6 +28,7 @@ import yaml
 from prefopt.errors import UsageError
 from prefopt.modeling.gguf import drop_gguf_marker, is_gguf, pretrained_arguments, split_gguf
 from prefopt.modeling.hub import check_hub_source
+from prefopt.modeling.model_cards import model_card
 from prefopt.paths import as_if_created
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -35,17 +36,6 @@ RUN_CONFIG = "prefopt_config.yaml"
 MERGE_RECORD = "prefopt_merge.json"
 _MAX_CHAIN = 8
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-# Run-config keys shown in the model card, when the run had them.
-_CARD_TRAINING_KEYS = (
-    "learning_rate",
-    "max_steps",
-    "num_train_epochs",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "lr_scheduler_type",
-    "warmup_steps",
-    "seed",
-)
 
 
 @dataclass
@@ -303,58 +293,6 @@ def run_summary(run: dict[str, Any] | None) -> dict[str, Any] | None:
         "model": (run.get("model") or {}).get("name_or_path"),
         "data": (run.get("data") or {}).get("train"),
     }
-
-
-def model_card(title: str, record: dict[str, Any], run: dict[str, Any] | None) -> str:
-    """A README.md describing the merged model: base, algorithm, hyperparameters, data."""
-    from prefopt import __version__
-
-    lines = [
-        "---",
-        f"base_model: {json.dumps(record['root_model'])}",
-        "library_name: transformers",
-        "tags:",
-        "- prefopt",
-    ]
-    if run and run.get("algorithm_name"):
-        lines.append(f"- {run['algorithm_name']}")
-    lines += ["---", "", f"# {title}", ""]
-    lines.append(
-        f"LoRA adapter(s) merged into full-precision weights with prefopt {__version__}; "
-        "loads with `AutoModelForCausalLM.from_pretrained` alone."
-    )
-    lines += ["", "| | |", "|---|---|", f"| base model | `{record['root_model']}` |"]
-    for adapter in record["chain"][1:]:
-        lines.append(f"| merged adapter | `{adapter}` |")
-    lines.append(f"| weights dtype | {record['dtype']} |")
-    if run:
-        model = run.get("model") or {}
-        algorithm = run.get("algorithm") or {}
-        lines.append(f"| algorithm | {run.get('algorithm_name', '?')} |")
-        for key, value in algorithm.items():
-            lines.append(f"| {key} | {value} |")
-        lora = run.get("lora")
-        if lora:
-            lines.append(
-                f"| LoRA | r={lora.get('r')}, alpha={lora.get('alpha')}, "
-                f"dropout={lora.get('dropout')}, targets={lora.get('target_modules')} |"
-            )
-        if model.get("load_in_4bit"):
-            lines.append("| trained on | a 4-bit (NF4) base; merged into the fp32 base |")
-        training = run.get("training") or {}
-        for key in _CARD_TRAINING_KEYS:
-            if key in training and training[key] is not None:
-                lines.append(f"| {key} | {training[key]} |")
-        data = run.get("data") or {}
-        lines.append(f"| training data | `{data.get('train')}` |")
-        if data.get("eval"):
-            lines.append(f"| evaluation data | `{data.get('eval')}` |")
-        lines.append(
-            f"| max length | {data.get('max_length')} (prompt {data.get('max_prompt_length')}) |"
-        )
-    else:
-        lines.append("| run | unknown (the adapter folder has no prefopt_config.yaml) |")
-    return "\n".join(lines) + "\n"
 
 
 def _absolute(name: str) -> str:

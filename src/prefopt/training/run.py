@@ -391,7 +391,26 @@ def save_and_summarize(
         if "loss" in entry:
             final = {**entry, **final}
             break
+    if getattr(trainer.args, "should_save", True):
+        write_run_card(output_dir, final)
     return final
+
+
+def write_run_card(output_dir: Path, metrics: dict[str, Any]) -> None:
+    """Replace the blank template PEFT saves as the adapter's README.md (and give a full model
+    one) with a card of the run: base, algorithm, settings, data, final metrics
+    (:func:`prefopt.modeling.model_cards.run_card`), from its ``prefopt_config.yaml``."""
+    from prefopt.data.prep_cache import atomic_write_bytes
+    from prefopt.modeling.merge import read_run_config
+    from prefopt.modeling.model_cards import run_card
+
+    run = read_run_config(str(output_dir))
+    if run is None:
+        return
+    adapter = (output_dir / "adapter_config.json").is_file()
+    title = str((run.get("training") or {}).get("run_name") or output_dir.name)
+    card = run_card(title, run, metrics, adapter)
+    atomic_write_bytes(output_dir / "README.md", card.encode("utf-8"))
 
 
 def _evaluation_at(log_history: list[dict[str, Any]], step: int) -> dict[str, float]:
