@@ -157,3 +157,48 @@ def test_narrow_terminal_shows_every_name_and_value_whole(tmp_path: Path) -> Non
         app, ["eval", "compare", *map(str, long_names)], env={"COLUMNS": "200"}
     )
     assert "┃ run" in wide.stdout  # a table where it fits
+
+
+def test_chart_labels_values_marks_missing_ones_and_drops_empty_panels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart had an empty win-rate panel, drew missing values as zeros and had no value
+    labels. Run b has no judge results, no run has a win rate; the chart is by run (bars)."""
+    import matplotlib.pyplot as plt
+
+    from prefopt.eval import compare
+
+    runs = [
+        write_run(tmp_path / "a", 1.0, 0.8, 0.10, judge=7.5),
+        write_run(tmp_path / "b", 1.0, 0.6, 0.40),
+    ]
+    sets = load_result_sets(runs)
+    for s in sets:
+        s.metrics.pop("win_rate", None)
+    kept: list = []
+    monkeypatch.setattr(plt, "close", lambda figure: kept.append(figure))
+    metrics = ["accuracy", "mean_factuality", "win_rate"]
+    compare.plot(sets, metrics, None, tmp_path / "c.png")
+    (figure,) = kept
+    panels = {axis.get_title(): axis for axis in figure.axes if axis.get_visible()}
+    assert set(panels) == {"accuracy", "mean_factuality"}  # no empty win-rate panel
+    texts = [t.get_text() for t in panels["mean_factuality"].texts]
+    assert "7.5" in texts and "n/a" in texts  # b has no value: marked, not a bar at 0
+    assert len(panels["mean_factuality"].patches) == 1
+    assert {"0.8", "0.6"} <= {t.get_text() for t in panels["accuracy"].texts}
+    with pytest.raises(Exception, match="none of the runs has a metric"):
+        compare.plot(sets, ["win_rate"], None, tmp_path / "d.png")
+
+
+def test_demo_legend_names_only_the_rows_its_table_has() -> None:
+    """The demo's legend explained a [Δh=0] row its table did not have."""
+    from prefopt.cli.demo import legend
+
+    shown = legend(["accuracy", "accuracy[Δh=1]", "logp_accuracy"])
+    assert [line.split(":")[0] for line in shown] == ["logp_accuracy", "accuracy"]
+    assert shown[1].endswith("; [Δh=1] pairs with one hallucinated answer")
+    assert "[Δh=0]" not in " ".join(shown)
+    both = legend(["accuracy", "accuracy[Δh=1]", "accuracy[Δh=0]"])
+    assert both[0].endswith(
+        "[Δh=1] pairs with one hallucinated answer, [Δh=0] pairs of two true answers"
+    )

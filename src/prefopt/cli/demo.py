@@ -10,13 +10,28 @@ import typer
 from prefopt.cli.common import State, console, quiet_libraries, run_command
 from prefopt.console import styled
 
-EXPLANATIONS = (
-    "hallucination_preference_rate: share of Δh=1 pairs where the model's own per-token "
+EXPLANATIONS = {
+    "hallucination_preference_rate": "share of Δh=1 pairs where the model's own per-token "
     "log-prob favours the hallucinated answer (lower is better)",
-    "logp_accuracy: share of pairs where it favours the chosen (factual) answer",
-    "accuracy: share where the implicit reward margin against the base model is > 0; "
-    "[Δh=1] pairs with one hallucinated answer, [Δh=0] pairs of two true answers",
-)
+    "logp_accuracy": "share of pairs where it favours the chosen (factual) answer",
+    "accuracy": "share where the implicit reward margin against the base model is > 0",
+}
+#: What a ``[Δh=...]`` row counts, for the rows the table has.
+GROUPS = {
+    "[Δh=1]": "pairs with one hallucinated answer",
+    "[Δh=0]": "pairs of two true answers",
+}
+
+
+def legend(metrics: list[str]) -> list[str]:
+    """One line per metric of the table, naming only the ``[Δh=...]`` rows it shows."""
+    lines = []
+    for name, meaning in EXPLANATIONS.items():
+        if name not in metrics:
+            continue
+        groups = [f"{g} {what}" for g, what in GROUPS.items() if f"{name}{g}" in metrics]
+        lines.append(f"{name}: {meaning}" + ("; " + ", ".join(groups) if groups else ""))
+    return lines
 
 
 @run_command
@@ -76,7 +91,7 @@ def demo(
     for name in result.metrics:
         table.add_row(name, *(format_value(m.get(name)) for m in result.runs.values()))
     out.print(table)
-    for line in EXPLANATIONS:
+    for line in legend(list(result.metrics)):
         out.print(line)
     if result.chart is not None:
         out.print(f"chart: {result.chart}")

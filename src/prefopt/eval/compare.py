@@ -185,8 +185,14 @@ def table_rows(sets: list[ResultSet], metrics: list[str], x: str | None) -> list
     return rows
 
 
+def _present(value: Any) -> bool:
+    return _is_number(value) and value == value  # NaN is a missing value too
+
+
 def plot(sets: list[ResultSet], metrics: list[str], x: str | None, out: str | Path) -> Path:
-    """One panel per metric against ``x`` (lines) or run name (bars); saved atomically."""
+    """One panel per metric against ``x`` (lines) or run name (bars), each value labelled; a
+    run without the metric is marked "n/a" (not drawn as 0), and a metric no run has gets no
+    panel. Saved atomically."""
     from prefopt.extras import require
 
     require("matplotlib", "plot", "a chart (--plot)")
@@ -199,6 +205,9 @@ def plot(sets: list[ResultSet], metrics: list[str], x: str | None, out: str | Pa
     if out.suffix.lower() != ".png":
         raise UsageError(f"--plot: expected a .png file name, got {out}")
     rows = ordered(sets, x)
+    metrics = [name for name in metrics if any(_present(s.metrics.get(name)) for s in rows)]
+    if not metrics:
+        raise UsageError("--plot: none of the runs has a metric to chart")
     columns = min(len(metrics), 3)
     lines = (len(metrics) + columns - 1) // columns
     figure, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.2 * lines), squeeze=False)
@@ -206,13 +215,22 @@ def plot(sets: list[ResultSet], metrics: list[str], x: str | None, out: str | Pa
         axis = axes[index // columns][index % columns]
         values = [s.metrics.get(name) for s in rows]
         points = [
-            (i, s, v) for i, (s, v) in enumerate(zip(rows, values, strict=True)) if v is not None
+            (i, s, v) for i, (s, v) in enumerate(zip(rows, values, strict=True)) if _present(v)
         ]
         if x:
-            axis.plot([s.hyperparameter(x) for _, s, _ in points], [v for *_, v in points], "o-")
+            xs = [s.hyperparameter(x) for _, s, _ in points]
+            ys = [v for *_, v in points]
+            axis.plot(xs, ys, "o-")
+            for at, value in zip(xs, ys, strict=True):
+                axis.annotate(f"{value:.3g}", (at, value), textcoords="offset points",
+                              xytext=(0, 5), ha="center", fontsize=8)  # fmt: skip
             axis.set_xlabel(x)
         else:
-            axis.bar([i for i, _, _ in points], [v for *_, v in points])
+            bars = axis.bar([i for i, _, _ in points], [v for *_, v in points])
+            axis.bar_label(bars, fmt="%.3g", fontsize=8)
+            for i, value in enumerate(values):
+                if not _present(value):
+                    axis.annotate("n/a", (i, 0), ha="center", va="bottom", fontsize=8)
             axis.set_xticks(range(len(rows)), [s.label for s in rows], rotation=30, ha="right")
         axis.set_title(name)
         axis.grid(alpha=0.3)
