@@ -19,6 +19,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
+#: Bump when :func:`type_text` changes, so cached tables are written anew.
+TABLE_VERSION = 2
+
 
 def training_argument_types() -> dict[str, Any]:
     """Names and types of ``transformers.TrainingArguments`` (imports transformers)."""
@@ -79,6 +82,9 @@ def type_text(annotation: Any) -> str | None:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Union or origin is types.UnionType:
+        if str in args:  # IntervalStrategy | str: a str enum takes its value as text anyway
+            args = tuple(a for a in args if not (isinstance(a, type) and issubclass(a, str)))
+            args = (*args, str)
         parts = [type_text(arg) for arg in args]
         return None if None in parts else "|".join(str(part) for part in parts)
     if origin is dict:
@@ -109,4 +115,4 @@ def _training_names_file() -> Path | None:
         release = version("transformers")
     except PackageNotFoundError:
         return None
-    return default_cache_dir() / "config" / f"training-arguments-{release}-typed.json"
+    return default_cache_dir() / "config" / f"training-arguments-{release}-v{TABLE_VERSION}.json"

@@ -174,15 +174,21 @@ def build_training_arguments(config: RunConfig, quiet: bool, precision: Precisio
 
 
 def build_model_and_reference(
-    config: RunConfig, spec: AlgorithmSpec, precision: Precision
+    config: RunConfig, spec: AlgorithmSpec, precision: Precision | None = None
 ) -> tuple[Any, Any]:
     """The trainable model and, for full fine-tuning with a reference, its frozen copy, each
     loaded in the dtype that fits the precision and device
     (:func:`prefopt.modeling.precision.load_dtype_name`)."""
     from prefopt.modeling.loading import load_model
     from prefopt.modeling.lora import apply_lora
-    from prefopt.modeling.precision import frozen_load_dtype_name, load_dtype_name
+    from prefopt.modeling.precision import (
+        frozen_load_dtype_name,
+        load_dtype_name,
+        resolve_precision,
+    )
 
+    if precision is None:  # as the run would decide it
+        precision = resolve_precision(config.model.precision, config.training)
     if config.model.load_in_4bit and config.lora is None:
         raise UsageError("model.load_in_4bit trains LoRA adapters on a frozen 4-bit base: set lora")
     full = config.lora is None
