@@ -2,9 +2,10 @@
 
 For hidden states ``h`` (k, H), head weight ``W`` (V, H), optional bias ``b`` and targets ``t``:
 
-    u = h Wᵀ + b                      (k, V), computed in the compute dtype, read in fp32 (or fp64)
+    u = h Wᵀ + b                      (k, V), computed in the compute dtype
     z = f(u)                          the model's own logit transform (scaling, soft-capping;
-                                      :mod:`prefopt.modeling.logit_transform`), identity for most
+                                      :mod:`prefopt.modeling.logit_transform`), identity for most;
+                                      in the compute dtype too, as the model does; read in fp32
     out_i = z_i[t_i] − logsumexp(z_i)
 
 and with ``g`` the incoming gradient (k,), ``softmax(z_i) = exp(z_i − logsumexp(z_i))``:
@@ -42,12 +43,19 @@ def compute_dtype(hidden: torch.Tensor) -> torch.dtype:
 
 
 def _logits(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    dtype: torch.dtype,
+    transform: LogitTransform,
 ) -> torch.Tensor:
+    """``f(h Wᵀ + b)`` read in fp32: the projection and the transform in ``dtype``, as the
+    model's own head computes them (in bf16 its logits are rounded before the soft-cap too)."""
     with torch.autocast(hidden.device.type, enabled=False):
-        return torch.nn.functional.linear(
+        projected = torch.nn.functional.linear(
             hidden.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
-        ).to(torch.promote_types(dtype, torch.float32))
+        )
+        return transform.apply(projected).to(torch.promote_types(dtype, torch.float32))
 
 
 class HeadLogProbs(torch.autograd.Function):
@@ -64,7 +72,7 @@ class HeadLogProbs(torch.autograd.Function):
         dtype: torch.dtype,
         transform: LogitTransform = IDENTITY,
     ) -> torch.Tensor:
-        logits = transform.apply(_logits(hidden, weight, bias, dtype))
+        logits = _logits(hidden, weight, bias, dtype, transform)
         logsumexp = torch.logsumexp(logits, dim=-1)
         picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         ctx.save_for_backward(hidden, weight, bias, targets, logsumexp)
@@ -77,7 +85,7 @@ class HeadLogProbs(torch.autograd.Function):
         hidden, weight, bias, targets, logsumexp = ctx.saved_tensors
         dtype, transform = ctx.dtype, ctx.transform
         # softmax(z) in place of the recomputed logits, then g ⊙ (onehot − softmax).
-        dlogits = transform.apply(_logits(hidden, weight, bias, dtype))
+        dlogits = _logits(hidden, weight, bias, dtype, transform)
         slope = None if transform.is_identity else transform.derivative(dlogits)
         grad = grad.to(dlogits.dtype).unsqueeze(-1)
         dlogits.sub_(logsumexp.unsqueeze(-1)).exp_().mul_(-grad)

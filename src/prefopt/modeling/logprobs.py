@@ -160,9 +160,10 @@ def head_logps(
     logit ``transform``; fp32 (k,)."""
     import torch
 
-    logits = head(hidden).float()
+    logits = head(hidden)
     if transform is not None and not transform.is_identity:
-        logits = transform.apply(logits)
+        logits = transform.apply(logits)  # in the head's dtype, as the model's own forward
+    logits = logits.float()
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 
