@@ -82,7 +82,14 @@ def gguf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = folder / "run"
     code, _, stderr = run_cli(*train_args("dpo", str(smollm2_gguf()), data, out))
     assert code == 0, stderr
+    (folder / "stderr.txt").write_text(stderr)
     return out
+
+
+def test_a_quiet_gguf_run_prints_nothing(gguf_run: Path) -> None:
+    """Under -q a GGUF run printed transformers' "Converting and de-quantizing" bar and PEFT's
+    "Could not find a config file" warning at every save; now stderr stays empty."""
+    assert (gguf_run.parent / "stderr.txt").read_text() == ""
 
 
 def test_gguf_run_records_the_file_and_saves_plain_safetensors(gguf_run: Path) -> None:

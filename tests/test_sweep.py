@@ -229,3 +229,30 @@ def test_only_the_processs_first_run_books_its_startup(monkeypatch: pytest.Monke
     assert first.summary()["startup"] == 3.0
     assert "startup" not in second.summary()
     assert second.summary()["total"] < 1.0  # from the second job's own start
+
+
+def test_dry_run_of_the_example_imports_no_transformers() -> None:
+    """Listing 40 jobs took 20-25 s, 6 s of it importing transformers and peft to type the
+    training settings; the cached TrainingArguments table types them (enums as text)."""
+    import subprocess
+    import sys
+
+    from prefopt.training_arguments import training_argument_names
+
+    training_argument_names()  # the table is cached (a first run per transformers version)
+    probe = (
+        "import json, sys\n"
+        "from prefopt.cli.main import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    assert not exc.code\n"
+        "heavy = ('torch', 'transformers', 'peft')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    example = Path(__file__).resolve().parents[1] / "examples" / "factual_sweep.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, "sweep", str(example), "--dry-run"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "40 jobs" in proc.stdout
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
