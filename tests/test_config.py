@@ -311,3 +311,28 @@ def _typed(value: object, annotation: object, key: str) -> object:
         return coerce(value, annotation, key)
     except ConfigError as exc:
         return Refused(exc)
+
+
+def test_yaml_no_for_a_strategy_stays_no(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``save_strategy: no`` as false; typed from the cached table (the str
+    enum as text) it is "no" again, as TrainingArguments' own type makes it."""
+    from prefopt.training_arguments import training_argument_names
+
+    training_argument_names()
+    path = tmp_path / "run.yaml"
+    path.write_text("training:\n  save_strategy: no\n  eval_strategy: no\n")
+    config = resolve_run_config(SPEC, path)
+    assert config.training["save_strategy"] == "no"
+    assert (
+        type(config.training["eval_strategy"]) is str and config.training["eval_strategy"] == "no"
+    )
+
+
+def test_a_short_max_length_alone_halves_the_default_prompt_budget() -> None:
+    """``--set data.max_length=256`` alone was refused: the default prompt budget (512) left
+    no room for a completion. Unset, the budget is 512 or half of max_length, if smaller."""
+    assert resolve_run_config(SPEC, sets=["data.max_length=256"]).data.max_prompt_length == 128
+    assert resolve_run_config(SPEC, sets=["data.max_length=4096"]).data.max_prompt_length == 512
+    assert resolve_run_config(SPEC).data.max_prompt_length == 512
+    given = ["data.max_length=256", "data.max_prompt_length=200"]
+    assert resolve_run_config(SPEC, sets=given).data.max_prompt_length == 200

@@ -26,7 +26,7 @@ from prefopt.testing import synthetic_pairs, write_pairs
 # -- the transform ----------------------------------------------------------------------------
 def test_transform_values_by_hand() -> None:
     u = torch.tensor([-30.0, 0.0, 2.0, 30.0], dtype=torch.float64)
-    granite = LogitTransform(scale=1 / 8)
+    granite = LogitTransform(divisor=8.0)
     assert granite.apply(u).tolist() == pytest.approx([-3.75, 0.0, 0.25, 3.75])
     gemma = LogitTransform(softcap=5.0)
     expected = [5 * math.tanh(v / 5) for v in (-30.0, 0.0, 2.0, 30.0)]
@@ -43,8 +43,8 @@ def test_transform_values_by_hand() -> None:
     ("fields", "expected"),
     [
         ({"model_type": "llama"}, LogitTransform()),
-        ({"model_type": "granite", "logits_scaling": 8.0}, LogitTransform(scale=0.125)),
-        ({"model_type": "granitemoe", "logits_scaling": 4}, LogitTransform(scale=0.25)),
+        ({"model_type": "granite", "logits_scaling": 8.0}, LogitTransform(divisor=8.0)),
+        ({"model_type": "granitemoe", "logits_scaling": 4}, LogitTransform(divisor=4.0)),
         ({"model_type": "cohere", "logit_scale": 0.0625}, LogitTransform(scale=0.0625)),
         (
             {"model_type": "gemma2", "final_logit_softcapping": 30.0},
@@ -61,7 +61,13 @@ def test_transform_read_from_the_config(fields: dict, expected: LogitTransform |
 
 
 @pytest.mark.parametrize(
-    "transform", [LogitTransform(), LogitTransform(scale=0.3), LogitTransform(0.7, 2.0)]
+    "transform",
+    [
+        LogitTransform(),
+        LogitTransform(scale=0.3),
+        LogitTransform(0.7, 2.0),
+        LogitTransform(divisor=3.0),
+    ],
 )
 def test_head_backward_through_the_transform_is_the_gradient(transform: LogitTransform) -> None:
     """The hand-written backward equals finite differences (fp64), transform included."""

@@ -232,3 +232,62 @@ def test_reference_mode_is_checked() -> None:
     assert check_mode("auto") == "auto"
     with pytest.raises(Exception, match="auto, online, cached"):
         check_mode("never")
+
+
+def test_the_fill_frees_a_full_fine_tuning_runs_frozen_copy(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full fine-tuning, two epochs, no eval data: once the first epoch has filled the cache
+    the frozen copy is released, and nothing else keeps it alive (run.py's locals did)."""
+    import gc
+    import weakref
+
+    from prefopt.training.reference import FrozenCopyReference
+    from prefopt.training.trainer import PreferenceTrainer
+
+    copies: list[weakref.ref] = []
+    real_init = FrozenCopyReference.__init__
+
+    def remember(self, model):  # type: ignore[no-untyped-def]
+        real_init(self, model)
+        copies.append(weakref.ref(self.model))
+
+    alive_after_release: list[bool] = []
+    real_release = PreferenceTrainer.release_reference
+
+    def release(self):  # type: ignore[no-untyped-def]
+        real_release(self)
+        gc.collect()
+        alive_after_release.append(copies[0]() is not None)
+
+    monkeypatch.setattr(FrozenCopyReference, "__init__", remember)
+    monkeypatch.setattr(PreferenceTrainer, "release_reference", release)
+    sets = [f"reference.cache_dir={tmp_path / 'cache'}", "lora=null", "model.precision=fp32"]
+    rows = synthetic_pairs(8, seed=3)
+    train_one_step("dpo", tiny_model, tmp_path, rows=rows, pairs=4, steps=4, sets=sets)
+    assert alive_after_release == [False]  # released once, at the end of epoch 1, and freed
+
+
+def test_a_cache_that_cannot_be_written_costs_the_run_nothing(
+    tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The entry is written at the end of the first epoch; a cache folder that cannot hold it
+    (here below a regular file) gives one warning, and the run still trains and saves."""
+    import logging
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    sets = [f"reference.cache_dir={blocker / 'cache'}", "model.precision=fp32"]
+    with caplog.at_level(logging.WARNING, logger="prefopt"):
+        first = train_one_step(
+            "dpo",
+            tiny_model,
+            tmp_path,
+            rows=synthetic_pairs(8, seed=3),
+            pairs=4,
+            steps=4,
+            sets=sets,
+        )
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+    assert any("reference log-probs not cached" in r.getMessage() for r in caplog.records)

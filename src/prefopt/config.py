@@ -38,6 +38,8 @@ from prefopt.training_arguments import (
     type_from_text,
 )
 
+#: ``data.max_prompt_length`` when no layer sets it (half of ``max_length`` if smaller).
+DEFAULT_MAX_PROMPT = 512
 SECTIONS = ("model", "lora", "data", "training", "algorithm", "reference")
 
 
@@ -110,7 +112,11 @@ class DataConfig:
         default=1024, metadata={"help": "Max tokens of prompt + completion per sequence."}
     )
     max_prompt_length: int = field(
-        default=512, metadata={"help": "Max prompt tokens (the end of the prompt is kept)."}
+        default=512,
+        metadata={
+            "help": "Max prompt tokens (the end of the prompt is kept); default 512, or half "
+            "of max_length when that is smaller."
+        },
     )
     layout: str = field(
         default="auto",
@@ -231,6 +237,7 @@ class ConfigBuilder:
         # training.* values are checked by name when set and coerced to their types in build(),
         # so that every unknown key is found before transformers is imported.
         self._pending_training: dict[str, tuple[Any, str]] = {}
+        self._given: set[str] = set()  # dotted keys some layer set
         self.values: dict[str, Any] = {
             "model": dataclasses.asdict(ModelConfig()),
             "lora": dataclasses.asdict(LoraSettings()),
@@ -252,6 +259,7 @@ class ConfigBuilder:
         section, _, name = key.partition(".")
         if section not in SECTIONS:
             raise _unknown_key(key, list(SECTIONS), where, name=section)
+        self._given.add(key)
         if not name:
             self.set_section(section, value, where)
             return
@@ -316,6 +324,10 @@ class ConfigBuilder:
 
     def build(self) -> RunConfig:
         values = self.values
+        data = values["data"]
+        if "data.max_prompt_length" not in self._given and isinstance(data["max_length"], int):
+            # the default prompt budget leaves room for a completion in a short max_length
+            data["max_prompt_length"] = min(DEFAULT_MAX_PROMPT, max(1, data["max_length"] // 2))
         check_values(values)  # the numbers as given, before typing may import transformers
         if self._pending_training:
             table = training_argument_table() if self._training_types is None else {}

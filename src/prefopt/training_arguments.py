@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bump when :func:`type_text` changes, so cached tables are written anew.
-TABLE_VERSION = 2
+TABLE_VERSION = 3
 
 
 def training_argument_types() -> dict[str, Any]:
@@ -63,11 +63,22 @@ def training_argument_table() -> dict[str, str | None]:
     return table
 
 
+class StrChoice(str):
+    """Stands for one of transformers' str enums (``IntervalStrategy``, ``SchedulerType``) in
+    a union with ``str``: typed as text the way :func:`prefopt.config_values.coerce` types a
+    str enum (YAML 1.1 reads ``save_strategy: no`` as ``False``: it becomes ``"no"``), and the
+    enum's own check left to ``TrainingArguments``. Constructing one gives a plain ``str``."""
+
+    def __new__(cls, value: object) -> str:  # type: ignore[misc]
+        return str(value)
+
+
 _PLAIN_TYPES: dict[str, Any] = {
     "bool": bool,
     "int": int,
     "float": float,
     "str": str,
+    "choice": StrChoice,
     "dict": dict,
     "None": type(None),
 }
@@ -82,9 +93,11 @@ def type_text(annotation: Any) -> str | None:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Union or origin is types.UnionType:
-        if str in args:  # IntervalStrategy | str: a str enum takes its value as text anyway
-            args = tuple(a for a in args if not (isinstance(a, type) and issubclass(a, str)))
-            args = (*args, str)
+        if str in args:  # IntervalStrategy | str: the enum as text (StrChoice)
+            args = tuple(
+                StrChoice if a is not str and isinstance(a, type) and issubclass(a, str) else a
+                for a in args
+            )
         parts = [type_text(arg) for arg in args]
         return None if None in parts else "|".join(str(part) for part in parts)
     if origin is dict:

@@ -224,6 +224,11 @@ def plot(sets: list[ResultSet], metrics: list[str], x: str | None, out: str | Pa
             for at, value in zip(xs, ys, strict=True):
                 axis.annotate(f"{value:.3g}", (at, value), textcoords="offset points",
                               xytext=(0, 5), ha="center", fontsize=8)  # fmt: skip
+            for s, value in zip(rows, values, strict=True):
+                if not _present(value):  # at its x, on the panel's floor
+                    floor = ("data", "axes fraction")
+                    axis.annotate("n/a", (s.hyperparameter(x), 0), xycoords=floor,
+                                  ha="center", va="bottom", fontsize=8)  # fmt: skip
             axis.set_xlabel(x)
         else:
             bars = axis.bar([i for i, _, _ in points], [v for *_, v in points])

@@ -43,8 +43,11 @@ def pair_logps(
                 chunk = pairs[start : start + batch_size]
                 batch = collator(chunk)
                 inputs = {k: v.to(device) for k, v in batch.items() if k != "extras"}
-                if start == 0:
-                    outcome = check_lean_head(model, inputs)
+                if start == 0:  # two pairs: the full logits of a whole batch may not fit
+                    probe = collator(chunk[:2])
+                    outcome = check_lean_head(
+                        model, {k: v for k, v in probe.items() if k != "extras"}
+                    )
                     if outcome is not None and not outcome.agrees:
                         log.warning("%s", outcome.notice())
                         use_full_logits(model)

@@ -33,29 +33,40 @@ _SCALE_FIELDS = ("logits_scaling", "logit_scale")
 
 @dataclass(frozen=True)
 class LogitTransform:
-    """``z = cap·tanh(scale·u / cap)`` (or ``scale·u`` without a cap) on projected logits."""
+    """``z = cap·tanh(s·u / cap)`` (or ``s·u`` without a cap) on projected logits, where the
+    scale ``s`` is ``scale``, or ``1 / divisor`` for a family that divides (Granite): dividing
+    as the model does keeps the numbers bit-identical where 1/divisor is no power of two."""
 
     scale: float = 1.0
     softcap: float | None = None
+    divisor: float | None = None
+
+    @property
+    def factor(self) -> float:
+        """``s``: the derivative of the scaling."""
+        return self.scale / self.divisor if self.divisor else self.scale
 
     @property
     def is_identity(self) -> bool:
-        return self.scale == 1.0 and not self.softcap
+        return self.factor == 1.0 and not self.softcap
 
     def apply(self, logits: Any) -> Any:
         """``z`` from projected logits ``u`` (any shape; computed in ``u``'s dtype)."""
+        if self.divisor and self.divisor != 1.0:
+            logits = logits / self.divisor
         if self.scale != 1.0:
             logits = logits * self.scale
         if self.softcap:
-            logits = self.softcap * (logits / self.softcap).tanh()
+            logits = logits / self.softcap
+            logits = self.softcap * logits.tanh()
         return logits
 
     def derivative(self, transformed: Any) -> Any:
         """``dz/du`` from the transformed logits ``z`` (a tensor, or the scale as a float)."""
         if not self.softcap:
-            return self.scale
+            return self.factor
         ratio = transformed / self.softcap
-        return self.scale * (1.0 - ratio * ratio)
+        return self.factor * (1.0 - ratio * ratio)
 
 
 def _is_trivial(value: Any) -> bool:
@@ -70,14 +81,14 @@ def logit_transform(config: Any) -> LogitTransform | None:
     """The transform a model with ``config`` applies to its projected logits, or ``None`` when
     its config announces a scaling prefopt cannot interpret for that family."""
     model_type = str(getattr(config, "model_type", "") or "")
-    scale = 1.0
+    scale, divisor = 1.0, None
     if model_type.startswith(DIVIDES_BY_LOGITS_SCALING):
         value = getattr(config, "logits_scaling", None)
-        scale = 1.0 / _factor(value)
+        divisor = None if _is_trivial(value) else _factor(value)
     elif model_type.startswith(MULTIPLIES_BY_LOGIT_SCALE):
         value = getattr(config, "logit_scale", None)
         scale = _factor(value)
     elif any(not _is_trivial(getattr(config, name, None)) for name in _SCALE_FIELDS):
         return None
     softcap = getattr(config, "final_logit_softcapping", None)
-    return LogitTransform(scale=scale, softcap=float(softcap) if softcap else None)
+    return LogitTransform(scale=scale, softcap=float(softcap) if softcap else None, divisor=divisor)

@@ -70,7 +70,10 @@ def load_dtype_name(
     under bf16 autocast on CUDA: the base weights stay frozen, so they are loaded in bf16 at
     once (an fp32 load of an 8B model needs 32 GB before any cast). Full fine-tuning keeps
     fp32 weights: mixed precision updates fp32 master weights, and bf16 weights would round
-    small updates away.
+    small updates away. Its frozen reference copy is loaded like the policy (its linear layers
+    are rounded to bf16 later, as the policy's compute is): a bf16 copy would run its norms
+    and residual stream in bf16 where the policy runs them in fp32, and step 0 would not be
+    ln 2.
     """
     if dtype != "auto":
         return dtype
@@ -78,9 +81,3 @@ def load_dtype_name(
     if precision.bf16 and device == "cuda" and not full_fine_tuning:
         return "bfloat16"
     return "auto"
-
-
-def frozen_load_dtype_name(dtype: str, precision: Precision, device: str | None = None) -> str:
-    """The dtype of a frozen copy (the full fine-tuning reference): never trained, so under
-    bf16 autocast on CUDA it is loaded in bf16 like a LoRA base."""
-    return load_dtype_name(dtype, precision, full_fine_tuning=False, device=device)

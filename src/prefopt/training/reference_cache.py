@@ -49,7 +49,7 @@ from prefopt.data.prep_cache import (
 )
 from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
 from prefopt.errors import ConfigError
-from prefopt.training.reference_fill import ReferenceFill
+from prefopt.training.reference_fill import ReferenceFill, every_process
 
 log = logging.getLogger("prefopt")
 
@@ -59,13 +59,20 @@ _MODEL_FILES = ("config.json", "adapter_config.json")
 
 
 # -- keys ----------------------------------------------------------------------------------
-def model_fingerprint(model_config: Any, base_model: Any = None, root: Path | None = None) -> str:
-    """Identity of the reference weights described by ``model_config`` (see module doc)."""
+def model_fingerprint(
+    model_config: Any,
+    base_model: Any = None,
+    root: Path | None = None,
+    weights_dtype: str | None = None,
+) -> str:
+    """Identity of the reference weights described by ``model_config`` (see module doc);
+    ``weights_dtype`` is the dtype they were loaded in, when ``model.dtype: auto`` chose it
+    (bf16 for a LoRA base on CUDA: other numbers than fp32 weights under autocast)."""
     from prefopt.modeling.loading import adapter_base, check_model_source
 
     source = check_model_source(model_config.name_or_path)
     settings = {
-        "dtype": model_config.dtype,
+        "dtype": model_config.dtype if weights_dtype is None else weights_dtype,
         "load_in_4bit": model_config.load_in_4bit,
         "bnb_4bit_compute_dtype": model_config.bnb_4bit_compute_dtype
         if model_config.load_in_4bit
@@ -329,19 +336,24 @@ def provide(
         name: reference_key(identity, tokenizer, pairs, settings, precision)
         for name, pairs in datasets.items()
     }
-    plan = reference_plan(mode, cache.path(keys["train"]).is_file())
+    # every process must take the same plan, also when only some machines hold the entry
+    plan = reference_plan(mode, every_process(cache.path(keys["train"]).is_file()))
     if plan == "fill":
         train = datasets["train"]
 
         def store(values: Any) -> None:
-            if args.should_save:  # one process writes the entry
-                meta = {"pairs": len(train), "precision": precision, "filled_from": "training"}
+            attach(train, values)  # this run reads them from here on, stored or not
+            if args.local_process_index != 0:  # one process of each machine writes the entry
+                return
+            meta = {"pairs": len(train), "precision": precision, "filled_from": "training"}
+            try:
                 cache.save(keys["train"], values, meta)
-            attach(train, values)
+            except OSError as exc:  # a full disk must not cost the run its model
+                log.warning("reference log-probs not cached (%s): %s", cache.folder, exc)
 
         if "eval" in datasets:  # an existing eval entry still serves; else eval runs online
             values = cache.load(keys["eval"], len(datasets["eval"]))
-            if values is not None:
+            if every_process(values is not None):  # a sharded reference runs on all or none
                 attach(datasets["eval"], values)
         return ReferencePlan(fill=ReferenceFill(len(train), store))
     batch_size = max(args.per_device_train_batch_size, args.per_device_eval_batch_size)
@@ -395,7 +407,7 @@ def provide_for_run(
         datasets,
         config.reference.mode,
         model_id=lambda: model_fingerprint(
-            config.model, base, cache_root(config.reference.cache_dir)
+            config.model, base, cache_root(config.reference.cache_dir), _loaded_dtype(base)
         ),
         tokenizer=tokenizer,
         settings=TokenizationSettings(config.data.max_length, config.data.max_prompt_length),
@@ -405,3 +417,10 @@ def provide_for_run(
         root=config.reference.cache_dir,
         quiet=quiet,
     )
+
+
+def _loaded_dtype(model: Any) -> str | None:
+    """The dtype ``model``'s weights were loaded in: its first parameter's (the embedding,
+    which no later cast touches); ``None`` for a model without parameters."""
+    first = next(iter(model.parameters()), None)
+    return None if first is None else str(first.dtype).removeprefix("torch.")

@@ -52,7 +52,7 @@ class ReferenceFill:
         return True
 
 
-def gather_objects(value: Values) -> list[Values]:
+def gather_objects(value: Any) -> list[Any]:
     """Every process's ``value`` (a list of one on a single process)."""
     import torch.distributed as dist
 
@@ -61,3 +61,10 @@ def gather_objects(value: Values) -> list[Values]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return [part for part in gathered if part is not None]
+
+
+def every_process(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process: a decision each process takes from its own
+    files (a cache entry on a machine-local disk) must be the same everywhere, or the
+    processes enter different collectives and wait for each other forever."""
+    return all(gather_objects(bool(flag)))

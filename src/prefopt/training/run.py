@@ -125,14 +125,14 @@ def resolve_trainer_class(spec: AlgorithmSpec) -> type:
 
 
 def settle_precision(config: RunConfig) -> Precision:
-    """Decide the run's compute precision once (:mod:`prefopt.modeling.precision`) and write
-    it into ``config.training`` (``bf16``/``fp16``), so ``prefopt_config.yaml`` records what
-    the run does and a resume does the same."""
+    """Decide the run's compute precision once (:mod:`prefopt.modeling.precision`) and record
+    it as ``model.precision`` (``auto`` becomes what it chose), so ``prefopt_config.yaml`` says
+    what the run did and reusing it (``--config``) does the same on any machine; the
+    ``training`` flags stay as the user set them."""
     from prefopt.modeling.precision import resolve_precision
 
     precision = resolve_precision(config.model.precision, config.training)
-    config.training["bf16"] = precision.bf16
-    config.training["fp16"] = precision.fp16
+    config.model.precision = precision.mode
     return precision
 
 
@@ -181,24 +181,19 @@ def build_model_and_reference(
     (:func:`prefopt.modeling.precision.load_dtype_name`)."""
     from prefopt.modeling.loading import load_model
     from prefopt.modeling.lora import apply_lora
-    from prefopt.modeling.precision import (
-        frozen_load_dtype_name,
-        load_dtype_name,
-        resolve_precision,
-    )
+    from prefopt.modeling.precision import load_dtype_name, resolve_precision
 
     if precision is None:  # as the run would decide it
         precision = resolve_precision(config.model.precision, config.training)
     if config.model.load_in_4bit and config.lora is None:
         raise UsageError("model.load_in_4bit trains LoRA adapters on a frozen 4-bit base: set lora")
-    full = config.lora is None
-    model = load_model(config.model, dtype=load_dtype_name(config.model.dtype, precision, full))
+    dtype = load_dtype_name(config.model.dtype, precision, full_fine_tuning=config.lora is None)
+    model = load_model(config.model, dtype=dtype)
     reference_model = None
     if config.lora is not None:
         model = apply_lora(model, config.lora)
-    elif spec.needs_reference:
-        frozen_dtype = frozen_load_dtype_name(config.model.dtype, precision)
-        reference_model = load_model(config.model, for_training=False, dtype=frozen_dtype)
+    elif spec.needs_reference:  # loaded as the policy: the same numerics at step 0
+        reference_model = load_model(config.model, for_training=False, dtype=dtype)
     return model, reference_model
 
 
@@ -318,7 +313,9 @@ def train(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # ProgressDisplay prints instead
-    if not args.deepspeed:  # ZeRO-3 weights are partitioned until the engine runs the model
+    # Under DeepSpeed (ZeRO-3 partitions the weights at load) and FSDP (the model is not on its
+    # GPU before training starts) the self-check is left out.
+    if not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
         self_check_lean_head([trainer.model, reference_model], collator(train_pairs[:2]))
     if args.bf16:  # every forward runs under autocast: round frozen weights once, not per step
         import torch
@@ -337,9 +334,11 @@ def train(
 
             plan = provide_for_run(trainer, config, tokenizer, train_pairs, eval_pairs, quiet)
             if plan.attached:  # every pair carries its reference log-probs
-                reference = reference_model = None
                 trainer.release_reference()
             trainer.reference_fill = plan.fill
+        # The trainer alone holds the reference from here, so releasing it (now, or when the
+        # first epoch has filled the cache) frees a frozen copy's memory.
+        reference = reference_model = None
         timer.lap("reference")
         wandb_run = start_wandb_run(config, args, resume=resume)
         try:
@@ -397,7 +396,7 @@ def save_and_summarize(
         if "loss" in entry:
             final = {**entry, **final}
             break
-    if getattr(trainer.args, "should_save", True):
+    if getattr(getattr(trainer, "args", None), "should_save", True):
         write_run_card(output_dir, final)
     return final
 
