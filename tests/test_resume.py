@@ -84,7 +84,9 @@ save_rng_state = Trainer._save_rng_state
 def stalled(self, output_dir):
     save_rng_state(self, output_dir)
     if self.state.global_step == step:
-        marker.write_text(output_dir)
+        partial = marker.with_name(marker.name + ".tmp")  # the marker appears whole: the
+        partial.write_text(output_dir)                    # test reads it the moment it exists
+        partial.rename(marker)
         time.sleep(600)
 Trainer._save_rng_state = stalled
 runpy.run_module("prefopt", run_name="__main__")

@@ -265,7 +265,7 @@ def test_the_adapter_card_describes_the_run(tiny_model: Path, tmp_path: Path) ->
         "| algorithm | dpo |",
         "| beta | 0.3 |",
         "| LoRA | r=16, alpha=32",
-        "| bf16 | False |",
+        "| precision | fp32 |",
     ):
         assert row in card, row
     assert "| training data | `" in card and "train_one_step.jsonl` |" in card

@@ -57,6 +57,8 @@ def run_rows(run: dict[str, Any], merged: bool = False) -> list[str]:
     if model.get("load_in_4bit"):
         merge_note = "; merged into the fp32 base" if merged else ""
         rows.append(f"| trained on | a 4-bit (NF4) base{merge_note} |")
+    if model.get("precision"):
+        rows.append(f"| precision | {model['precision']} |")
     training = run.get("training") or {}
     rows += [
         f"| {key} | {training[key]} |"
