@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from prefopt.data.collate import PackedCollator, PaddedCollator
 from prefopt.data.tokenize import TokenizationSettings, tokenize_pairs
-from prefopt.modeling.head_check import check_lean_head
+from prefopt.modeling.head_check import check_lean_head, self_check
 from prefopt.modeling.head_logprobs import HeadLogProbs
 from prefopt.modeling.logit_transform import LogitTransform, logit_transform
 from prefopt.modeling.logprobs import lean_path_parts, sequence_logps
@@ -116,7 +116,6 @@ def test_the_check_passes_a_model_the_lean_path_knows(tiny_model: Path) -> None:
 
 
 def test_the_check_catches_a_model_made_to_disagree(tiny_model: Path) -> None:
-    from prefopt.training.run import self_check_lean_head
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = TweakedLlama.from_pretrained(tiny_model, dtype=torch.float32).eval()
@@ -131,7 +130,7 @@ def test_the_check_catches_a_model_made_to_disagree(tiny_model: Path) -> None:
     assert outcome.notice().startswith(
         "TweakedLlama: the lean LM-head path differs from the model's own forward by "
     )
-    self_check_lean_head([model, None], batch)
+    self_check([model, None], batch)
     assert lean_path_parts(model) is None  # switched to the full-logits path
     with torch.no_grad():
         after, _ = sequence_logps(model, batch)

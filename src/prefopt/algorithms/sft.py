@@ -192,7 +192,7 @@ def build_sft_arguments(config: Any, quiet: bool, precision: Any) -> Any:
     from prefopt.modeling.precision import apply_precision
 
     values = dict(config.training)
-    apply_precision(values, precision, torch.cuda.is_available())
+    apply_precision(values, precision)
     values.setdefault("disable_tqdm", True)
     values.setdefault("dataloader_pin_memory", torch.cuda.is_available())
     values.setdefault("gradient_checkpointing", False)

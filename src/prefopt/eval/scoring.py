@@ -8,16 +8,13 @@ path disagrees with its own forward is scored with full logits, with one notice.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 from prefopt.data.collate import PaddedCollator
 from prefopt.data.tokenize import TokenizedPair
-from prefopt.modeling.head_check import check_lean_head
-from prefopt.modeling.logprobs import sequence_logps, use_full_logits
-
-log = logging.getLogger("prefopt")
+from prefopt.modeling.head_check import self_check
+from prefopt.modeling.logprobs import sequence_logps
 
 
 def pair_logps(
@@ -45,12 +42,7 @@ def pair_logps(
                 inputs = {k: v.to(device) for k, v in batch.items() if k != "extras"}
                 if start == 0:  # two pairs: the full logits of a whole batch may not fit
                     probe = collator(chunk[:2])
-                    outcome = check_lean_head(
-                        model, {k: v for k, v in probe.items() if k != "extras"}
-                    )
-                    if outcome is not None and not outcome.agrees:
-                        log.warning("%s", outcome.notice())
-                        use_full_logits(model)
+                    self_check([model], {k: v for k, v in probe.items() if k != "extras"})
                 logps, _ = sequence_logps(model, inputs)
                 half = len(chunk)
                 chosen.append(logps[:half].float().cpu())

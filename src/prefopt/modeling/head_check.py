@@ -11,17 +11,21 @@ with its full logits. The gap is measured per token::
 
 and compared with a tolerance for the compute dtype: ``1e-3`` in fp32 (the two paths agree to
 ~1e-6 there), ``5e-2`` in bf16/fp16 (the model's own path rounds its logits and its transform
-to 8 bits of mantissa; a wrong transform is off by far more). A gap beyond it makes the caller
-switch the model to the full-logits path (:func:`prefopt.modeling.logprobs.use_full_logits`):
-the numbers are then the model's own, at the memory cost of full logits, and one notice says so.
+to 8 bits of mantissa; a wrong transform is off by far more). A gap beyond it switches the model
+to the full-logits path (:func:`self_check`, the one place training and ``prefopt eval`` call;
+:func:`prefopt.modeling.logprobs.use_full_logits`): the numbers are then the model's own, at
+the memory cost of full logits, and one notice says so.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from prefopt.modeling.logprobs import lean_path_parts, sequence_logps, unwrap
+from prefopt.modeling.logprobs import lean_path_parts, sequence_logps, unwrap, use_full_logits
+
+log = logging.getLogger("prefopt")
 
 #: Largest tolerated gap, nats per token, by the dtype the model computes in.
 TOLERANCE = {"float32": 1e-3, "float64": 1e-6, "bfloat16": 5e-2, "float16": 5e-2}
@@ -91,6 +95,19 @@ def check_lean_head(model: Any, batch: dict[str, Any]) -> HeadCheck | None:
         gap = float("inf")
     dtype = compute_dtype_name(model)
     return HeadCheck(type(inner).__name__, gap, TOLERANCE.get(dtype, 5e-2))
+
+
+def self_check(models: list[Any], batch: dict[str, Any]) -> HeadCheck | None:
+    """:func:`check_lean_head` on ``models[0]`` (the policy); on a disagreement every model
+    given (the policy, a frozen reference copy; ``None`` entries skipped) scores with full
+    logits from now on, and one notice says so."""
+    outcome = check_lean_head(models[0], batch)
+    if outcome is not None and not outcome.agrees:
+        log.warning("%s", outcome.notice())
+        for model in models:
+            if model is not None:
+                use_full_logits(model)
+    return outcome
 
 
 def _to_device(value: Any, device: Any) -> Any:

@@ -16,11 +16,6 @@ from prefopt.precision_rules import PRECISIONS, Precision, explicit_precision
 __all__ = ["PRECISIONS", "Precision", "explicit_precision", "resolve_precision"]
 
 
-def fast_bf16_available() -> bool:
-    """Whether bf16 matmuls are fast here: a CUDA GPU with bf16, or a CPU with AMX-BF16."""
-    return bool(_fast_bf16_hardware())
-
-
 def _fast_bf16_hardware() -> str:
     """A name for the fast-bf16 hardware here, or ``""`` when there is none."""
     import torch
@@ -45,11 +40,11 @@ def resolve_precision(precision: str, training: Mapping[str, Any]) -> Precision:
     return Precision("fp32", "auto: no fast bf16 on this hardware")
 
 
-def apply_precision(values: dict[str, Any], precision: Precision, has_cuda: bool) -> None:
+def apply_precision(values: dict[str, Any], precision: Precision) -> None:
     """Set ``TrainingArguments`` keyword ``values`` to ``precision`` (bf16/fp16 flags)."""
     values["bf16"] = precision.bf16
     values["fp16"] = precision.fp16
-    if precision.mode != "fp32" and not has_cuda:
+    if precision.mode != "fp32" and accelerator_type() != "cuda":
         values.setdefault("use_cpu", True)  # TrainingArguments allows CPU autocast only when told
 
 

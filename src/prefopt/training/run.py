@@ -159,7 +159,7 @@ def build_training_arguments(config: RunConfig, quiet: bool, precision: Precisio
     check_training_secrets(values)
     from prefopt.modeling.precision import apply_precision
 
-    apply_precision(values, precision, _has_cuda())
+    apply_precision(values, precision)
     if config.data.layout in ("auto", "packed"):  # similar lengths pack with little padding
         values.setdefault("train_sampling_strategy", "group_by_length")
     if quiet:
@@ -195,21 +195,6 @@ def build_model_and_reference(
     elif spec.needs_reference:  # loaded as the policy: the same numerics at step 0
         reference_model = load_model(config.model, for_training=False, dtype=dtype)
     return model, reference_model
-
-
-def self_check_lean_head(models: list[Any], batch: dict[str, Any]) -> None:
-    """Run the first-batch self-check (:mod:`prefopt.modeling.head_check`) on the policy; on a
-    disagreement every model of the run scores with full logits, and one notice says so."""
-    from prefopt.modeling.head_check import check_lean_head
-    from prefopt.modeling.logprobs import use_full_logits
-
-    outcome = check_lean_head(models[0], batch)
-    if outcome is None or outcome.agrees:
-        return
-    log.warning("%s", outcome.notice())
-    for model in models:
-        if model is not None:
-            use_full_logits(model)
 
 
 def train(
@@ -316,7 +301,9 @@ def train(
     # Under DeepSpeed (ZeRO-3 partitions the weights at load) and FSDP (the model is not on its
     # GPU before training starts) the self-check is left out.
     if not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
-        self_check_lean_head([trainer.model, reference_model], collator(train_pairs[:2]))
+        from prefopt.modeling.head_check import self_check
+
+        self_check([trainer.model, reference_model], collator(train_pairs[:2]))
     if args.bf16:  # every forward runs under autocast: round frozen weights once, not per step
         import torch
 
