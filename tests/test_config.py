@@ -169,8 +169,6 @@ def test_a_local_model_path_resolves_to_absolute_and_a_hub_id_stays(
 def test_unknown_training_key_is_found_before_transformers_is_imported(tmp_path: Path) -> None:
     """The names of TrainingArguments are cached per transformers version: a mistyped key
     costs no transformers import (seconds) once the cache exists."""
-    import subprocess
-    import sys
 
     script = (
         "import sys\n"
@@ -183,13 +181,7 @@ def test_unknown_training_key_is_found_before_transformers_is_imported(tmp_path:
         "    print(exc)\n"
         "print('transformers' in sys.modules)\n"
     )
-    env = {**os.environ, "PREFOPT_CACHE_DIR": str(tmp_path)}
-    runs = [
-        subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
-        ).stdout.splitlines()
-        for _ in range(2)
-    ]
+    runs = [output.splitlines() for output in _twice_in_fresh_interpreters(script, tmp_path)]
     expected = "unknown config key 'training.max_step' in --set. Did you mean 'max_steps'?"
     assert runs[0] == [expected, "True"]  # the first run builds the name cache
     assert runs[1] == [expected, "False"]
@@ -253,8 +245,6 @@ def test_the_limits_of_the_value_rules() -> None:
 def test_training_values_are_typed_from_the_cached_table(tmp_path: Path) -> None:
     """Plain-typed training.* values (numbers, flags, report_to) need no transformers import
     once the name cache exists; the table types them exactly as TrainingArguments does."""
-    import subprocess
-    import sys
 
     from prefopt.training_arguments import training_argument_types, type_from_text, type_text
 
@@ -281,13 +271,7 @@ def test_training_values_are_typed_from_the_cached_table(tmp_path: Path) -> None
         "print(config.training['max_steps'], config.training['learning_rate'],\n"
         "      config.training['report_to'], 'transformers' in sys.modules)\n"
     )
-    env = {**os.environ, "PREFOPT_CACHE_DIR": str(tmp_path)}
-    runs = [
-        subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
-        ).stdout.split()
-        for _ in range(2)
-    ]
+    runs = [output.split() for output in _twice_in_fresh_interpreters(script, tmp_path)]
     assert runs[0] == ["3", "1e-05", "['wandb']", "True"]  # the first run builds the cache
     assert runs[1] == ["3", "1e-05", "['wandb']", "False"]
 
@@ -336,3 +320,18 @@ def test_a_short_max_length_alone_halves_the_default_prompt_budget() -> None:
     assert resolve_run_config(SPEC).data.max_prompt_length == 512
     given = ["data.max_length=256", "data.max_prompt_length=200"]
     assert resolve_run_config(SPEC, sets=given).data.max_prompt_length == 200
+
+
+def _twice_in_fresh_interpreters(script: str, cache_dir: Path) -> list[str]:
+    """The stdout of ``script`` run in two fresh interpreters sharing the prefopt cache
+    ``cache_dir``: the first builds the TrainingArguments table, the second reads it."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFOPT_CACHE_DIR": str(cache_dir)}
+    return [
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    ]
