@@ -31,7 +31,7 @@ def warm_imports() -> None:
 
 def worker_prefopt(opts: argparse.Namespace) -> dict[str, Any]:
     from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
     from prefopt.training import reference_cache, run
     from prefopt.training.trainer import PreferenceTrainer
@@ -132,9 +132,9 @@ def worker_prep(opts: argparse.Namespace) -> dict[str, Any]:
         data = datasets.load_dataset("json", data_files=opts.data, split="train")
         data = DPOTrainer._prepare_dataset(trainer, data, tokenizer, config, "train")
         return {"prep_s": time.perf_counter() - started, "pairs": len(data)}
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
-    from prefopt.training.run import load_pairs
+    from prefopt.training.pair_data import load_pairs
 
     spec = get_algorithm("dpo")
     config = resolve_run_config(

@@ -28,7 +28,7 @@ def step0(
 ) -> dict:
     """Train ``steps`` steps; the first batch's loss and mean |margin| (before any update)."""
     from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
     from prefopt.training.run import train
 

@@ -124,7 +124,7 @@ def test_config_rejects_negative_delta_and_run_name_drops_trailing_zero() -> Non
         == "FactualDPO_Qwen2.5-0.5B_delta10"
     )
     assert spec.run_name(spec.config_class(delta=2.5), "m") == "FactualDPO_m_delta2.5"
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
 
     config = resolve_run_config(
         spec, flags={"model.name_or_path": "org/Tiny-1B", "algorithm.delta": 4}

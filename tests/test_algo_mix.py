@@ -249,7 +249,7 @@ def test_composed_spec_needs_what_its_parts_need(tmp_path: Path) -> None:
 
     spec = composed_spec(MIX, MIX.config_class(losses=["factual=1", "dpo=1", "nll=1"]))
     assert spec.needs_reference and spec.extra_columns == ("h_w", "h_l")
-    assert spec.runner is None and spec.name == "mix(factual,dpo,nll)"
+    assert spec.for_config is None and spec.name == "mix(factual,dpo,nll)"
     assert spec.validate_records is not None
     with pytest.raises(UsageError, match="h_w > h_l"):  # factual's record check runs
         spec.validate_records([(1, {"h_w": 1, "h_l": 0})], "pairs.jsonl")
@@ -353,7 +353,7 @@ def test_beta_dpo_state_in_a_mix_is_checkpointed_and_resumed(
 
 def test_example_config_resolves() -> None:
     pytest.importorskip("prefopt_losses")
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
 
     example = Path(__file__).resolve().parent.parent / "examples" / "mix_qwen.yaml"
     config = resolve_run_config(MIX, example)

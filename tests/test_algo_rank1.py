@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from prefopt.config import resolve_run_config
+from prefopt.config_layers import resolve_run_config
 from prefopt.registry import get_algorithm
 
 SPEC = get_algorithm("rank1")

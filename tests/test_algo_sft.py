@@ -27,7 +27,8 @@ def test_sft_loss_is_the_token_mean_nll_of_chosen() -> None:
     assert out.loss.item() == pytest.approx((6.0 + 1.5 + 9.0) / (3 + 1 + 6))
     assert out.per_pair.tolist() == pytest.approx([2.0, 1.5, 1.5])
     assert out.weights.tolist() == [1.0, 1.0, 1.0]
-    assert SPEC.needs_reference is False and SPEC.runner is not None
+    assert SPEC.needs_reference is False and SPEC.runner is None  # it runs through the stages
+    assert SPEC.trainer_class == "prefopt.algorithms.sft:PrefoptSFTTrainer"
 
 
 def test_records_prompt_completion_or_prompt_chosen() -> None:

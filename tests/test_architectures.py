@@ -293,7 +293,7 @@ def _dpo_trainer(policy: Any, pairs: list[TokenizedPair], layout: str, output: P
     from transformers.trainer_callback import PrinterCallback
 
     from prefopt.registry import get_algorithm
-    from prefopt.training.reference import DisabledAdapterReference
+    from prefopt.training.reference import AdapterOffReference
     from prefopt.training.trainer import PreferenceTrainer
 
     spec = get_algorithm("dpo")
@@ -317,7 +317,7 @@ def _dpo_trainer(policy: Any, pairs: list[TokenizedPair], layout: str, output: P
         train_dataset=pairs,
         data_collator=make_collator(layout, tiny_tokenizer().pad_token_id),
         make_loss=functools.partial(spec.make_loss, spec.config_class()),
-        reference=DisabledAdapterReference(lambda model: model),
+        reference=AdapterOffReference(),
     )
     trainer.remove_callback(PrinterCallback)  # as prefopt train does: no dict on stdout
     return trainer

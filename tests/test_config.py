@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from prefopt.api import AlgorithmSpec
-from prefopt.config import coerce, resolve_run_config
+from prefopt.config_layers import resolve_run_config
+from prefopt.config_values import coerce
 from prefopt.errors import ConfigError, UsageError
 
 
@@ -172,7 +173,7 @@ def test_unknown_training_key_is_found_before_transformers_is_imported(tmp_path:
 
     script = (
         "import sys\n"
-        "from prefopt.config import resolve_run_config\n"
+        "from prefopt.config_layers import resolve_run_config\n"
         "from prefopt.errors import ConfigError\n"
         "from prefopt.registry import get_algorithm\n"
         "try:\n"
@@ -263,7 +264,7 @@ def test_training_values_are_typed_from_the_cached_table(tmp_path: Path) -> None
                 assert real == cached, (name, value, real, cached)
     script = (
         "import sys\n"
-        "from prefopt.config import resolve_run_config\n"
+        "from prefopt.config_layers import resolve_run_config\n"
         "from prefopt.registry import get_algorithm\n"
         "sets = ['training.max_steps=3', 'training.learning_rate=1e-5',\n"
         "        'training.report_to=[wandb]']\n"

@@ -9,16 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import prefopt.data.io as io_module
-from prefopt.data.io import (
-    atomic_writer,
-    iter_rows,
-    load_rows,
-    looks_like_hub_id,
-    read_rows,
-    write_jsonl,
-)
+import prefopt.data.writing as writing_module
+from prefopt.data.io import iter_rows, load_rows, looks_like_hub_id, read_rows
 from prefopt.data.records import is_conversational, validate_record
+from prefopt.data.writing import atomic_writer, write_jsonl
 from prefopt.errors import DataError, UsageError
 
 ROW = {"prompt": "p", "chosen": "a", "rejected": "b"}
@@ -227,7 +221,7 @@ def test_a_large_output_goes_to_disk_while_it_is_written(
 ) -> None:
     """Past WRITEBACK_BYTES unsynced, a background fdatasync starts (one at a time); the
     final fsync and the close wait for it, and a failing one does not fail the write."""
-    monkeypatch.setattr(io_module, "WRITEBACK_BYTES", 4096)
+    monkeypatch.setattr(writing_module, "WRITEBACK_BYTES", 4096)
     synced: list[int] = []
 
     def fake_datasync(fd: int) -> None:
@@ -379,7 +373,7 @@ def test_unwritable_folder_and_stale_temps(tmp_path: Path, monkeypatch: pytest.M
     import os
     import time
 
-    from prefopt.data import io
+    from prefopt.data import writing as io
     from prefopt.errors import UsageError
 
     out = tmp_path / "out.jsonl"

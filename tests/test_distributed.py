@@ -44,7 +44,7 @@ def one_process_run(
 ) -> list[dict]:
     """The reference: one process, the whole global batch on it (in this test process)."""
     from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
     from prefopt.training.run import train
 
@@ -252,7 +252,7 @@ def test_child_arguments_keep_the_layers_and_their_order() -> None:
         "--set", "training.learning_rate=1e-5", "--resume", "--quiet",
     ]  # fmt: skip
     # Every --set value reads back as the value the parent resolved.
-    from prefopt.config import parse_scalar
+    from prefopt.config_values import parse_scalar
 
     assert parse_scalar('"yes"') == "yes" and parse_scalar("5") == 5
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prefopt.config import resolve_run_config
+from prefopt.config_layers import resolve_run_config
 from prefopt.registry import get_algorithm
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

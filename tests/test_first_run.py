@@ -294,7 +294,7 @@ class FakeTrainer:
 
 def test_the_final_evaluation_runs_once(tmp_path: Path) -> None:
     """An evaluation the Trainer ran at the last step (``eval_strategy``) is the final one."""
-    from prefopt.training.run import save_and_summarize
+    from prefopt.training.outputs import save_and_summarize
 
     evaluated = [{"loss": 0.7, "step": 2}, {"eval_loss": 0.6, "step": 2}, {"train_runtime": 1.0}]
     trainer = FakeTrainer(evaluated, step=2)
@@ -367,7 +367,7 @@ def test_checkpoints_and_saved_models_follow_the_umask(tmp_path: Path, umask: in
     from safetensors.torch import save_file
 
     from prefopt.training.checkpoints import publish_checkpoint, staging_folder
-    from prefopt.training.run import save_and_summarize
+    from prefopt.training.outputs import save_and_summarize
 
     run = tmp_path / "run"
     staged = staging_folder(run, 3) / "checkpoint-3"

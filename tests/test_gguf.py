@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from prefopt.api import AlgorithmSpec
-from prefopt.config import model_short_name, resolve_run_config
+from prefopt.config import model_short_name
+from prefopt.config_layers import resolve_run_config
 from prefopt.errors import UsageError
 from prefopt.modeling import gguf as gguf_sources
 from prefopt.testing import run_cli

@@ -145,7 +145,7 @@ def test_a_run_on_a_disagreeing_model_trains_on_its_own_logprobs(
 ) -> None:
     """End to end: the notice is printed once, and the logged step-0 log-probs are the model's
     own (full logits), not the lean path's."""
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.modeling import loading
     from prefopt.registry import get_algorithm
     from prefopt.training.run import train

@@ -1,8 +1,14 @@
 """The package's layers import downward only, and no modules import each other in a circle.
 
-Order, top first: cli -> training / eval -> data -> modeling -> config -> registry / api / errors.
-``testing`` and ``demo`` sit above everything they use; production code never imports them or
-the command line. Imports inside functions count too: a lazy import still ties the layers.
+Order, top first (``docs/architecture.md#layers``)::
+
+    cli -> workflows -> algorithms -> training / eval -> data -> modeling -> config
+        -> registry / api / hookspecs / errors / console / paths / extras
+
+``testing``, ``demo`` and ``__main__`` sit above everything they use; production code never
+imports them or the command line. Imports inside functions count too: a lazy import still ties
+the layers. Imports under ``if TYPE_CHECKING:`` do not (they never run), and neither do the
+lazy re-exports of the package's ``__getattr__`` (``prefopt.train`` is ``prefopt.workflows``').
 """
 
 from __future__ import annotations
@@ -15,6 +21,43 @@ import prefopt
 PACKAGE_DIR = Path(prefopt.__file__).parent
 #: Modules allowed to import ``prefopt.cli`` / ``prefopt.testing`` (they sit above both).
 TOP_LEVEL = ("prefopt.cli", "prefopt.testing", "prefopt.demo", "prefopt.__main__")
+#: The documented order, top first; a module may import its own layer and those below it.
+LAYERS: list[tuple[str, ...]] = [
+    ("prefopt.cli", "prefopt.testing", "prefopt.demo", "prefopt.__main__"),
+    ("prefopt.workflows",),
+    ("prefopt.algorithms",),
+    ("prefopt.training", "prefopt.eval"),
+    ("prefopt.data",),
+    ("prefopt.modeling",),
+    (
+        "prefopt.config",
+        "prefopt.config_layers",
+        "prefopt.config_checks",
+        "prefopt.config_values",
+        "prefopt.training_arguments",
+        "prefopt.precision_rules",
+        "prefopt.local_models",
+    ),
+    (
+        "prefopt",
+        "prefopt.registry",
+        "prefopt.api",
+        "prefopt.hookspecs",
+        "prefopt.errors",
+        "prefopt.console",
+        "prefopt.paths",
+        "prefopt.extras",
+    ),
+]
+
+
+def layer_of(module: str) -> int:
+    """The index of ``module``'s layer in :data:`LAYERS` (0 is the top)."""
+    for index, members in enumerate(LAYERS):
+        for member in members:
+            if module == member or (member != "prefopt" and module.startswith(member + ".")):
+                return index
+    raise AssertionError(f"{module} is in no layer: place it in LAYERS and docs/architecture.md")
 
 
 def module_name(path: Path) -> str:
@@ -29,7 +72,7 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8")), name):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -47,6 +90,23 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
             if target and target != name:
                 found.add(target)
     return found
+
+
+def _runtime_nodes(tree: ast.AST, module: str) -> list[ast.AST]:
+    """Every node of ``tree`` except ``if TYPE_CHECKING:`` blocks and, in the package itself,
+    the lazy re-exports of its ``__getattr__``."""
+    nodes: list[ast.AST] = []
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            pending.extend(node.orelse)
+            continue
+        if module == "prefopt" and isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+            continue
+        nodes.append(node)
+        pending.extend(ast.iter_child_nodes(node))
+    return nodes
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -105,6 +165,25 @@ def test_production_code_never_imports_the_cli_or_the_test_kit() -> None:
     assert offenders == []
 
 
+def test_every_import_goes_down_the_documented_layers() -> None:
+    upward = [
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        for target in sorted(targets)
+        if layer_of(target) < layer_of(module)
+    ]
+    assert upward == []
+
+
+def test_the_layers_are_the_documented_ones() -> None:
+    text = (PACKAGE_DIR.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    documented = " ".join(text.split("## Layers")[1].split("```")[1].split())
+    chain = " -> ".join(
+        "/".join(name.removeprefix("prefopt.") for name in layer) for layer in LAYERS[1:6]
+    )
+    assert documented.startswith(f"cli -> {chain.replace('/', ' / ')} -> config")
+
+
 def test_no_import_cycle_among_prefopt_modules() -> None:
     assert cycles(import_graph()) == []
 
@@ -112,4 +191,6 @@ def test_no_import_cycle_among_prefopt_modules() -> None:
 def test_the_checker_sees_lazy_imports_and_circles() -> None:
     graph = import_graph()
     assert "prefopt.console" in graph["prefopt.eval.offline"]  # imported inside a function
+    assert "prefopt.training.stages" not in graph["prefopt.api"]  # only under TYPE_CHECKING
+    assert layer_of("prefopt.training.stages") < layer_of("prefopt.data.io")
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -106,7 +106,7 @@ def test_refuses_to_overwrite_without_force(run1: Path, tmp_path: Path) -> None:
 
 def test_sft_then_dpo_chain(tiny_model: Path, run1: Path, tmp_path: Path) -> None:
     """A run trained on top of an adapter folder is merged base → run1 → run2."""
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
     from prefopt.training.run import train
 

@@ -88,7 +88,7 @@ def test_nan_loss_stops_the_run_and_the_last_checkpoint_resumes(
     # The surviving checkpoint is usable: resume (with the fault gone) to the end, here in
     # this process with the plugin's own spec.
     from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.training.run import train
 
     namespace: dict[str, Any] = {}
@@ -148,7 +148,7 @@ def test_nan_gradient_with_a_finite_loss_is_caught_before_the_optimizer_step(
 ) -> None:
     from prefopt.api import AlgorithmSpec
     from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.training.guards import NonFiniteError
     from prefopt.training.run import train
 

@@ -50,7 +50,7 @@ BROKEN = {
         "fakecli_api",
         CONFIG + 'PREFOPT_PLUGIN_API = "99"\n\n@prefopt.hookimpl\ndef prefopt_algorithms():\n'
         "    return [AlgorithmSpec('from-the-future', 'Needs API 99.', Config, make_loss)]\n",
-        "written for plugin API 99, but this prefopt provides 1.0; refused",
+        "written for plugin API 99, but this prefopt provides 1.1; refused",
     ),
 }
 

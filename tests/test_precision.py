@@ -104,7 +104,7 @@ def test_run_prints_and_records_its_precision(
 def test_sft_follows_model_precision(tiny_model: Path, pairs_file: Path, tmp_path: Path) -> None:
     """SFT has its own runner; it used to ignore model.precision and train in fp32."""
     from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
     from prefopt.training.run import train
 
@@ -221,14 +221,15 @@ def test_lora_base_loads_in_bf16_when_the_device_is_cuda(
     tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The device is faked where it is chosen; the tiny model really loads."""
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
-    from prefopt.training.run import build_model_and_reference
+    from prefopt.training.stages import load_models
 
     spec = get_algorithm("dpo")
     monkeypatch.setattr(precision_module, "accelerator_type", lambda: "cuda")
     lora = resolve_run_config(spec, None, {"model.name_or_path": str(tiny_model)})
-    model, reference = build_model_and_reference(lora, spec, BF16)
+    built = load_models(lora, spec, BF16)
+    model, reference = built.policy, built.frozen_copy
     assert reference is None
     base = {p.dtype for n, p in model.named_parameters() if "lora_" not in n}
     adapter = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
@@ -236,7 +237,8 @@ def test_lora_base_loads_in_bf16_when_the_device_is_cuda(
     assert adapter == {torch.float32}  # PEFT keeps trainable adapter weights in fp32
 
     full = resolve_run_config(spec, None, {"model.name_or_path": str(tiny_model)}, ["lora=null"])
-    model, reference = build_model_and_reference(full, spec, BF16)
+    built = load_models(full, spec, BF16)
+    model, reference = built.policy, built.frozen_copy
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     # the frozen copy as the policy: a bf16 copy would run its norms in bf16 and miss ln 2
     assert {p.dtype for p in reference.parameters()} == {torch.float32}

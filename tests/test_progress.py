@@ -83,7 +83,7 @@ def test_run_progress_lines_when_not_a_terminal(
     tiny_model: Path, pairs_file: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
     from prefopt.training.run import train
 

@@ -93,10 +93,11 @@ def test_train_on_4bit_base_then_merge(tiny_model: Path, pairs_file: Path, tmp_p
     from transformers import AutoModelForCausalLM
 
     from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.modeling.merge import merge_adapter
     from prefopt.registry import get_algorithm
-    from prefopt.training.run import build_model_and_reference, train
+    from prefopt.training.run import train
+    from prefopt.training.stages import load_models
 
     spec = get_algorithm("dpo")
     out = tmp_path / "qlora"
@@ -110,7 +111,8 @@ def test_train_on_4bit_base_then_merge(tiny_model: Path, pairs_file: Path, tmp_p
     config = resolve_run_config(spec, None, flags, SETS)
     quiet_libraries()
     # What the run trains: LoRA on NF4 layers, nothing else.
-    model, reference = build_model_and_reference(config, spec)
+    built = load_models(config, spec)
+    model, reference = built.policy, built.frozen_copy
     assert reference is None  # the reference is the base with the adapter switched off
     quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(quantized) == 14
@@ -140,10 +142,10 @@ def test_train_on_4bit_base_then_merge(tiny_model: Path, pairs_file: Path, tmp_p
 
 
 def test_4bit_without_lora_is_a_usage_error(tiny_model: Path) -> None:
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.errors import UsageError
     from prefopt.registry import get_algorithm
-    from prefopt.training.run import build_model_and_reference
+    from prefopt.training.stages import load_models
 
     spec = get_algorithm("dpo")
     config = resolve_run_config(
@@ -153,7 +155,7 @@ def test_4bit_without_lora_is_a_usage_error(tiny_model: Path) -> None:
         ["lora=null"],
     )
     with pytest.raises(UsageError, match="load_in_4bit trains LoRA adapters"):
-        build_model_and_reference(config, spec)
+        load_models(config, spec)
 
 
 def test_importing_bitsandbytes_offline_prints_nothing_after_the_cli_silences_it() -> None:

@@ -19,7 +19,7 @@ from prefopt.data.tokenize import TokenizationSettings, TokenizedPair, tokenize_
 from prefopt.modeling.logprobs import sequence_logps
 from prefopt.modeling.lora import apply_lora
 from prefopt.testing import synthetic_pairs, train_one_step
-from prefopt.training.reference import DisabledAdapterReference
+from prefopt.training.reference import AdapterOffReference
 from prefopt.training.reference_cache import (
     ReferenceCache,
     compute_reference_logps,
@@ -113,7 +113,7 @@ def test_cached_values_equal_the_online_reference(tiny_model: Path) -> None:
         if "lora_B" in name:
             parameter.data.normal_(0, 0.5)
     pairs = _pairs(tokenizer, count=5)
-    reference = DisabledAdapterReference(lambda m: m)
+    reference = AdapterOffReference()
     values = compute_reference_logps(
         pairs,
         lambda batch: reference.logps(model, batch, sequence_logps),
@@ -150,18 +150,18 @@ def test_auto_fills_the_cache_from_the_first_epochs_own_reference(
     import json
 
     import prefopt.training.reference_cache as module
-    from prefopt.training.reference import DisabledAdapterReference
+    from prefopt.training.reference import AdapterOffReference
 
     passes: list[int] = []
     monkeypatch.setattr(module, "compute_reference_logps", lambda pairs, *a, **k: passes.append(1))
     forwards: list[int] = []
-    real_logps = DisabledAdapterReference.logps
+    real_logps = AdapterOffReference.logps
 
     def counting(self, policy, inputs, logps_fn):  # type: ignore[no-untyped-def]
         forwards.append(int(inputs["input_ids"].shape[0]))
         return real_logps(self, policy, inputs, logps_fn)
 
-    monkeypatch.setattr(DisabledAdapterReference, "logps", counting)
+    monkeypatch.setattr(AdapterOffReference, "logps", counting)
     rows = synthetic_pairs(8, seed=3, with_h_flags=True)
     sets = [
         f"reference.cache_dir={tmp_path / 'cache'}",
@@ -238,12 +238,11 @@ def test_the_fill_frees_a_full_fine_tuning_runs_frozen_copy(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Full fine-tuning, two epochs, no eval data: once the first epoch has filled the cache
-    the frozen copy is released, and nothing else keeps it alive (run.py's locals did)."""
+    the frozen copy is released, and nothing else keeps it alive (the stages hand it over)."""
     import gc
     import weakref
 
-    from prefopt.training.reference import FrozenCopyReference
-    from prefopt.training.trainer import PreferenceTrainer
+    from prefopt.training.reference import CachedReference, FrozenCopyReference
 
     copies: list[weakref.ref] = []
     real_init = FrozenCopyReference.__init__
@@ -253,7 +252,7 @@ def test_the_fill_frees_a_full_fine_tuning_runs_frozen_copy(
         copies.append(weakref.ref(self.model))
 
     alive_after_release: list[bool] = []
-    real_release = PreferenceTrainer.release_reference
+    real_release = CachedReference.release
 
     def release(self):  # type: ignore[no-untyped-def]
         real_release(self)
@@ -261,7 +260,7 @@ def test_the_fill_frees_a_full_fine_tuning_runs_frozen_copy(
         alive_after_release.append(copies[0]() is not None)
 
     monkeypatch.setattr(FrozenCopyReference, "__init__", remember)
-    monkeypatch.setattr(PreferenceTrainer, "release_reference", release)
+    monkeypatch.setattr(CachedReference, "release", release)
     sets = [f"reference.cache_dir={tmp_path / 'cache'}", "lora=null", "model.precision=fp32"]
     rows = synthetic_pairs(8, seed=3)
     train_one_step("dpo", tiny_model, tmp_path, rows=rows, pairs=4, steps=4, sets=sets)

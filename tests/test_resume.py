@@ -56,7 +56,7 @@ def run_in_process(
 ) -> list[dict]:
     """The run of ``command`` in this process (same code and settings as the CLI)."""
     from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
     from prefopt.training.run import train
 
@@ -184,7 +184,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
 
 
 def test_latest_checkpoint_skips_a_save_cut_short(tmp_path: Path) -> None:
-    from prefopt.training.run import latest_checkpoint
+    from prefopt.training.checkpoints import latest_checkpoint
 
     assert latest_checkpoint(tmp_path / "missing") is None
     for step, state in ((2, "{}"), (10, "{}"), (12, None), (14, '{"trunc')):

@@ -182,7 +182,7 @@ def _run_in(cwd: Path, model: str, data: Path) -> tuple[int, str, str]:
 def test_ctrl_c_names_the_checkpoint_to_resume_from(
     tiny_model: Path, pairs_file: Path, tmp_path: Path
 ) -> None:
-    from prefopt.training.run import latest_checkpoint
+    from prefopt.training.checkpoints import latest_checkpoint
 
     out = tmp_path / "run"
     command = [

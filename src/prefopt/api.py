@@ -32,14 +32,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
+    from prefopt.training.stages import RunResult, RunTrainer
+
+#: An algorithm's config dataclass (the type its ``make_loss`` and ``run_name`` receive).
+ConfigT = TypeVar("ConfigT")
+
 #: Version of this plugin API. A plugin may declare ``PREFOPT_PLUGIN_API = "1"`` (the major
 #: version it was written for) in its module; a plugin asking for another major is refused.
-PLUGIN_API_VERSION = "1.0"
+PLUGIN_API_VERSION = "1.1"
 
 
 @dataclass
@@ -113,10 +118,24 @@ class LossOutput:
 
 @runtime_checkable
 class Loss(Protocol):
-    """A preference loss. Stateful losses also implement ``state_dict``/``load_state_dict``
-    (plain JSON-serialisable values); that state is saved with every checkpoint."""
+    """A preference loss: per-pair tensors in, a :class:`LossOutput` out. A loss that keeps
+    state between batches also implements :class:`StatefulLoss`."""
 
     def __call__(self, batch: PreferenceBatch) -> LossOutput: ...
+
+
+@runtime_checkable
+class StatefulLoss(Loss, Protocol):
+    """A loss with state across batches (β-DPO's moving averages, dynamic-β's threshold).
+
+    ``state_dict()`` returns plain JSON-serialisable values; they are written as
+    ``prefopt_loss_state.json`` into every ``checkpoint-<step>`` and handed back to
+    ``load_state_dict`` when a run resumes from it.
+    """
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class LossContext:
@@ -155,41 +174,50 @@ def _no_run_name(config: Any, model_short: str) -> str | None:
     return None
 
 
+#: ``validate_records(rows, source)``: ``rows`` are ``(line number, record)`` of one source.
+RecordCheck = Callable[[list[tuple[int, dict[str, Any]]], str], None]
+
+
 @dataclass
-class AlgorithmSpec:
+class AlgorithmSpec(Generic[ConfigT]):
     """An algorithm as the registry knows it.
 
     - ``name``: the CLI word (``prefopt train NAME``); lowercase letters, digits and ``-``.
     - ``summary``: one line for ``prefopt plugins list``.
     - ``config_class``: a dataclass of hyperparameters; each field becomes ``--field-name``
       and a key under ``algorithm:``; ``field(metadata={"help": ...})`` is its help text.
-    - ``make_loss(config, ctx)``: builds the loss (see :class:`Loss`); ``ctx`` is a
-      :class:`LossContext`, ``None`` meaning a single process.
-    - ``trainer_class``: ``None`` for :class:`prefopt.training.PreferenceTrainer`, or a subclass
-      (or a ``"module:Class"`` string, imported only when training starts).
+    - ``make_loss(config, ctx)``: builds the loss (see :class:`Loss`, :class:`StatefulLoss`)
+      for the run's :class:`LossContext`.
+    - ``trainer_class``: ``None`` for :class:`prefopt.training.trainer.PreferenceTrainer`, or a
+      subclass, or another trainer that brings its own data
+      (:class:`prefopt.training.stages.RunTrainer`, as SFT's does); a class or a
+      ``"module:Class"`` string, imported only when training starts.
     - ``extra_columns``: per-pair numeric fields the loss needs; checked at data load time.
     - ``needs_reference``: ``False`` for reference-free losses (the reference pass is skipped).
     - ``defaults``: run-config overrides as dotted keys, e.g. ``{"lora.r": 1}``.
     - ``run_name``: ``(config, model_short) -> str`` default run name, or ``None``.
     - ``validate_records``: optional ``(records, path) -> None`` raising ``DataError`` or
       ``UsageError`` for data the algorithm cannot train on.
-    - ``runner``: optional ``(config, spec, resume, quiet) -> RunResult`` that replaces
-      :func:`prefopt.training.run.train` for algorithms with their own data flow (SFT).
+    - ``for_config``: optional ``(config) -> AlgorithmSpec``, the spec a run with this config
+      trains (a mix composes its parts' reference, columns and checks).
+    - ``runner``: deprecated (plugin API 1.0): ``(config, spec, resume, quiet) -> RunResult``
+      replacing the whole run, without the stages' checks; bring a ``trainer_class`` instead.
     """
 
     name: str
     summary: str
-    config_class: type
-    make_loss: Callable[..., Any]
-    trainer_class: Any = None
+    config_class: type[ConfigT]
+    make_loss: Callable[[ConfigT, LossContext], Loss]
+    trainer_class: type[RunTrainer] | str | None = None
     extra_columns: tuple[str, ...] = ()
     needs_reference: bool = True
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    run_name: Callable[[Any, str], str | None] = _no_run_name
-    validate_records: Callable[..., None] | None = None
-    runner: Callable[..., Any] | None = None
+    run_name: Callable[[ConfigT, str], str | None] = _no_run_name
+    validate_records: RecordCheck | None = None
+    for_config: Callable[[ConfigT], AlgorithmSpec[Any]] | None = None
+    runner: Callable[..., RunResult] | None = None
 
-    def build_loss(self, config: Any, ctx: LossContext | None = None) -> Any:
+    def build_loss(self, config: ConfigT, ctx: LossContext | None = None) -> Loss:
         """``make_loss`` with ``ctx`` defaulting to a single-process context."""
         return self.make_loss(config, ctx or SINGLE_PROCESS)
 
@@ -199,6 +227,7 @@ __all__ = [
     "AlgorithmSpec",
     "Loss",
     "LossContext",
+    "StatefulLoss",
     "LossOutput",
     "PreferenceBatch",
     "SINGLE_PROCESS",

@@ -143,3 +143,14 @@ def parse_scalar(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def format_number(value: float | int) -> str:
+    """A number as it appears in run and folder names: ``10.0 -> "10"``, ``0.5 -> "0.5"``,
+    ``1e-05 -> "1e-05"`` (no trailing ``.0``, no float noise)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    number = float(value)
+    if number.is_integer() and abs(number) < 1e15:
+        return str(int(number))
+    return repr(number) if isinstance(value, float) else str(value)

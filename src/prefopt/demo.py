@@ -95,7 +95,7 @@ def _train(
     progress: bool = False,
     model: DemoModel | None = None,
 ) -> Path:
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
     from prefopt.training.run import train
 

@@ -13,15 +13,20 @@ collected from all plugins.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from prefopt.api import AlgorithmSpec
+    from prefopt.data.converters.spec import ConverterSpec
+    from prefopt.eval.judges import JudgeSpec
 
 hookspec = pluggy.HookspecMarker("prefopt")
 
 
 @hookspec
-def prefopt_algorithms() -> list[Any]:
+def prefopt_algorithms() -> list[AlgorithmSpec[Any]]:
     """Return the algorithms this plugin provides, as a list of
     :class:`prefopt.api.AlgorithmSpec`.
 
@@ -33,16 +38,16 @@ def prefopt_algorithms() -> list[Any]:
 
 
 @hookspec
-def prefopt_converters() -> list[Any]:
+def prefopt_converters() -> list[ConverterSpec]:
     """Return data-format converters for ``prefopt data convert --from NAME``.
 
-    Each item is a :class:`prefopt.data.converters.ConverterSpec`. Called when
+    Each item is a :class:`prefopt.data.converters.spec.ConverterSpec`. Called when
     ``prefopt data convert`` runs or lists formats.
     """
 
 
 @hookspec
-def prefopt_judges() -> list[Any]:
+def prefopt_judges() -> list[JudgeSpec]:
     """Return LLM-as-judge backends for ``prefopt eval judge --judge NAME``.
 
     Each item is a :class:`prefopt.eval.judges.JudgeSpec`. Called when ``prefopt eval judge``

@@ -301,7 +301,7 @@ def spec_problem(spec: Any) -> str | None:
         return f"algorithm '{name}': defaults must map dotted keys like 'lora.r' to values"
     if not callable(spec.run_name):
         return f"algorithm '{name}': run_name is not callable"
-    for hook in ("validate_records", "runner"):
+    for hook in ("validate_records", "for_config", "runner"):
         value = getattr(spec, hook, None)
         if value is not None and not callable(value):
             return f"algorithm '{name}': {hook} is not callable"

@@ -1,4 +1,5 @@
-"""Helpers shared by the built-in losses: number formatting for run names, the sigmoid
+"""Helpers shared by the built-in losses: number formatting for run names (from
+:mod:`prefopt.config_values`, which sweeps share), the sigmoid
 preference loss, global-batch gathering and quantiles.
 
 Nothing here imports torch at module top, so importing an algorithm module (and listing
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefopt.algorithms.dpo import sigmoid_preference_loss
+from prefopt.config_values import format_number
 
 __all__ = [
     "format_number",
@@ -18,17 +20,6 @@ __all__ = [
     "quantile",
     "sigmoid_preference_loss",
 ]
-
-
-def format_number(value: float | int) -> str:
-    """A number as it appears in run and folder names: ``10.0 -> "10"``, ``0.5 -> "0.5"``,
-    ``1e-05 -> "1e-05"`` (no trailing ``.0``, no float noise)."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    number = float(value)
-    if number.is_integer() and abs(number) < 1e15:
-        return str(int(number))
-    return repr(number) if isinstance(value, float) else str(value)
 
 
 def gather_detached(ctx: Any, tensor: Any) -> Any:

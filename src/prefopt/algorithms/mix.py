@@ -144,7 +144,7 @@ def _part_spec(name: str) -> AlgorithmSpec:
         raise ValueError(f"loss '{name}': {exc}") from None
     if spec.config_class is MixConfig:
         raise ValueError(f"loss '{name}': a mix cannot contain a mix; list its parts directly")
-    if spec.runner is not None or spec.trainer_class is not None:
+    if spec.runner is not None or spec.trainer_class is not None or spec.for_config is not None:
         raise ValueError(
             f"loss '{name}' trains with its own trainer or data flow and cannot be a part of a mix"
         )
@@ -310,15 +310,13 @@ def composed_spec(spec: AlgorithmSpec, config: MixConfig) -> AlgorithmSpec:
         extra_columns=tuple(columns),
         needs_reference=any(part.spec.needs_reference for part in parts),
         validate_records=validate_records if checks else None,
-        runner=None,
+        for_config=None,
     )
 
 
-def train_mix(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool = False) -> Any:
-    """The runner: the standard training run with :func:`composed_spec`."""
-    from prefopt.training.run import train
-
-    return train(config, composed_spec(spec, config.algorithm), resume=resume, quiet=quiet)
+def spec_for(config: MixConfig) -> AlgorithmSpec[Any]:
+    """The spec a run of this mix trains (``AlgorithmSpec.for_config``): :func:`composed_spec`."""
+    return composed_spec(SPEC, config)
 
 
 def run_name(config: MixConfig, model_short: str) -> str:
@@ -333,7 +331,7 @@ SPEC = AlgorithmSpec(
     config_class=MixConfig,
     make_loss=make_loss,
     run_name=run_name,
-    runner=train_mix,
+    for_config=spec_for,
 )
 
 

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prefopt
 from prefopt.api import AlgorithmSpec, LossContext, LossOutput, PreferenceBatch
 from prefopt.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    from prefopt.training.stages import Run, RunData
 
 log = logging.getLogger("prefopt")
 
@@ -178,55 +180,66 @@ def load_examples(
 
 
 # -- training ------------------------------------------------------------------------------
-def build_sft_arguments(config: Any, quiet: bool, precision: Any) -> Any:
-    """TRL's ``SFTConfig`` from the run config's ``training`` section, in the run's
-    ``precision`` (:func:`prefopt.training.run.settle_precision`, as for every algorithm).
-
-    Keys the user did not set keep ``TrainingArguments``' meaning (SFTConfig turns gradient
-    checkpointing on by default; prefopt leaves it off unless asked). Data preparation is
-    skipped: the examples arrive tokenized, truncated and labelled.
-    """
-    import torch
-    from trl import SFTConfig
-
-    from prefopt.modeling.precision import apply_precision
-
-    values = dict(config.training)
-    apply_precision(values, precision)
-    values.setdefault("disable_tqdm", True)
-    values.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+def adapt_sft_arguments(values: dict[str, Any]) -> None:
+    """SFT's entries of TRL's ``SFTConfig``: keys the user did not set keep
+    ``TrainingArguments``' meaning (SFTConfig turns gradient checkpointing on by default;
+    prefopt leaves it off unless asked), and data preparation is skipped: the examples arrive
+    tokenized, truncated and labelled."""
     values.setdefault("gradient_checkpointing", False)
     values["max_length"] = None
     values["dataset_kwargs"] = {"skip_prepare_dataset": True}
-    if quiet:
-        values["log_level"] = "error"
-    try:
-        return SFTConfig(**values)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"invalid training settings: {exc}") from None
+
+
+def load_sft_dataset(
+    source: str, split: str, tokenizer: Any, run: Run, progress: bool
+) -> tuple[Any, int]:
+    """One source's examples as the ``datasets.Dataset`` SFTTrainer takes as it is."""
+    examples, dropped = load_examples(source, split, tokenizer, run.config)
+    return examples_dataset(examples), dropped
 
 
 def _build_trainer_class() -> type:
-    from trl import SFTTrainer
+    from trl import SFTConfig, SFTTrainer
+
+    from prefopt.training.guards import check_loss
 
     class PrefoptSFTTrainer(SFTTrainer):
-        """TRL's SFTTrainer fed with prefopt's tokenized examples.
+        """TRL's SFTTrainer fed with prefopt's tokenized examples (``input_ids`` and
+        ``labels``, −100 where no loss is taken), run through prefopt's stages
+        (:class:`prefopt.training.stages.RunTrainer`); a non-finite loss stops the run before
+        its backward pass, as in every prefopt run."""
 
-        ``train_examples``/``eval_examples`` are lists of ``{"input_ids", "labels"}`` (labels
-        −100 where no loss is taken); they become ``datasets.Dataset`` objects that
-        SFTTrainer uses as they are (its own dataset preparation is skipped).
-        """
+        arguments_class = SFTConfig
 
-        def __init__(
-            self,
-            *,
-            train_examples: list[dict[str, list[int]]],
-            eval_examples: list[dict[str, list[int]]] | None = None,
-            **kwargs: Any,
-        ) -> None:
-            kwargs["train_dataset"] = examples_dataset(train_examples)
-            kwargs["eval_dataset"] = examples_dataset(eval_examples) if eval_examples else None
-            super().__init__(**kwargs)
+        @classmethod
+        def adapt_arguments(cls, values: dict[str, Any], config: Any) -> None:
+            adapt_sft_arguments(values)
+
+        @classmethod
+        def load_data(
+            cls, source: str, split: str, tokenizer: Any, run: Run, progress: bool
+        ) -> tuple[Any, int]:
+            return load_sft_dataset(source, split, tokenizer, run, progress)
+
+        @classmethod
+        def for_run(
+            cls, run: Run, data: RunData, model: Any, reference: Any, callbacks: list[Any]
+        ) -> Any:
+            return cls(
+                model=model,
+                args=run.args,
+                processing_class=data.tokenizer,
+                train_dataset=data.train,
+                eval_dataset=data.evaluation,
+                callbacks=callbacks,
+            )
+
+        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            result = super().compute_loss(model, inputs, *args, **kwargs)
+            if model.training:
+                loss = result[0] if isinstance(result, tuple) else result
+                check_loss(loss, self.state.global_step + 1)
+            return result
 
     PrefoptSFTTrainer.__module__ = __name__
     return PrefoptSFTTrainer
@@ -256,84 +269,6 @@ def examples_dataset(examples: list[dict[str, list[int]]]) -> Any:
     )
 
 
-def run_sft(config: Any, spec: AlgorithmSpec, resume: bool = False, quiet: bool = False) -> Any:
-    """The ``runner`` of the SFT spec: one SFT run writing a prefopt output folder."""
-    from transformers import set_seed
-    from transformers.trainer_callback import PrinterCallback
-
-    from prefopt.modeling.loading import load_model, load_tokenizer
-    from prefopt.modeling.lora import apply_lora
-    from prefopt.modeling.precision import load_dtype_name
-    from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
-    from prefopt.training.run import (
-        RunResult,
-        announce_precision,
-        resolve_trainer_class,
-        save_and_summarize,
-        save_config,
-        settle_precision,
-        starting_point,
-    )
-
-    train_source, checkpoint = starting_point(config, resume)
-    output_dir = config.output_dir
-    precision = settle_precision(config)
-    announce_precision(precision, quiet)
-
-    tokenizer = load_tokenizer(config.model)
-    train_examples, dropped = load_examples(
-        train_source, config.data.train_split, tokenizer, config
-    )
-    eval_examples = None
-    if config.data.eval:
-        eval_examples, _ = load_examples(
-            config.data.eval, config.data.eval_split, tokenizer, config
-        )
-    args = build_sft_arguments(config, quiet, precision)
-    set_seed(args.seed)  # the LoRA init draws random numbers: make it the run's seed
-    model = load_model(
-        config.model, dtype=load_dtype_name(config.model.dtype, precision, config.lora is None)
-    )
-    if config.lora is not None:
-        model = apply_lora(model, config.lora)
-        _record_absolute_base(model)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, output_dir, precision)
-
-    metrics_file = MetricsJsonlCallback(output_dir)
-    callbacks: list[Any] = [metrics_file]
-    if not quiet:
-        callbacks.append(
-            ProgressDisplay(
-                args.per_device_train_batch_size
-                * args.gradient_accumulation_steps
-                * args.world_size
-            )
-        )
-    trainer = resolve_trainer_class(spec)(
-        model=model,
-        args=args,
-        processing_class=tokenizer,
-        train_examples=train_examples,
-        eval_examples=eval_examples,
-        callbacks=callbacks,
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    final = save_and_summarize(trainer, output_dir, evaluate=bool(eval_examples))
-    metrics_file.add_to_summary({"precision": precision.mode, "precision_reason": precision.reason})
-    return RunResult(output_dir, trainer.state.global_step, len(train_examples), dropped, final)
-
-
-def _record_absolute_base(model: Any) -> None:
-    """Store a local base model as an absolute path in the adapter config, so the SFT output
-    works as ``--model`` from any working directory."""
-    for peft_config in getattr(model, "peft_config", {}).values():
-        base = peft_config.base_model_name_or_path
-        if base and Path(base).is_dir():
-            peft_config.base_model_name_or_path = str(Path(base).resolve())
-
-
 SPEC = AlgorithmSpec(
     name="sft",
     summary="Supervised fine-tuning on completions (prompt/completion, prompt + chosen, messages).",
@@ -342,7 +277,6 @@ SPEC = AlgorithmSpec(
     trainer_class="prefopt.algorithms.sft:PrefoptSFTTrainer",
     needs_reference=False,
     run_name=run_name,
-    runner=run_sft,
 )
 
 

@@ -76,9 +76,9 @@ def flip(
     force: ForceOpt = False,
 ) -> None:
     """Flip (1, 0) rows into the Factual-DPO orientation (see ``FLIP_HELP``)."""
-    from prefopt.data.flip import flip_file
+    from prefopt import workflows
 
-    written, summary = flip_file(input, output, force=force)
+    written, summary = workflows.flip(input, output, force=force)
     table = _table(f"flip: {input} → {written}", "(h_w, h_l)", "before", "after")
     for key in ((0, 0), (0, 1), (1, 0), (1, 1)):
         table.add_row(str(key), f"{summary.before.get(key, 0):,}", f"{summary.after.get(key, 0):,}")
@@ -138,7 +138,8 @@ def convert(
 ) -> None:
     """Convert preference data to prefopt's record (conversational by default)."""
     from prefopt.data.converters import ConvertOptions, ConvertReport, convert_rows, get_converter
-    from prefopt.data.io import check_writable, load_rows, write_jsonl
+    from prefopt.data.io import load_rows
+    from prefopt.data.writing import check_writable, write_jsonl
 
     spec = get_converter(from_format)
     target = output if output is not None else _default_convert_output(source, split)

@@ -142,27 +142,20 @@ def pairs(
     """Score preference pairs: accuracy, margins, rewards, log-probs; split by Δh with h flags."""
     if quiet:
         State.quiet = True
-    from prefopt.data.io import check_data_source, check_writable, write_jsonl
-    from prefopt.eval.offline import default_results_path, evaluate, progress_bar, write_json
+    from prefopt import workflows
+    from prefopt.eval.offline import progress_bar
 
-    check_data_source(data)  # the missing input first, then what the outputs would overwrite
-    results_path = results or default_results_path(model)
-    check_writable(results_path, force)
-    if out is not None:
-        check_writable(out, force)
-    quiet_libraries()
     show = console()
     say = _notes()
     with progress_bar("scoring", State.quiet) as advance:
-        output = evaluate(
-            model, data, ref=ref, no_ref=no_ref, beta=beta, length_normalize=length_normalize,
+        output = workflows.evaluate(
+            model, data, results=results, per_pair=out, force=force, progress=advance, say=say,
+            ref=ref, no_ref=no_ref, beta=beta, length_normalize=length_normalize,
             batch_size=batch_size, max_length=max_length, max_prompt_length=max_prompt_length,
-            dtype=dtype, split=split, progress=advance, say=say,
-            trust_remote_code=trust_remote_code,
+            dtype=dtype, split=split, trust_remote_code=trust_remote_code,
+            before_loading=quiet_libraries,
         )  # fmt: skip
-    write_json(results_path, output.results, force)
-    if out is not None:
-        write_jsonl(out, output.per_pair, force=force)
+    results_path = output.results_path
     info = output.results
     show.print(
         _metric_table(f"{info['model']} on {info['data']} (β={info['beta']})", info["metrics"])
@@ -367,7 +360,7 @@ def judge(
 ) -> None:
     """Rate factuality 0–10 per answer with an LLM judge: mean factuality, hallucination rate
     (score < 5) and, with --baseline, the win rate of ANSWERS over BASELINE (ties excluded)."""
-    from prefopt.data.io import check_writable
+    from prefopt.data.writing import check_writable
     from prefopt.eval.judges import get_judge
     from prefopt.eval.judging import AnswerFields, JudgeFailure, parse_options, run_judge
     from prefopt.eval.offline import progress_bar, write_json

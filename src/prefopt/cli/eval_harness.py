@@ -90,7 +90,7 @@ def harness(
 ) -> None:
     """Benchmarks (TruthfulQA, MMLU, ...) through EleutherAI's lm-evaluation-harness,
     on the base model and the run, with the change per metric (pip install 'prefopt\\[harness]')."""
-    from prefopt.data.io import check_writable, write_jsonl
+    from prefopt.data.writing import check_writable, write_jsonl
     from prefopt.eval import harness as running
     from prefopt.eval.offline import write_json
 

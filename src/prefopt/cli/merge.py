@@ -46,21 +46,13 @@ def merge(
 ) -> None:
     """Merge a LoRA adapter into its full-precision base (also after 4-bit training) and save
     safetensors weights, the tokenizer and a model card. Follows SFT → DPO adapter chains."""
-    from prefopt import paths
-    from prefopt.errors import UsageError
-    from prefopt.modeling.merge import default_output, merge_adapter
-
-    target = output_dir if output_dir is not None else default_output(source)
-    problem = paths.write_problem(target.parent) if source.is_dir() else None
-    if problem is not None:  # said before the base model loads
-        raise UsageError(f"{target}: cannot write the merged model: {problem}")
-    quiet_libraries()
+    from prefopt import workflows
 
     out = console()
     say = (lambda message: None) if State.quiet else out.print
-    result = merge_adapter(
+    result = workflows.merge(
         source, output_dir, base=base, dtype=dtype, force=force, say=say,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, before_loading=quiet_libraries,
     )  # fmt: skip
     out.print(
         styled(

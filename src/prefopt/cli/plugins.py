@@ -131,9 +131,10 @@ def show_algorithm(spec: Any, info: Any) -> None:
     )
     about.add_row("extra columns", ", ".join(spec.extra_columns) or "none")
     about.add_row("trainer", _trainer_name(spec.trainer_class))
-    runner = getattr(spec, "runner", None)
-    if runner is not None:
-        about.add_row("runner", f"{runner.__module__}:{runner.__qualname__}")
+    for hook in ("for_config", "runner"):
+        function = getattr(spec, hook, None)
+        if function is not None:
+            about.add_row(hook, f"{function.__module__}:{function.__qualname__}")
     if spec.defaults:
         about.add_row("run defaults", ", ".join(f"{k}={v!r}" for k, v in spec.defaults.items()))
     out.print(about)

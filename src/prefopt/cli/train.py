@@ -231,7 +231,11 @@ def run_training(
     num_processes: int | None = None,
     overwrite: bool = False,
 ) -> None:
-    from prefopt.config import resolve_run_config
+    """Resolve the config and train it through :mod:`prefopt.workflows` (or launch workers
+    that do); print the summary."""
+    from prefopt import workflows
+    from prefopt.config_layers import resolve_run_config
+    from prefopt.training.launch import is_main_process, wants_launch
 
     # Config and output-folder mistakes are answered before torch is imported (seconds).
     config = resolve_run_config(spec, config_file, flags, sets)
@@ -240,74 +244,73 @@ def run_training(
 
         typer.echo(redacted_config_yaml(config), nl=False)
         return
-    from prefopt.training.launch import child_arguments, is_main_process, launch, wants_launch
-    from prefopt.training.wandb_setup import check_report_to
-
-    if _checks_output_dir() and _run_is_finished(config, resume, overwrite):
-        return
-    check_report_to(config.training.get("report_to"))  # tensorboard installed, wandb logged in
-    from prefopt.data.io import check_data_source
-    from prefopt.modeling.loading import check_model_available
-
-    check_model_available(config.model)  # a mistyped path or an unreachable hub id: one line
-    for source in (config.data.train, config.data.eval):
-        if source:  # a missing file took ~9 s to report, after torch and the tokenizer loaded
-            check_data_source(source)
-    quiet_libraries(quiet)
+    check_folder = _checks_output_dir()
     try:
         if wants_launch(num_processes):  # start the workers; each re-resolves the same layers
-            arguments = child_arguments(
-                spec.name,
-                config_file,
-                flags,
-                sets,
-                resume=resume,
-                overwrite=overwrite,
-                quiet=quiet,
-                debug=State.debug,
-            )
-            code, errors = launch(num_processes or 1, arguments)
-            for line in errors:
-                error(line)
-            if code and not errors:
-                error(f"a worker process failed with exit code {code}")
-            if code:
-                raise typer.Exit(code)
+            finished = workflows.preflight(config, resume, overwrite, check_folder)
+            if finished is None:
+                quiet_libraries(quiet)
+                _launch(spec, config_file, flags, sets, resume, overwrite, quiet, num_processes)
+            else:
+                _say_finished(config.output_dir, finished)
             return
-        from prefopt.training.run import train
-
-        result = train(config, spec, resume=resume, quiet=quiet, replace_existing=overwrite)
+        result = workflows.train_config(
+            config, spec, resume=resume, overwrite=overwrite, quiet=quiet,
+            check_folder=check_folder, before_loading=lambda: quiet_libraries(quiet),
+        )  # fmt: skip
     except KeyboardInterrupt:
         if is_main_process():
             error(f"interrupted; {_resume_hint(config.output_dir)}")
         raise typer.Exit(130) from None
-    if is_main_process():
+    if result.already_finished:
+        _say_finished(config.output_dir, result.steps)
+    elif is_main_process():
         print_summary(result)
 
 
-def _run_is_finished(config: Any, resume: bool, overwrite: bool) -> bool:
-    """Check the output folder before any model loads: refuse to train over an existing run
-    (usage error), and answer ``--resume`` on a finished run with a notice (``True``: stop)."""
-    from prefopt.errors import UsageError
-    from prefopt.training.run_folder import check_output_dir, finished_step
+def _launch(
+    spec: Any,
+    config_file: Path | None,
+    flags: dict[str, Any],
+    sets: list[str],
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+    num_processes: int | None,
+) -> None:
+    """Run ``num_processes`` workers of this command (``--num-processes``); their errors are
+    printed once, and the worst exit code is this command's."""
+    from prefopt.training.launch import child_arguments, launch
 
-    if resume and overwrite:
-        raise UsageError("--resume continues a run and --overwrite replaces it: pass one")
-    if resume:
-        step = finished_step(config.output_dir, int(config.training.get("max_steps") or -1))
-        if step is not None:
-            where = f"at step {step}" if step else "(its final model is saved)"
-            typer.echo(
-                f"{config.output_dir}: the run is finished {where}; nothing to resume "
-                "(raise --max-steps to train further, or --overwrite to start anew)"
-            )
-            return True
-    check_output_dir(config.output_dir, resume=resume, overwrite=overwrite)
-    return False
+    arguments = child_arguments(
+        spec.name,
+        config_file,
+        flags,
+        sets,
+        resume=resume,
+        overwrite=overwrite,
+        quiet=quiet,
+        debug=State.debug,
+    )
+    code, errors = launch(num_processes or 1, arguments)
+    for line in errors:
+        error(line)
+    if code and not errors:
+        error(f"a worker process failed with exit code {code}")
+    if code:
+        raise typer.Exit(code)
+
+
+def _say_finished(output_dir: Path, step: int) -> None:
+    where = f"at step {step}" if step else "(its final model is saved)"
+    typer.echo(
+        f"{output_dir}: the run is finished {where}; nothing to resume "
+        "(raise --max-steps to train further, or --overwrite to start anew)"
+    )
 
 
 def _resume_hint(output_dir: Any) -> str:
-    from prefopt.training.run import latest_checkpoint
+    from prefopt.training.checkpoints import latest_checkpoint
 
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is None:

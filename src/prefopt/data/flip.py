@@ -19,15 +19,8 @@ from typing import IO, Any
 import orjson
 
 from prefopt.data import jsonl_ranges
-from prefopt.data.io import (
-    EMPTY_PROBLEM,
-    atomic_writer,
-    check_writable,
-    file_format,
-    iter_jsonl_chunks,
-    iter_rows,
-    parse_line,
-)
+from prefopt.data.io import EMPTY_PROBLEM, file_format, iter_jsonl_chunks, iter_rows, parse_line
+from prefopt.data.writing import atomic_writer, check_writable
 from prefopt.errors import DataError, UsageError
 from prefopt.modeling.threads import choose_threads
 

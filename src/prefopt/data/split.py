@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from prefopt.data.io import atomic_writer, check_writable, file_format, iter_rows
+from prefopt.data.io import file_format, iter_rows
+from prefopt.data.writing import atomic_writer, check_writable
 from prefopt.errors import DataError, UsageError
 
 

@@ -47,6 +47,8 @@ class ModelPlan:
 class EvalOutput:
     results: dict[str, Any]
     per_pair: list[dict[str, Any]] = field(default_factory=list)
+    #: Where the results JSON was written (``prefopt.evaluate`` writes it).
+    results_path: Path | None = None
 
 
 def plan_models(
@@ -308,7 +310,7 @@ def default_results_path(model: str) -> Path:
 
 def write_json(path: str | Path, value: Any, force: bool) -> Path:
     """Write ``value`` as indented JSON, atomically; refuses to overwrite unless ``force``."""
-    from prefopt.data.io import atomic_writer
+    from prefopt.data.writing import atomic_writer
 
     with atomic_writer(path, force) as out:
         out.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))

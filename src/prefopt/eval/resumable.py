@@ -106,7 +106,7 @@ class ResumableJsonl:
 
     def finish(self, keys: Iterable[str], force: bool = False) -> Path:
         """Write the rows of ``keys`` (all must be done), in that order, to ``out``; clean up."""
-        from prefopt.data.io import write_jsonl
+        from prefopt.data.writing import write_jsonl
 
         if self._handle is not None:
             self._handle.close()

@@ -20,3 +20,14 @@ def apply_lora(model: Any, settings: LoraSettings) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_config)
+
+
+def record_absolute_base(model: Any) -> None:
+    """Store a local base model as an absolute path in the adapter config, so the saved
+    adapter works as ``--model`` from any working directory."""
+    from pathlib import Path
+
+    for peft_config in getattr(model, "peft_config", {}).values():
+        base = peft_config.base_model_name_or_path
+        if base and Path(base).is_dir():
+            peft_config.base_model_name_or_path = str(Path(base).resolve())

@@ -106,7 +106,7 @@ def train_one_step(
     """
     from prefopt.api import AlgorithmSpec
     from prefopt.cli.common import quiet_libraries
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
     from prefopt.registry import get_algorithm
     from prefopt.training.run import train
 

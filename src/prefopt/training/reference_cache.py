@@ -263,23 +263,7 @@ def provide(
     # every process must take the same plan, also when only some machines hold the entry
     plan = reference_plan(mode, every_process(cache.path(keys["train"]).is_file()))
     if plan == "fill":
-        train = datasets["train"]
-
-        def store(values: Any) -> None:
-            attach(train, values)  # this run reads them from here on, stored or not
-            if args.local_process_index != 0:  # one process of each machine writes the entry
-                return
-            meta = {"pairs": len(train), "precision": precision, "filled_from": "training"}
-            try:
-                cache.save(keys["train"], values, meta)
-            except OSError as exc:  # a full disk must not cost the run its model
-                log.warning("reference log-probs not cached (%s): %s", cache.folder, exc)
-
-        if "eval" in datasets:  # an existing eval entry still serves; else eval runs online
-            values = cache.load(keys["eval"], len(datasets["eval"]))
-            if every_process(values is not None):  # a sharded reference runs on all or none
-                attach(datasets["eval"], values)
-        return ReferencePlan(fill=ReferenceFill(len(train), store))
+        return ReferencePlan(fill=_fill_plan(datasets, cache, keys, precision, args))
     batch_size = max(args.per_device_train_batch_size, args.per_device_eval_batch_size)
     for name, pairs in datasets.items():
         with args.main_process_first(desc=f"reference log-probs ({name})"):
@@ -308,22 +292,47 @@ def provide(
     return ReferencePlan(attached=True)
 
 
+def _fill_plan(
+    datasets: dict[str, list[TokenizedPair]],
+    cache: ReferenceCache,
+    keys: dict[str, str],
+    precision: str,
+    args: Any,
+) -> ReferenceFill:
+    """The recorder that fills the training entry from the first epoch; an existing eval
+    entry is attached now (else evaluation runs the reference online)."""
+    train = datasets["train"]
+
+    def store(values: Any) -> None:
+        attach(train, values)  # this run reads them from here on, stored or not
+        if args.local_process_index != 0:  # one process of each machine writes the entry
+            return
+        meta = {"pairs": len(train), "precision": precision, "filled_from": "training"}
+        try:
+            cache.save(keys["train"], values, meta)
+        except OSError as exc:  # a full disk must not cost the run its model
+            log.warning("reference log-probs not cached (%s): %s", cache.folder, exc)
+
+    if "eval" in datasets:
+        values = cache.load(keys["eval"], len(datasets["eval"]))
+        if every_process(values is not None):  # a sharded reference runs on all or none
+            attach(datasets["eval"], values)
+    return ReferenceFill(len(train), store)
+
+
 def provide_for_run(
     trainer: Any,
     config: Any,
-    tokenizer: Any,
     train_pairs: list[TokenizedPair],
     eval_pairs: list[TokenizedPair] | None,
+    online: Any,
     quiet: bool = False,
 ) -> ReferencePlan:
-    """:func:`provide` for a built trainer: its reference, log-prob function and collator."""
+    """:func:`provide` for a built trainer: its tokenizer, log-prob function and collator, and
+    the ``online`` reference (:mod:`prefopt.training.reference`) that computes missing entries."""
     from prefopt.modeling.logprobs import unwrap
 
-    args = trainer.args
-    reference = trainer.reference
-    base = getattr(reference, "model", None)
-    if base is None:
-        base = unwrap(trainer.model)
+    base = online.model if online.model is not None else unwrap(trainer.model)
     datasets = {"train": train_pairs}
     if eval_pairs:
         datasets["eval"] = eval_pairs
@@ -333,11 +342,11 @@ def provide_for_run(
         model_id=lambda: model_fingerprint(
             config.model, base, cache_root(config.reference.cache_dir), _loaded_dtype(base)
         ),
-        tokenizer=tokenizer,
+        tokenizer=trainer.processing_class,
         settings=TokenizationSettings(config.data.max_length, config.data.max_prompt_length),
-        logps_fn=lambda batch: reference.logps(trainer.model, batch, trainer.policy_logps),
+        logps_fn=lambda batch: online.logps(trainer.model, batch, trainer.policy_logps),
         collator=trainer.data_collator,
-        args=args,
+        args=trainer.args,
         root=config.reference.cache_dir,
         quiet=quiet,
     )

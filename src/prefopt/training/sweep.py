@@ -17,7 +17,7 @@ A sweep file (YAML)::
 Jobs are the product ``models × grid`` (models outermost, then the grid axes in the order
 written). Job ``<short>_delta<Δ>`` (one ``_<key><value>`` per axis) trains into
 ``<output_root>/<job>`` with the algorithm's run name. Each job's config is resolved by
-:func:`prefopt.config.resolve_run_config` (layers: defaults < algorithm defaults < base <
+:func:`prefopt.config_layers.resolve_run_config` (layers: defaults < algorithm defaults < base <
 the job's model and grid values) and trained by :func:`prefopt.training.run.train`, exactly
 as ``prefopt train`` would. All job configs are resolved before the first job trains, so a bad
 key fails in seconds, not after hours.
@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from prefopt.algorithms.common import format_number
+from prefopt.config_values import format_number
 from prefopt.errors import ConfigError, UsageError
 
 DONE_FILE = "prefopt_done.json"
@@ -97,7 +97,7 @@ class JobOutcome:
 # -- planning ------------------------------------------------------------------------------
 def load_sweep(path: str | Path) -> SweepPlan:
     """Read, validate and expand a sweep file into jobs with resolved run configs."""
-    from prefopt.config import load_yaml
+    from prefopt.config_layers import load_yaml
     from prefopt.registry import get_algorithm
 
     path = Path(path)
@@ -204,7 +204,7 @@ def _axes(raw: Mapping[str, Any], spec: Any, path: Path) -> list[tuple[str, list
 
 def _base(value: Any, spec: Any, path: Path) -> tuple[str | None, dict[str, Any], list[str]]:
     """The base run config: ``(config file, flags, null-setting --set strings)``."""
-    from prefopt.config import ConfigBuilder
+    from prefopt.config_layers import ConfigBuilder
 
     if value is None:
         return None, {}, []
@@ -244,7 +244,7 @@ def _resolve(
     base_flags: dict[str, Any],
     base_sets: list[str],
 ) -> Any:
-    from prefopt.config import resolve_run_config
+    from prefopt.config_layers import resolve_run_config
 
     flags = dict(base_flags)
     flags["model.name_or_path"] = model.id
@@ -302,7 +302,8 @@ def run_sweep(
 ) -> list[JobOutcome]:
     """Train the plan's jobs (or job ``index`` alone) one after another; finished jobs are
     skipped and a failed job does not stop the others."""
-    from prefopt.training.run import latest_checkpoint, train
+    from prefopt.training.checkpoints import latest_checkpoint
+    from prefopt.training.run import train
 
     if index is not None and not 0 <= index < len(plan.jobs):
         raise UsageError(f"--index {index}: the sweep has jobs 0 to {len(plan.jobs) - 1}")

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from prefopt.api import LossContext, LossOutput, PreferenceBatch
+from prefopt.api import Loss, LossContext, LossOutput, PreferenceBatch, StatefulLoss
 from prefopt.modeling.logprobs import sequence_logps
 from prefopt.training.guards import check_loss
-from prefopt.training.reference import ReferenceModel
-from prefopt.training.reference_fill import ReferenceFill, gather_objects
+from prefopt.training.reference import Reference
+
+if TYPE_CHECKING:
+    from prefopt.config import RunConfig
+    from prefopt.training.stages import Run, RunData
 
 LOSS_STATE_FILE = "prefopt_loss_state.json"
 
@@ -40,11 +43,47 @@ class PreferenceTrainer(Trainer):
     # gradient accumulation steps.
     loss_is_scaled_for_ga = False
 
+    # -- what the run's stages ask of a trainer class (prefopt.training.stages.RunTrainer) --
+    arguments_class: type = TrainingArguments
+
+    @classmethod
+    def adapt_arguments(cls, values: dict[str, Any], config: RunConfig) -> None:
+        """Batches are pairs, not dicts of model inputs; similar lengths pack with little
+        padding, so the packed layouts sample by length."""
+        values["remove_unused_columns"] = False
+        values["label_names"] = []
+        if config.data.layout in ("auto", "packed"):
+            values.setdefault("train_sampling_strategy", "group_by_length")
+
+    @classmethod
+    def load_data(
+        cls, source: str, split: str, tokenizer: Any, run: Run, progress: bool
+    ) -> tuple[Any, int]:
+        from prefopt.training.pair_data import load_pair_dataset
+
+        return load_pair_dataset(source, split, tokenizer, run, progress)
+
+    @classmethod
+    def for_run(
+        cls,
+        run: Run,
+        data: RunData,
+        model: Any,
+        reference: Reference | None,
+        callbacks: list[Any],
+    ) -> PreferenceTrainer:
+        from prefopt.training.pair_data import build_preference_trainer
+
+        trainer: PreferenceTrainer = build_preference_trainer(
+            cls, run, data, model, reference, callbacks
+        )
+        return trainer
+
     def __init__(
         self,
         *args: Any,
-        make_loss: Any,
-        reference: ReferenceModel | None,
+        make_loss: Callable[[LossContext], Loss],
+        reference: Reference | None,
         extra_columns: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
@@ -54,11 +93,9 @@ class PreferenceTrainer(Trainer):
         # As TRL does: with dropout the policy's log-probs are noisy and differ from the
         # reference's (scored in eval mode) even at step 0, which biases every reward.
         disable_dropout(self.model)
-        self.loss_fn = make_loss(self.loss_context())
+        self.loss_fn: Loss = make_loss(self.loss_context())
         self.reference = reference
-        #: Records the first epoch's online reference log-probs for the cache (run.py sets it).
-        self.reference_fill: ReferenceFill | None = None
-        self.add_callback(_CompleteReferenceFill(self))
+        self.add_callback(_ReferenceEpochEnd(self))
         self.extra_columns = tuple(extra_columns)
         self._metric_sums: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
@@ -71,31 +108,11 @@ class PreferenceTrainer(Trainer):
 
         enable_fsdp_on_cpu(self)  # training.fsdp shards on gloo workers too, never plain DDP
 
-    def release_reference(self) -> None:
-        """Drop the reference model: every pair carries cached reference log-probs."""
-        import gc
-
-        self.reference = None
-        gc.collect()
-
-    def complete_reference_fill(self) -> None:
-        """At an epoch's end: once the recorded reference log-probs cover the training data
-        (every process's share), they go into the cache and onto the pairs; later batches carry
-        them, and the reference model is dropped when nothing else needs it."""
-        fill = self.reference_fill
-        if fill is None or not fill.complete(gather_objects):
-            return
-        self.reference_fill = None
-        # Data loader workers hold their own copies of the pairs, and eval pairs may still need
-        # the reference: keep it unless every later batch is sure to carry cached values.
-        if self.eval_dataset is None and self.args.dataloader_num_workers == 0:
-            self.release_reference()
-
     def _shard_reference(self) -> None:
         # Under FSDP2 a frozen copy held whole by every process would cost more than the
         # sharded policy; shard it the same way (after the reference cache, which rank 0 fills
         # alone, had its chance to make it unnecessary).
-        model = getattr(self.reference, "model", None)
+        model = None if self.reference is None else self.reference.model
         if model is None or not (self.is_fsdp_enabled and self.accelerator.is_fsdp2):
             return
         from torch.distributed.fsdp import FSDPModule
@@ -158,13 +175,11 @@ class PreferenceTrainer(Trainer):
         return sequence_logps(model, inputs)
 
     def preference_batch(self, model: Any, inputs: dict[str, Any]) -> PreferenceBatch:
-        reference_logps = inputs.get("reference_logps")  # precomputed by the reference cache
-        if reference_logps is None and self.reference is not None:
+        reference_logps = None
+        if self.reference is not None:
             # Same autocast as the policy (a frozen copy is not wrapped by accelerate).
             with self.accelerator.autocast():
                 reference_logps = self.reference.logps(model, inputs, self.policy_logps)
-            if self.reference_fill is not None and model.training and "pair_index" in inputs:
-                self.reference_fill.record(inputs["pair_index"], reference_logps)
             if not self._fsdp_dtypes_fixed:
                 self._fix_fsdp_gradient_dtypes(model)
         logps, lengths = self.policy_logps(model, inputs)
@@ -256,10 +271,9 @@ class PreferenceTrainer(Trainer):
         step = self.state.global_step
         staging = staging_folder(run_dir, step)
         staged = staging / f"{PREFIX_CHECKPOINT_DIR}-{step}"
-        state_dict = getattr(self.loss_fn, "state_dict", None)
-        if state_dict is not None and self.args.should_save:
+        if isinstance(self.loss_fn, StatefulLoss) and self.args.should_save:
             staged.mkdir(parents=True, exist_ok=True)
-            write_loss_state(str(staged), state_dict())
+            write_loss_state(str(staged), self.loss_fn.state_dict())
         self._checkpoint_staging = staging
         try:
             super()._save_checkpoint(model, trial)  # its rotation sees only the staged one
@@ -296,23 +310,23 @@ class PreferenceTrainer(Trainer):
 
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
         if isinstance(resume_from_checkpoint, str):
-            load_state = getattr(self.loss_fn, "load_state_dict", None)
             path = os.path.join(resume_from_checkpoint, LOSS_STATE_FILE)
-            if load_state is not None and os.path.isfile(path):
+            if isinstance(self.loss_fn, StatefulLoss) and os.path.isfile(path):
                 with open(path, encoding="utf-8") as handle:
-                    load_state(json.load(handle))
+                    self.loss_fn.load_state_dict(json.load(handle))
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
 
-class _CompleteReferenceFill(TrainerCallback):
-    """Calls :meth:`PreferenceTrainer.complete_reference_fill` at every epoch's end (every
-    process reaches it, so the values can be gathered there)."""
+class _ReferenceEpochEnd(TrainerCallback):
+    """Tells the reference that an epoch ended (every process reaches it, so a cache fill can
+    gather its values there)."""
 
     def __init__(self, trainer: PreferenceTrainer) -> None:
         self.trainer = trainer
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.trainer.complete_reference_fill()
+        if self.trainer.reference is not None:
+            self.trainer.reference.end_of_epoch(self.trainer)
 
 
 class EpochLengthGroupedSampler(LengthGroupedSampler):

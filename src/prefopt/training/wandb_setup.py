@@ -19,8 +19,10 @@ The Trainer's own ``WandbCallback`` then finds the run, adds the training argume
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +176,16 @@ def finish_wandb_run(run: Any, failed: bool = False) -> None:
     """Close a run from :func:`start_wandb_run` (flushes an offline run's files)."""
     if run is not None:
         run.finish(exit_code=1 if failed else 0)
+
+
+@contextlib.contextmanager
+def wandb_session(config: Any, args: Any, resume: bool = False) -> Iterator[Any]:
+    """:func:`start_wandb_run` around a block (the training and the final evaluation), closed
+    as failed when the block raises."""
+    run = start_wandb_run(config, args, resume=resume)
+    try:
+        yield run
+    except BaseException:
+        finish_wandb_run(run, failed=True)
+        raise
+    finish_wandb_run(run)

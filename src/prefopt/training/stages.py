@@ -1,0 +1,399 @@
+"""The stages of a training run, the same for every algorithm.
+
+:func:`prefopt.training.run.train` calls them in order::
+
+    run = start_run(config, spec, ...)      checks, precision, training arguments, timer
+    data = prepare_data(run)                tokenizer and datasets
+    model = build_model(run)                policy (+ LoRA) and frozen copy; claims the folder
+    reference = build_reference(run, model) one of the three references, or none
+    trainer = build_trainer(run, data, model, reference)
+    fit(run, trainer, data)                 reference cache, the training loop
+    result = finish(run, trainer, data)     model, tokenizer, run card, summary
+
+What differs between algorithms is the trainer class (``AlgorithmSpec.trainer_class``, see
+:class:`RunTrainer`): the arguments class it takes, how it loads a data source and how it is
+built for a run. :class:`prefopt.training.trainer.PreferenceTrainer` does this for preference
+pairs; SFT's trainer for prompt/completion examples. Everything else (precision, the secrets
+check, engine preparation, run-folder protection, the non-finite guard, timing, progress) is
+here, once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prefopt.api import AlgorithmSpec
+from prefopt.config import RunConfig
+from prefopt.errors import UsageError
+from prefopt.modeling.precision import Precision
+from prefopt.training.checkpoints import latest_checkpoint
+from prefopt.training.timing import RunTimer
+
+if TYPE_CHECKING:
+    from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
+    from prefopt.training.reference import Reference
+
+log = logging.getLogger("prefopt")
+
+
+@dataclass
+class RunResult:
+    """Where a run's outputs are, how much it trained, its final metrics and its timing."""
+
+    output_dir: Path
+    steps: int
+    train_pairs: int
+    dropped_pairs: int
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    #: Seconds per phase of the whole command (see :mod:`prefopt.training.timing`).
+    timing: dict[str, float] = field(default_factory=dict)
+    #: ``resume`` found the run finished: nothing was trained (``steps`` is where it ended,
+    #: 0 when only its final model tells that it finished).
+    already_finished: bool = False
+
+
+class RunTrainer(Protocol):
+    """What a trainer class brings to the stages (``PreferenceTrainer`` and SFT's trainer)."""
+
+    #: ``TrainingArguments`` or the subclass the trainer takes (TRL's ``SFTConfig``).
+    arguments_class: type
+
+    @classmethod
+    def adapt_arguments(cls, values: dict[str, Any], config: RunConfig) -> None:
+        """Set the trainer's own entries of the arguments (before they are built)."""
+
+    @classmethod
+    def load_data(
+        cls, source: str, split: str, tokenizer: Any, run: Run, progress: bool
+    ) -> tuple[Any, int]:
+        """One data source as the trainer's dataset, and how many records were dropped."""
+
+    @classmethod
+    def for_run(
+        cls,
+        run: Run,
+        data: RunData,
+        model: Any,
+        reference: Reference | None,
+        callbacks: list[Any],
+    ) -> Any:
+        """The trainer of this run."""
+
+
+@dataclass
+class Run:
+    """What every stage reads: the settled config and its decisions."""
+
+    config: RunConfig
+    spec: AlgorithmSpec
+    trainer_class: Any
+    precision: Precision
+    args: Any
+    train_source: str
+    checkpoint: Path | None
+    timer: RunTimer
+    resume: bool = False
+    quiet: bool = False
+    replace_existing: bool = False
+    #: The callbacks every run has (:func:`build_trainer` sets them).
+    watch: Watch | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return self.config.output_dir
+
+    @property
+    def pairs_per_step(self) -> int:
+        args = self.args
+        return args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
+@dataclass
+class RunData:
+    tokenizer: Any
+    train: Any
+    evaluation: Any
+    dropped: int
+
+
+@dataclass
+class BuiltModel:
+    policy: Any
+    #: Full fine-tuning's reference weights (``None`` with LoRA or without a reference); the
+    #: reference takes it over, so that releasing the reference frees it.
+    frozen_copy: Any = None
+
+
+@dataclass
+class Watch:
+    """The callbacks every run has: metrics file, non-finite guard, progress display."""
+
+    metrics: MetricsJsonlCallback
+    display: ProgressDisplay | None
+    callbacks: list[Any]
+
+
+# -- start -----------------------------------------------------------------------------------
+def start_run(
+    config: RunConfig,
+    spec: AlgorithmSpec,
+    resume: bool = False,
+    quiet: bool = False,
+    replace_existing: bool = False,
+) -> Run:
+    """Check what can fail before anything loads (``report_to``, the data source, the
+    checkpoint to resume), settle the precision and build the training arguments."""
+    from transformers import set_seed
+
+    from prefopt.training.launch import configure_cpu_workers
+    from prefopt.training.wandb_setup import check_report_to
+
+    timer = RunTimer()  # startup (interpreter, imports, config) is the process's age here
+    configure_cpu_workers()  # torchrun/accelerate workers without GPUs: gloo DDP
+    check_report_to(config.training.get("report_to"))
+    train_source, checkpoint = starting_point(config, resume)
+    precision = settle_precision(config)
+    announce_precision(precision, quiet)
+    trainer_class = resolve_trainer_class(spec)
+    args = build_training_arguments(config, quiet, precision, trainer_class)
+    set_seed(args.seed)  # new weights (LoRA) start the same in every run and every process
+    return Run(
+        config, spec, trainer_class, precision, args, train_source, checkpoint, timer,
+        resume=resume, quiet=quiet, replace_existing=replace_existing,
+    )  # fmt: skip
+
+
+def starting_point(config: RunConfig, resume: bool) -> tuple[str, Path | None]:
+    """What a run starts from: its training data source and, with ``--resume``, the newest
+    complete ``checkpoint-<step>`` to continue from. Usage errors if either is missing."""
+    if not config.data.train:
+        raise UsageError("no training data given: pass --train-file or set data.train")
+    if not resume:
+        return config.data.train, None
+    checkpoint = latest_checkpoint(config.output_dir)
+    if checkpoint is None:
+        raise UsageError(f"--resume: no complete checkpoint in {config.output_dir}")
+    return config.data.train, checkpoint
+
+
+def settle_precision(config: RunConfig) -> Precision:
+    """Decide the run's compute precision once (:mod:`prefopt.modeling.precision`) and record
+    it as ``model.precision`` (``auto`` becomes what it chose), so ``prefopt_config.yaml`` says
+    what the run did and reusing it (``--config``) does the same on any machine; the
+    ``training`` flags stay as the user set them."""
+    from prefopt.modeling.precision import resolve_precision
+
+    precision = resolve_precision(config.model.precision, config.training)
+    config.model.precision = precision.mode
+    return precision
+
+
+def announce_precision(precision: Precision, quiet: bool) -> None:
+    """One line on stderr when a run starts: the effective precision and why."""
+    from prefopt.training.launch import is_main_process
+
+    if not quiet and is_main_process():
+        from prefopt.console import console
+
+        console(stderr=True).print(f"precision: {precision.describe()}", markup=False)
+
+
+def resolve_trainer_class(spec: AlgorithmSpec) -> Any:
+    """``spec.trainer_class``: ``PreferenceTrainer`` when unset; a ``"module:Class"`` string
+    is imported now (plugins name it so that listing them imports no trainer)."""
+    from prefopt.training.trainer import PreferenceTrainer
+
+    trainer_class = spec.trainer_class
+    if trainer_class is None:
+        return PreferenceTrainer
+    if isinstance(trainer_class, str):
+        module_name, _, attribute = trainer_class.partition(":")
+        trainer_class = getattr(importlib.import_module(module_name), attribute)
+    return trainer_class
+
+
+def build_training_arguments(
+    config: RunConfig, quiet: bool, precision: Precision, trainer_class: Any = None
+) -> Any:
+    """The trainer's arguments from the ``training`` section: no secrets in plain settings,
+    the run's precision, prefopt's progress display instead of tqdm, the trainer's own entries
+    (:meth:`RunTrainer.adapt_arguments`) and the engine (DeepSpeed on CPU workers) prepared."""
+    from prefopt.modeling.precision import apply_precision
+    from prefopt.training.redaction import check_training_secrets
+    from prefopt.training.sharding import prepare_engine
+
+    if trainer_class is None:
+        from prefopt.training.trainer import PreferenceTrainer
+
+        trainer_class = PreferenceTrainer
+    values = dict(config.training)
+    check_training_secrets(values)
+    values.setdefault("disable_tqdm", True)  # prefopt draws its own progress
+    values.setdefault("dataloader_pin_memory", _has_cuda())
+    apply_precision(values, precision)
+    trainer_class.adapt_arguments(values, config)
+    if quiet:
+        values["log_level"] = "error"
+    prepare_engine(values)  # DeepSpeed installed, and set up on CPU workers
+    try:
+        return trainer_class.arguments_class(**values)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"invalid training settings: {exc}") from None
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# -- data and model ------------------------------------------------------------------------
+def prepare_data(run: Run) -> RunData:
+    """The tokenizer and the training (and evaluation) data as the trainer class loads them."""
+    from prefopt.modeling.loading import load_tokenizer
+
+    config = run.config
+    tokenizer = load_tokenizer(config.model)
+    load = run.trainer_class.load_data
+    progress = not run.quiet
+    train, dropped = load(run.train_source, config.data.train_split, tokenizer, run, progress)
+    evaluation = None
+    if config.data.eval:
+        evaluation, _ = load(config.data.eval, config.data.eval_split, tokenizer, run, progress)
+    run.timer.lap("tokenize")
+    return RunData(tokenizer, train, evaluation, dropped)
+
+
+def build_model(run: Run) -> BuiltModel:
+    """The trainable model and, for full fine-tuning with a reference, its frozen copy, each
+    loaded in the dtype that fits the precision and device; then the output folder is claimed
+    (:func:`claim_output_dir`): a run that fails to load its data or model loses nothing."""
+    model = load_models(run.config, run.spec, run.precision)
+    run.timer.lap("model")
+    claim_output_dir(run)
+    return model
+
+
+def load_models(
+    config: RunConfig, spec: AlgorithmSpec, precision: Precision | None = None
+) -> BuiltModel:
+    """:func:`build_model`'s loading (:func:`prefopt.modeling.precision.load_dtype_name`)."""
+    from prefopt.modeling.loading import load_model
+    from prefopt.modeling.lora import apply_lora, record_absolute_base
+    from prefopt.modeling.precision import load_dtype_name, resolve_precision
+
+    if precision is None:  # as the run would decide it
+        precision = resolve_precision(config.model.precision, config.training)
+    if config.model.load_in_4bit and config.lora is None:
+        raise UsageError("model.load_in_4bit trains LoRA adapters on a frozen 4-bit base: set lora")
+    dtype = load_dtype_name(config.model.dtype, precision, full_fine_tuning=config.lora is None)
+    policy = load_model(config.model, dtype=dtype)
+    if config.lora is not None:
+        policy = apply_lora(policy, config.lora)
+        record_absolute_base(policy)
+        return BuiltModel(policy)
+    if spec.needs_reference:  # loaded as the policy: the same numerics at step 0
+        return BuiltModel(policy, load_model(config.model, for_training=False, dtype=dtype))
+    return BuiltModel(policy)
+
+
+def claim_output_dir(run: Run) -> None:
+    """Replace an earlier run's outputs when asked (``--overwrite``), create the folder and
+    write the resolved config (``prefopt_config.yaml``)."""
+    from prefopt.training.launch import is_main_process
+    from prefopt.training.outputs import save_config
+    from prefopt.training.run_folder import remove_run_outputs
+
+    if run.replace_existing and not run.resume and is_main_process():
+        remove_run_outputs(run.output_dir)
+    run.output_dir.mkdir(parents=True, exist_ok=True)
+    save_config(run.config, run.output_dir, run.precision)
+
+
+def build_reference(run: Run, model: BuiltModel) -> Reference | None:
+    """The run's reference (:func:`prefopt.training.reference.choose_reference`), or ``None``
+    for a reference-free algorithm. The reference takes the frozen copy over."""
+    if not run.spec.needs_reference:
+        return None
+    from prefopt.training.reference import choose_reference
+
+    frozen_copy, model.frozen_copy = model.frozen_copy, None
+    if frozen_copy is not None:
+        frozen_copy = frozen_copy.to(run.args.device)
+    return choose_reference(run.config, frozen_copy)
+
+
+# -- trainer, fit, finish --------------------------------------------------------------------
+def build_trainer(run: Run, data: RunData, model: BuiltModel, reference: Reference | None) -> Any:
+    """The trainer class built for this run (:meth:`RunTrainer.for_run`) with the callbacks
+    every run has; under bf16, frozen weights are rounded once instead of in every step."""
+    from transformers.trainer_callback import PrinterCallback
+
+    run.watch = watch = watch_run(run)
+    trainer = run.trainer_class.for_run(run, data, model.policy, reference, watch.callbacks)
+    trainer.remove_callback(PrinterCallback)  # ProgressDisplay prints instead
+    if run.args.bf16:  # every forward runs under autocast
+        import torch
+
+        from prefopt.modeling.logprobs import cast_frozen_linears
+
+        for frozen in (trainer.model, None if reference is None else reference.model):
+            if frozen is not None:
+                cast_frozen_linears(frozen, torch.bfloat16)
+    return trainer
+
+
+def watch_run(run: Run) -> Watch:
+    from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
+    from prefopt.training.guards import NonFiniteGuard
+
+    metrics = MetricsJsonlCallback(run.output_dir)
+    display = None if run.quiet else ProgressDisplay(run.pairs_per_step)
+    callbacks: list[Any] = [metrics, NonFiniteGuard()]
+    if display is not None:
+        callbacks.append(display)
+    return Watch(metrics, display, callbacks)
+
+
+def fit(run: Run, trainer: Any, data: RunData) -> None:
+    """Read or plan the reference cache, then train (from the checkpoint when resuming). A
+    non-finite loss or gradient names the newest checkpoint to resume from."""
+    from prefopt.training.guards import NonFiniteError
+
+    reference = getattr(trainer, "reference", None)
+    if reference is not None:
+        evaluation = None if data.evaluation is None else data.evaluation.pairs
+        reference.prepare(trainer, data.train.pairs, evaluation, run.quiet)
+    run.timer.lap("reference")
+    checkpoint = str(run.checkpoint) if run.checkpoint else None
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except NonFiniteError as exc:
+        raise exc.with_checkpoint(latest_checkpoint(run.output_dir)) from None
+    finally:
+        if run.watch is not None and run.watch.display is not None:
+            run.watch.display.close()
+    run.timer.lap("train")
+
+
+def finish(run: Run, trainer: Any, data: RunData) -> RunResult:
+    """Save the model, tokenizer and run card, evaluate a last time when there is eval data,
+    and close ``metrics.jsonl`` with the precision and the timing."""
+    from prefopt.training.outputs import save_and_summarize
+
+    evaluate = data.evaluation is not None
+    final = save_and_summarize(trainer, run.output_dir, evaluate=evaluate, timer=run.timer)
+    timing = run.timer.summary()
+    summary = {
+        "precision": run.precision.mode,
+        "precision_reason": run.precision.reason,
+        "timing": timing,
+    }
+    if run.watch is not None:
+        run.watch.metrics.add_to_summary(summary)
+    steps = trainer.state.global_step
+    return RunResult(run.output_dir, steps, len(data.train), data.dropped, final, timing)
