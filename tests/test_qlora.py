@@ -164,7 +164,7 @@ def test_importing_bitsandbytes_offline_prints_nothing_after_the_cli_silences_it
     errors into two lines. The CLI keeps those loggers to errors before anything loads."""
     pytest.importorskip("bitsandbytes")
     code = (
-        "from prefopt.cli.common import silence_import_chatter\n"
+        "from prefopt.modeling.library_noise import silence_import_chatter\n"
         "silence_import_chatter()\n"
         "import bitsandbytes\n"
     )

@@ -202,6 +202,7 @@ def resolve_run_config(
     config_file: str | Path | Mapping[str, Any] | None = None,
     flags: Mapping[str, Any] | None = None,
     sets: list[str] | tuple[str, ...] = (),
+    flags_source: str = "command line",
 ) -> RunConfig:
     """Resolve a run config for algorithm ``spec`` from all layers, lowest first.
 
@@ -217,7 +218,7 @@ def resolve_run_config(
     elif config_file is not None:
         builder.apply_mapping(load_yaml(config_file), str(config_file))
     if flags:
-        builder.apply_dotted({k: v for k, v in flags.items() if v is not None}, "command line")
+        builder.apply_dotted({k: v for k, v in flags.items() if v is not None}, flags_source)
     builder.apply_set_options(list(sets))
     config = builder.build()
     from prefopt.precision_rules import explicit_precision

@@ -83,7 +83,8 @@ def resolve(
     overrides: Mapping[str, Any],
     sets: list[str] | tuple[str, ...] = (),
 ) -> RunConfig:
-    """The run config of :func:`train`: ``config``, then ``overrides`` as dotted keys."""
+    """The run config of :func:`train`: ``config``, then ``overrides`` as dotted keys (paths
+    given as ``Path`` objects are taken as their text)."""
     from prefopt.config_layers import resolve_run_config
 
     fields = {f.name for f in dataclasses.fields(spec.config_class)}
@@ -97,7 +98,8 @@ def resolve(
             flags.update({f"{key}.{name}": item for name, item in value.items()})
         else:  # a dotted key, or a mistake the config builder names with its close matches
             flags[key if "." in key or key in SECTIONS else f"algorithm.{key}"] = value
-    return resolve_run_config(spec, config, flags, sets)
+    flags = {key: str(value) if isinstance(value, Path) else value for key, value in flags.items()}
+    return resolve_run_config(spec, config, flags, sets, flags_source="keyword arguments")
 
 
 def train_config(
@@ -108,17 +110,16 @@ def train_config(
     overwrite: bool = False,
     quiet: bool = True,
     check_folder: bool = True,
-    before_loading: Callable[[], Any] | None = None,
 ) -> RunResult:
-    """Train a resolved config after :func:`preflight`; ``before_loading`` is called between
-    the checks and the first heavy import (the command line silences libraries there)."""
+    """Train a resolved config after :func:`preflight`; the libraries' chatter is kept down
+    from there on (:func:`prefopt.modeling.library_noise.quiet_libraries`)."""
+    from prefopt.modeling.library_noise import quiet_libraries
     from prefopt.training.stages import RunResult
 
     finished = preflight(config, resume, overwrite, check_folder)
     if finished is not None:
         return RunResult(config.output_dir, finished, 0, 0, already_finished=True)
-    if before_loading is not None:
-        before_loading()
+    quiet_libraries(quiet)
     from prefopt.training.run import train as run_training
 
     return run_training(config, spec, resume=resume, quiet=quiet, replace_existing=overwrite)
@@ -172,7 +173,7 @@ def evaluate(
     force: bool = False,
     progress: Callable[[int, str, int], Any] | None = None,
     say: Callable[[str], Any] | None = None,
-    before_loading: Callable[[], Any] | None = None,
+    quiet: bool = True,
     **options: Any,
 ) -> EvalOutput:
     """Score preference pairs under a run or model, as ``prefopt eval pairs`` does.
@@ -180,7 +181,7 @@ def evaluate(
     Writes the results JSON (default ``MODEL/eval_results.json``) and, with ``per_pair``, one
     JSON line per pair; an existing file is refused unless ``force``. ``options`` are those of
     :func:`prefopt.eval.offline.evaluate` (``ref``, ``no_ref``, ``beta``, ``batch_size``, ...);
-    ``before_loading`` is called after the checks, before the model loads.
+    ``progress(done, label, total)`` and ``say(note)`` report as it goes.
     """
     from prefopt.data.io import check_data_source
     from prefopt.data.writing import check_writable, write_jsonl
@@ -192,9 +193,10 @@ def evaluate(
     check_writable(results_path, force)
     if per_pair is not None:
         check_writable(per_pair, force)
-    if before_loading is not None:
-        before_loading()
     from prefopt.eval.offline import evaluate as score_pairs
+    from prefopt.modeling.library_noise import quiet_libraries
+
+    quiet_libraries(quiet)
 
     output = score_pairs(model, data, progress=progress, say=say, **options)
     write_json(results_path, output.results, force)
@@ -213,11 +215,10 @@ def merge(
     force: bool = False,
     trust_remote_code: bool = False,
     say: Callable[[str], Any] | None = None,
-    before_loading: Callable[[], Any] | None = None,
+    quiet: bool = True,
 ) -> MergeResult:
     """Fold a trained adapter into its base and save one model, as ``prefopt merge`` does
-    (default output ``<SOURCE>-merged``; an existing one is refused unless ``force``);
-    ``before_loading`` is called after the checks, before the base model loads."""
+    (default output ``<SOURCE>-merged``; an existing one is refused unless ``force``)."""
     from prefopt import paths
     from prefopt.modeling.merge import default_output, merge_adapter
 
@@ -226,8 +227,9 @@ def merge(
     problem = paths.write_problem(target.parent) if source.is_dir() else None
     if problem is not None:  # said before the base model loads
         raise UsageError(f"{target}: cannot write the merged model: {problem}")
-    if before_loading is not None:
-        before_loading()
+    from prefopt.modeling.library_noise import quiet_libraries
+
+    quiet_libraries(quiet)
     return merge_adapter(
         source,
         None if output_dir is None else Path(output_dir),

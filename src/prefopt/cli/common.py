@@ -49,19 +49,6 @@ def reflow_help(app: typer.Typer) -> None:
             reflow_help(group.typer_instance)
 
 
-def silence_tqdm() -> None:
-    """Turn tqdm progress bars off in this process and its children: ``TQDM_DISABLE`` for
-    tqdm imported later (it reads the environment at import), the default of an already
-    imported tqdm otherwise."""
-    import functools
-
-    os.environ["TQDM_DISABLE"] = "1"
-    tqdm_module = sys.modules.get("tqdm.std")
-    if tqdm_module is not None:
-        bar = tqdm_module.tqdm
-        bar.__init__ = functools.partialmethod(bar.__init__, disable=True)
-
-
 class State:
     """Process-wide CLI switches set by the top-level callback."""
 
@@ -105,47 +92,9 @@ def run_command(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-#: Loggers that warn on import about what is not the user's concern: bitsandbytes about an
-#: optional CPU kernel package, and that package (``kernels``, which bitsandbytes 0.50 asks for
-#: a hub kernel when it is imported) that it skips its publisher check in offline mode.
-IMPORT_CHATTER = ("bitsandbytes", "kernels")
-
-
-def silence_import_chatter() -> None:
-    """Keep the :data:`IMPORT_CHATTER` loggers to errors, so a command's stderr holds only
-    prefopt's own lines (a one-line error stays one line)."""
-    import logging
-
-    for name in IMPORT_CHATTER:
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def quiet_libraries(quiet: bool = False) -> None:
-    """Silence library chatter (transformers' and datasets' info logs, HF progress bars) and
-    pick torch's CPU threads (``--threads`` / ``PREFOPT_THREADS``, else from the current load:
-    see :mod:`prefopt.modeling.threads`). Every command that loads a model calls this first.
+    """:func:`prefopt.modeling.library_noise.quiet_libraries` under this command's ``-q``
+    (``quiet`` or the global flag). Every command that loads a model calls this first."""
+    from prefopt.modeling.library_noise import quiet_libraries as quiet_for
 
-    Under ``-q`` (``quiet`` or the global flag) or when stderr is no terminal (a log file),
-    third-party tqdm bars are off too: transformers' GGUF loader draws its "Converting and
-    de-quantizing" bar with tqdm directly, past its own progress-bar switch."""
-    import warnings
-
-    from prefopt.modeling.threads import apply_threads
-
-    apply_threads()
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if quiet or State.quiet or not sys.stderr.isatty():
-        silence_tqdm()
-    silence_import_chatter()
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl)\.")
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
-    # PEFT saving an adapter of a base without config.json (a GGUF file): it cannot check
-    # that the vocabulary was not resized; prefopt never resizes it. Printed at every save.
-    warnings.filterwarnings("ignore", message="Could not find a config file in ")
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
+    quiet_for(quiet or State.quiet)

@@ -153,7 +153,7 @@ def pairs(
             ref=ref, no_ref=no_ref, beta=beta, length_normalize=length_normalize,
             batch_size=batch_size, max_length=max_length, max_prompt_length=max_prompt_length,
             dtype=dtype, split=split, trust_remote_code=trust_remote_code,
-            before_loading=quiet_libraries,
+            quiet=State.quiet,
         )  # fmt: skip
     results_path = output.results_path
     info = output.results

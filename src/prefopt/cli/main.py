@@ -10,10 +10,11 @@ import typer
 
 from prefopt import __version__
 from prefopt.cli import data, demo, plugins, sweep, train
-from prefopt.cli.common import State, error, reflow_help, silence_import_chatter
+from prefopt.cli.common import State, error, reflow_help
 from prefopt.cli.eval import app as eval_app
 from prefopt.cli.merge import merge as merge_command
 from prefopt.cli.models import models as models_command
+from prefopt.modeling.library_noise import run_by_command_line, silence_import_chatter
 
 app = typer.Typer(
     name="prefopt",
@@ -109,6 +110,7 @@ def prepare(argv: list[str]) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    run_by_command_line()
     silence_import_chatter()
     code = prepare(argv)
     if code is not None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from prefopt.cli.common import State, TrustRemoteCodeOption, console, quiet_libraries, run_command
+from prefopt.cli.common import State, TrustRemoteCodeOption, console, run_command
 from prefopt.console import styled
 
 
@@ -52,7 +52,7 @@ def merge(
     say = (lambda message: None) if State.quiet else out.print
     result = workflows.merge(
         source, output_dir, base=base, dtype=dtype, force=force, say=say,
-        trust_remote_code=trust_remote_code, before_loading=quiet_libraries,
+        trust_remote_code=trust_remote_code, quiet=State.quiet,
     )  # fmt: skip
     out.print(
         styled(

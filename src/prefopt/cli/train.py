@@ -255,9 +255,8 @@ def run_training(
                 _say_finished(config.output_dir, finished)
             return
         result = workflows.train_config(
-            config, spec, resume=resume, overwrite=overwrite, quiet=quiet,
-            check_folder=check_folder, before_loading=lambda: quiet_libraries(quiet),
-        )  # fmt: skip
+            config, spec, resume=resume, overwrite=overwrite, quiet=quiet, check_folder=check_folder
+        )
     except KeyboardInterrupt:
         if is_main_process():
             error(f"interrupted; {_resume_hint(config.output_dir)}")
