@@ -186,3 +186,69 @@ def test_sft_on_chat_pairs_then_dpo_from_its_output(
     assert first["logps/chosen"] == pytest.approx(mean_chosen(merged), rel=1e-4)
     assert abs(first["logps/chosen"] - base_value) > 0.1
     assert (dpo_out / "adapter_model.safetensors").is_file()
+
+
+# -- SFT runs through the stages every algorithm shares -----------------------------------
+def _sft_rows(count: int = 8) -> list[dict[str, str]]:
+    return [{"prompt": r["prompt"], "completion": r["chosen"]} for r in synthetic_pairs(count)]
+
+
+def _sft(model: Path, data: Path, out: Path, **overrides: object) -> object:
+    import prefopt
+
+    settings = {"per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 1}
+    return prefopt.train(
+        "sft", model=model, train_file=data, output_dir=out, max_steps=2,
+        training=settings, **{"model.precision": "fp32", **overrides},
+    )  # fmt: skip
+
+
+def test_sft_is_timed_and_its_folder_protected_like_every_run(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from prefopt.errors import UsageError
+
+    data = write_pairs(tmp_path / "sft.jsonl", _sft_rows())
+    out = tmp_path / "sft"
+    result = _sft(tiny_model, data, out)
+    summary = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
+    timing = summary["timing"]
+    for phase in ("tokenize", "model", "train", "save", "total"):
+        assert timing[phase] >= 0, phase
+    assert timing["train"] >= summary["train_runtime"] * 0.9
+    phases = sum(seconds for name, seconds in timing.items() if name != "total")
+    assert abs(phases - timing["total"]) < 0.01
+    assert result.timing == timing  # type: ignore[attr-defined]
+    assert summary["precision"] == "fp32"
+    with pytest.raises(UsageError, match="already holds a run"):
+        _sft(tiny_model, data, out)
+    with pytest.raises(Exception, match="training.hub_token: a token in the run config"):
+        _sft(tiny_model, data, tmp_path / "secret", **{"training.hub_token": "hf_abc"})
+    assert not (tmp_path / "secret").exists()
+
+
+def test_a_non_finite_sft_loss_stops_the_run_before_its_step(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A model whose final norm holds a NaN: the first loss is NaN, and the guard stops the run
+    with the one-line error every algorithm gives, before any backward or save."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from prefopt.training.guards import NonFiniteError
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, broken)
+    model = AutoModelForCausalLM.from_pretrained(broken)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")
+    model.save_pretrained(broken)
+    data = write_pairs(tmp_path / "sft.jsonl", _sft_rows())
+    out = tmp_path / "sft"
+    with pytest.raises(NonFiniteError) as caught:
+        _sft(broken, data, out)
+    assert caught.value.step == 1 and caught.value.checkpoint is None
+    assert str(caught.value).startswith("step 1: ") and "\n" not in str(caught.value)
+    assert not list(out.glob("checkpoint-*")) and not (out / "adapter_model.safetensors").exists()
