@@ -13,8 +13,8 @@ import torch
 from prefopt.api import LossContext, PreferenceBatch
 from prefopt.errors import ConfigError, UsageError
 from prefopt.registry import get_algorithm
-from prefopt.testing import run_cli_in_process as run_cli
 from prefopt.testing import synthetic_pairs, write_pairs
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
 POLICY_C = [-10.0, -20.0, -5.5, -7.0, -3.0, -8.0]
 POLICY_R = [-12.0, -18.0, -5.0, -9.5, -3.5, -2.0]

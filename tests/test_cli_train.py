@@ -12,7 +12,7 @@ import yaml
 
 # The commands run in this process (main(), exit codes and output captured): what a fresh
 # interpreter adds is tested where it matters (test_cli_import_loads_no_torch, test_first_run).
-from prefopt.testing import run_cli_in_process as run_cli
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
 RUN_FLAGS = [
     "--max-steps",

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from prefopt.console import console, styled
-from prefopt.testing import run_cli_in_process as run_cli
 from prefopt.testing import synthetic_pairs, write_pairs
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
 
 def test_plain_text_keeps_its_brackets(capsys: pytest.CaptureFixture[str]) -> None:

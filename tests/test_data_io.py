@@ -356,7 +356,7 @@ def test_extra_columns_must_be_numbers(value: object, needle: str) -> None:
 
 
 def test_unwritable_output_is_a_one_line_usage_error_naming_the_path(tmp_path: Path) -> None:
-    from prefopt.testing import run_cli_in_process as run_cli
+    from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
     data = tmp_path / "in.jsonl"
     data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "h_w": 1, "h_l": 0}\n')

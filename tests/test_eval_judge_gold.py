@@ -12,7 +12,7 @@ import pytest
 from prefopt.errors import UsageError
 from prefopt.eval.gold_judge import GoldJudge, make_gold_judge, normalize
 from prefopt.eval.judges import JudgeError, JudgeItem, get_judge
-from prefopt.testing import run_cli_in_process as run_cli
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
 
 def verdict(answer: str, gold: object, judge: GoldJudge | None = None, **row: object) -> bool:

@@ -17,8 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 from prefopt.cli.main import app
-from prefopt.testing import run_cli_in_process as run_cli
 from prefopt.testing import synthetic_pairs, write_pairs
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
 BETA = 0.25
 
@@ -226,7 +226,7 @@ def test_bad_input_is_one_line_exit_2(adapter: Path, flagged_pairs: Path, tmp_pa
 
 def test_quiet_flag_and_unwritable_results_fail_before_any_model_loads(tmp_path: Path) -> None:
     """``eval pairs -q`` is accepted; a results path under a file is refused up front."""
-    from prefopt.testing import run_cli_in_process as run_cli
+    from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
     blocker = tmp_path / "file.jsonl"
     blocker.write_text("x")

@@ -14,7 +14,7 @@ from prefopt.config import model_short_name
 from prefopt.config_layers import resolve_run_config
 from prefopt.errors import UsageError
 from prefopt.modeling import gguf as gguf_sources
-from prefopt.testing import run_cli_in_process as run_cli
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
 needs_gguf = pytest.mark.skipif(
     importlib.util.find_spec("gguf") is None, reason="the gguf package is not installed"

@@ -25,8 +25,8 @@ from prefopt.data.tokenize import TokenizationSettings, TokenizedPair, tokenize_
 from prefopt.modeling import logprobs
 from prefopt.modeling.attention_masks import allowed
 from prefopt.modeling.logprobs import gather_completion_logps, sequence_logps
-from prefopt.testing import run_cli_in_process as run_cli
 from prefopt.testing import synthetic_pairs, train_one_step, write_pairs
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
 
 def _pairs(tokenizer, conversational: bool, count: int = 7) -> list[TokenizedPair]:

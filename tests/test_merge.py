@@ -14,8 +14,8 @@ import yaml
 from typer.testing import CliRunner
 
 from prefopt.cli.main import app
-from prefopt.testing import run_cli_in_process as run_cli
 from prefopt.testing import synthetic_pairs, write_pairs
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
 TRAIN_SETS = [
     "--set", "training.per_device_train_batch_size=8",

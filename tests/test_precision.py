@@ -14,8 +14,8 @@ from prefopt.errors import ConfigError
 from prefopt.modeling import precision as precision_module
 from prefopt.modeling.precision import load_dtype_name, resolve_precision
 from prefopt.precision_rules import Precision, explicit_precision
-from prefopt.testing import run_cli_in_process as run_cli
 from prefopt.testing import synthetic_pairs, write_pairs
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prefopt.testing import run_cli_in_process as run_cli
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 from prefopt.testing.real_model import skip_reason, smollm2_gguf
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from prefopt.paths import current_umask
-from prefopt.testing import run_cli, run_cli_in_process
+from prefopt.testing import run_cli
+from prefopt.testing.cli_runner import run_cli_in_process
 
 FLAGS = [
     "--max-steps", "2",

@@ -18,7 +18,6 @@ converted once to a cached safetensors folder): :func:`smollm2_dir`.
 from prefopt.testing.kit import (
     make_batch,
     run_cli,
-    run_cli_in_process,
     train_one_step,
     write_distribution,
 )
@@ -64,7 +63,6 @@ __all__ = [
     "default_cache_dir",
     "make_batch",
     "run_cli",
-    "run_cli_in_process",
     "save_tiny_model",
     "smollm2_dir",
     "smollm2_gguf",

@@ -35,35 +35,6 @@ def run_cli(
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def run_cli_in_process(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """:func:`run_cli` in this process: no interpreter start-up and no torch import per call
-    (seconds each), for tests of what a command does rather than of a fresh process (import
-    time, signals, launchers, plugins found through ``PYTHONPATH``). The CLI's process-wide
-    switches and ``env`` are restored afterwards; returns ``(exit code, stdout, stderr)``."""
-    import contextlib
-    import io
-
-    from prefopt.cli.common import State
-    from prefopt.cli.main import main
-
-    saved_switches = (State.quiet, State.debug)
-    saved_env = dict(os.environ)
-    os.environ.update({"COLUMNS": "200", "HF_HUB_OFFLINE": "1", **(env or {})})
-    stdout, stderr = io.StringIO(), io.StringIO()
-    code = 0
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                main(list(args))
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    finally:
-        State.quiet, State.debug = saved_switches
-        os.environ.clear()
-        os.environ.update(saved_env)
-    return code, stdout.getvalue(), stderr.getvalue()
-
-
 # -- plugin authors ------------------------------------------------------------------------
 def make_batch(
     policy_chosen: Iterable[float],
