@@ -217,3 +217,28 @@ def test_frozen_linears_in_bf16_change_nothing_under_autocast(tiny_model: Path) 
         results.append((logps.detach(), grads))
     assert torch.equal(results[0][0], results[1][0])
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))
+
+
+def test_a_head_tied_to_the_embedding_stays_in_fp32(tiny_model: Path) -> None:
+    """With tied embeddings (SmolLM2, Gemma, Qwen2.5-0.5B) the LM head's weight is the
+    embedding's: rounding it would make every embedding lookup bf16, and the results would not
+    be those of autocast alone (they are, with the tied head left as it is)."""
+    from prefopt.config import LoraSettings
+    from prefopt.modeling.logprobs import cast_frozen_linears
+    from prefopt.modeling.lora import apply_lora
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    batch = PackedCollator(tokenizer.pad_token_id)(_pairs(tokenizer, conversational=False))
+    results = []
+    for cast in (False, True):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        base.lm_head.weight = base.model.embed_tokens.weight  # tied, as SmolLM2's are
+        model = apply_lora(base, LoraSettings())
+        if cast:
+            assert cast_frozen_linears(model, torch.bfloat16) == 2 * 7  # the layers', no head
+            assert base.model.embed_tokens.weight.dtype == torch.float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logps, _ = sequence_logps(model, batch)
+        results.append(logps.detach())
+    assert torch.equal(results[0], results[1])

@@ -121,6 +121,20 @@ def test_config_mappings_fields_sections_and_dotted_keys(tiny_model: Path, tmp_p
     assert saved["algorithm"]["delta"] == 10 and saved["lora"]["r"] == 4
     assert saved["lora"]["alpha"] == 8 and saved["training"]["learning_rate"] == 1e-4
     assert result.steps == 1
+    # lowest first: sections, then options and fields, then dotted keys, whatever their order
+    from prefopt.registry import get_algorithm
+    from prefopt.workflows import resolve
+
+    spec = get_algorithm("dpo")
+    layered = resolve(
+        spec, None, {"max_steps": 10, "training": {"max_steps": 20}, "training.max_steps": 30}
+    )
+    assert layered.training["max_steps"] == 30
+    assert (
+        resolve(spec, None, {"max_steps": 10, "training": {"max_steps": 20}}).training["max_steps"]
+        == 10
+    )
+    assert resolve(spec, None, {"lora": None}).lora is None  # None is a value: full fine-tuning
     with pytest.raises(ConfigError, match="training.learnig_rate.*Did you mean 'learning_rate'"):
         prefopt.train("dpo", model=tiny_model, training={"learnig_rate": 1e-5})
     with pytest.raises(UsageError, match="unknown algorithm 'dop'.*Did you mean 'dpo'"):

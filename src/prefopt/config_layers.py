@@ -202,12 +202,14 @@ def resolve_run_config(
     config_file: str | Path | Mapping[str, Any] | None = None,
     flags: Mapping[str, Any] | None = None,
     sets: list[str] | tuple[str, ...] = (),
-    flags_source: str = "command line",
+    overrides: Mapping[str, Any] | None = None,
 ) -> RunConfig:
     """Resolve a run config for algorithm ``spec`` from all layers, lowest first.
 
     ``config_file`` is a YAML file or a mapping of its sections (the Python API's ``config``);
-    ``flags`` maps dotted keys to values given on the command line (``None`` = not given).
+    ``flags`` maps dotted keys to values given on the command line (``None`` = not given);
+    ``overrides`` maps dotted keys (or a section name) to values given from Python, where
+    ``None`` is a value (``lora: None`` is full fine-tuning).
     Fills in the default run name (the algorithm's, else ``<algorithm>_<model short name>``)
     and the default output folder ``runs/<run name>``.
     """
@@ -218,7 +220,9 @@ def resolve_run_config(
     elif config_file is not None:
         builder.apply_mapping(load_yaml(config_file), str(config_file))
     if flags:
-        builder.apply_dotted({k: v for k, v in flags.items() if v is not None}, flags_source)
+        builder.apply_dotted({k: v for k, v in flags.items() if v is not None}, "command line")
+    if overrides:  # the Python API's keyword arguments: None is a value there (lora=None)
+        builder.apply_dotted(overrides, "keyword arguments")
     builder.apply_set_options(list(sets))
     config = builder.build()
     from prefopt.precision_rules import explicit_precision

@@ -57,12 +57,13 @@ def train(
     """Train ``algorithm`` as ``prefopt train ALGORITHM`` does; returns the :class:`RunResult`.
 
     ``config`` is a YAML file or a mapping of its sections (``{"training": {...}}``).
-    ``overrides`` come on top, lowest first: the command's options (``model``, ``train_file``,
-    ``eval_file``, ``output_dir``, ``run_name``, ``max_steps``), the algorithm's fields
-    (``delta=10``), whole sections (``training={"learning_rate": 1e-5}``) and dotted keys
-    (``**{"lora.r": 8}``). ``resume`` continues from the newest checkpoint; ``overwrite``
-    replaces a run already in the output folder, which is refused otherwise. Resuming a
-    finished run trains nothing and returns ``already_finished=True``.
+    ``overrides`` come on top, lowest first: whole sections (``training={"learning_rate":
+    1e-5}``, ``lora=None`` for full fine-tuning), then the command's options (``model``,
+    ``train_file``, ``eval_file``, ``output_dir``, ``run_name``, ``max_steps``) and the
+    algorithm's fields (``delta=10``), then dotted keys (``**{"lora.r": 8}``). ``resume``
+    continues from the newest checkpoint; ``overwrite`` replaces a run already in the output
+    folder, which is refused otherwise. Resuming a finished run trains nothing and returns
+    ``already_finished=True``.
     """
     spec = _algorithm(algorithm)
     run_config = resolve(spec, config, overrides)
@@ -83,23 +84,31 @@ def resolve(
     overrides: Mapping[str, Any],
     sets: list[str] | tuple[str, ...] = (),
 ) -> RunConfig:
-    """The run config of :func:`train`: ``config``, then ``overrides`` as dotted keys (paths
-    given as ``Path`` objects are taken as their text)."""
+    """The run config of :func:`train`: ``config``, then ``overrides`` as dotted keys, lowest
+    first: whole sections (``training={...}``), the command's options and the algorithm's
+    fields, dotted keys; ``Path`` values are taken as their text."""
     from prefopt.config_layers import resolve_run_config
 
     fields = {f.name for f in dataclasses.fields(spec.config_class)}
-    flags: dict[str, Any] = {}
+    sections: dict[str, Any] = {}  # lowest first: whole sections, options and fields, dotted
+    options: dict[str, Any] = {}
+    dotted: dict[str, Any] = {}
     for key, value in overrides.items():
         if key in SHORT_KEYS:
-            flags[SHORT_KEYS[key]] = value
+            options[SHORT_KEYS[key]] = value
         elif key in fields:
-            flags[f"algorithm.{key}"] = value
+            options[f"algorithm.{key}"] = value
         elif key in SECTIONS and isinstance(value, Mapping):
-            flags.update({f"{key}.{name}": item for name, item in value.items()})
-        else:  # a dotted key, or a mistake the config builder names with its close matches
-            flags[key if "." in key or key in SECTIONS else f"algorithm.{key}"] = value
-    flags = {key: str(value) if isinstance(value, Path) else value for key, value in flags.items()}
-    return resolve_run_config(spec, config, flags, sets, flags_source="keyword arguments")
+            sections.update({f"{key}.{name}": item for name, item in value.items()})
+        elif key in SECTIONS or "." in key:
+            dotted[key] = value
+        else:  # a mistake the config builder names, with the closest algorithm field
+            options[f"algorithm.{key}"] = value
+    layered = {**sections, **options, **dotted}
+    layered = {
+        key: str(value) if isinstance(value, Path) else value for key, value in layered.items()
+    }
+    return resolve_run_config(spec, config, None, sets, overrides=layered)
 
 
 def train_config(
@@ -109,7 +118,7 @@ def train_config(
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = True,
-    check_folder: bool = True,
+    check_folder: bool | None = None,
 ) -> RunResult:
     """Train a resolved config after :func:`preflight`; the libraries' chatter is kept down
     from there on (:func:`prefopt.modeling.library_noise.quiet_libraries`)."""
@@ -126,16 +135,19 @@ def train_config(
 
 
 def preflight(
-    config: RunConfig, resume: bool, overwrite: bool, check_folder: bool = True
+    config: RunConfig, resume: bool, overwrite: bool, check_folder: bool | None = None
 ) -> int | None:
     """The checks that need no model, in seconds instead of after torch has loaded: the output
-    folder (unless ``check_folder`` is off, as in the workers of a launched run, whose parent
-    checked it), ``report_to``, the model source and the data sources. Returns the step a
+    folder (on the main process by default; not in the workers of a launched run, whose
+    parent checked it), ``report_to``, the model source and the data sources. Returns the step a
     finished run ended at when ``resume`` finds it finished, else ``None``."""
     from prefopt.data.io import check_data_source
     from prefopt.modeling.loading import check_model_available
+    from prefopt.training.launch import is_main_process
     from prefopt.training.wandb_setup import check_report_to
 
+    if check_folder is None:  # one process checks (rank 0 of torchrun may be writing it)
+        check_folder = is_main_process()
     if check_folder:
         finished = finished_run_step(config, resume, overwrite)
         if finished is not None:

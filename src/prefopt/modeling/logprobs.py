@@ -258,16 +258,24 @@ def cast_frozen_linears(model: Any, dtype: Any) -> int:
     (LoRA's base layers, the LM head) is never cached, so every step re-rounds the whole model.
     Rounding once gives the same bf16 operands (round-to-nearest-even either way), so the
     results are unchanged while the casts and half the weight memory go. Norms, embeddings and
-    trainable or quantized layers are left alone. Only for runs that always compute under
-    autocast.
+    trainable or quantized layers are left alone, and so is a head tied to the embedding (its
+    weight is the embedding's: casting it would start the residual stream in bf16). Only for
+    runs that always compute under autocast.
     """
     import torch
 
+    embedded = {
+        id(parameter)
+        for module in model.modules()
+        if isinstance(module, torch.nn.Embedding)
+        for parameter in module.parameters(recurse=False)
+    }
     count = 0
     for module in model.modules():
         if type(module) is not torch.nn.Linear:  # bitsandbytes layers subclass Linear
             continue
-        if any(parameter.requires_grad for parameter in module.parameters(recurse=False)):
+        own = list(module.parameters(recurse=False))
+        if any(parameter.requires_grad or id(parameter) in embedded for parameter in own):
             continue
         module.to(dtype)
         count += 1

@@ -17,6 +17,7 @@ from prefopt.training.stages import (
     finish,
     fit,
     prepare_data,
+    prepare_reference,
     start_run,
 )
 
@@ -47,20 +48,26 @@ def train(
     reference = build_reference(run, model)
     trainer = build_trainer(run, data, model, reference)
     del model, reference  # the trainer alone holds them: a release frees their memory
-    with native_gqa_on_cpu(run.args.device.type), wandb_session(config, run.args, resume):
-        fit(run, trainer, data)
-        return finish(run, trainer, data)
+    with native_gqa_on_cpu(run.args.device.type):
+        prepare_reference(run, trainer, data)
+        with wandb_session(config, run.args, resume):
+            fit(run, trainer)
+            return finish(run, trainer, data)
 
 
 def _run_legacy_runner(
     config: RunConfig, spec: AlgorithmSpec, resume: bool, quiet: bool, replace_existing: bool
 ) -> RunResult:
-    """A plugin's ``runner`` (plugin API 1.0), which bypasses the stages: only the folder
-    replacement is done for it."""
-    from prefopt.training.launch import is_main_process
+    """A plugin's ``runner`` (plugin API 1.0), which bypasses the stages: only what the old
+    ``train()`` did before handing over is done for it (CPU workers, ``report_to``, the folder
+    replacement)."""
+    from prefopt.training.launch import configure_cpu_workers, is_main_process
     from prefopt.training.run_folder import remove_run_outputs
+    from prefopt.training.wandb_setup import check_report_to
 
     assert spec.runner is not None
+    configure_cpu_workers()
+    check_report_to(config.training.get("report_to"))
     if replace_existing and not resume and is_main_process():
         remove_run_outputs(config.output_dir)
     result: RunResult = spec.runner(config, spec, resume=resume, quiet=quiet)

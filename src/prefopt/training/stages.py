@@ -7,15 +7,17 @@
     model = build_model(run)                policy (+ LoRA) and frozen copy; claims the folder
     reference = build_reference(run, model) one of the three references, or none
     trainer = build_trainer(run, data, model, reference)
-    fit(run, trainer, data)                 reference cache, the training loop
-    result = finish(run, trainer, data)     model, tokenizer, run card, summary
+    prepare_reference(run, trainer, data)   reference cache read, computed or planned
+    fit(run, trainer)                       the training loop
+    result = finish(run, trainer, data)     final evaluation, model, run card, summary
 
 What differs between algorithms is the trainer class (``AlgorithmSpec.trainer_class``, see
 :class:`RunTrainer`): the arguments class it takes, how it loads a data source and how it is
 built for a run. :class:`prefopt.training.trainer.PreferenceTrainer` does this for preference
 pairs; SFT's trainer for prompt/completion examples. Everything else (precision, the secrets
-check, engine preparation, run-folder protection, the non-finite guard, timing, progress) is
-here, once.
+check, engine preparation, replacing and claiming the output folder, the non-finite guard,
+timing, progress) is here, once; refusing to train over an existing run is the caller's
+check, before anything loads (:func:`prefopt.workflows.preflight`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ class RunTrainer(Protocol):
         callbacks: list[Any],
     ) -> Any:
         """The trainer of this run."""
+
+
+#: What :class:`RunTrainer` asks of a trainer class.
+RUN_TRAINER_ATTRIBUTES = ("arguments_class", "adapt_arguments", "load_data", "for_run")
 
 
 @dataclass
@@ -213,11 +219,18 @@ def resolve_trainer_class(spec: AlgorithmSpec) -> Any:
     if isinstance(trainer_class, str):
         module_name, _, attribute = trainer_class.partition(":")
         trainer_class = getattr(importlib.import_module(module_name), attribute)
+    missing = [name for name in RUN_TRAINER_ATTRIBUTES if not hasattr(trainer_class, name)]
+    if missing:
+        raise UsageError(
+            f"algorithm '{spec.name}': trainer_class {trainer_class.__name__} lacks "
+            f"{', '.join(missing)}; subclass prefopt.training.trainer.PreferenceTrainer "
+            "(see docs/plugins.md#custom-trainer-subclasses-and-data-flows)"
+        )
     return trainer_class
 
 
 def build_training_arguments(
-    config: RunConfig, quiet: bool, precision: Precision, trainer_class: Any = None
+    config: RunConfig, quiet: bool, precision: Precision, trainer_class: Any
 ) -> Any:
     """The trainer's arguments from the ``training`` section: no secrets in plain settings,
     the run's precision, prefopt's progress display instead of tqdm, the trainer's own entries
@@ -226,10 +239,6 @@ def build_training_arguments(
     from prefopt.training.redaction import check_training_secrets
     from prefopt.training.sharding import prepare_engine
 
-    if trainer_class is None:
-        from prefopt.training.trainer import PreferenceTrainer
-
-        trainer_class = PreferenceTrainer
     values = dict(config.training)
     check_training_secrets(values)
     values.setdefault("disable_tqdm", True)  # prefopt draws its own progress
@@ -359,16 +368,21 @@ def watch_run(run: Run) -> Watch:
     return Watch(metrics, display, callbacks)
 
 
-def fit(run: Run, trainer: Any, data: RunData) -> None:
-    """Read or plan the reference cache, then train (from the checkpoint when resuming). A
-    non-finite loss or gradient names the newest checkpoint to resume from."""
-    from prefopt.training.guards import NonFiniteError
-
+def prepare_reference(run: Run, trainer: Any, data: RunData) -> None:
+    """The reference's cache read, computed (``cached``) or planned to be filled by the first
+    epoch (:meth:`Reference.prepare`), now that the trainer's forward and collator exist."""
     reference = getattr(trainer, "reference", None)
     if reference is not None:
         evaluation = None if data.evaluation is None else data.evaluation.pairs
         reference.prepare(trainer, data.train.pairs, evaluation, run.quiet)
     run.timer.lap("reference")
+
+
+def fit(run: Run, trainer: Any) -> None:
+    """Train (from the checkpoint when resuming). A non-finite loss or gradient names the
+    newest checkpoint to resume from."""
+    from prefopt.training.guards import NonFiniteError
+
     checkpoint = str(run.checkpoint) if run.checkpoint else None
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
@@ -381,7 +395,7 @@ def fit(run: Run, trainer: Any, data: RunData) -> None:
 
 
 def finish(run: Run, trainer: Any, data: RunData) -> RunResult:
-    """Save the model, tokenizer and run card, evaluate a last time when there is eval data,
+    """Evaluate a last time when there is eval data, save the model, tokenizer and run card,
     and close ``metrics.jsonl`` with the precision and the timing."""
     from prefopt.training.outputs import save_and_summarize
 

@@ -180,7 +180,8 @@ class PreferenceTrainer(Trainer):
             # Same autocast as the policy (a frozen copy is not wrapped by accelerate).
             with self.accelerator.autocast():
                 reference_logps = self.reference.logps(model, inputs, self.policy_logps)
-            if not self._fsdp_dtypes_fixed:
+            ran_online = "reference_logps" not in inputs  # no cached values: a forward ran
+            if ran_online and not self._fsdp_dtypes_fixed:
                 self._fix_fsdp_gradient_dtypes(model)
         logps, lengths = self.policy_logps(model, inputs)
         half = logps.shape[0] // 2
