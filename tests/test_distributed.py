@@ -229,6 +229,7 @@ def test_exit_code_is_the_failing_workers_not_a_stopped_ones() -> None:
 
     assert child_exit_code(failed(r0=-15, r1=2)) == 2  # rank 0 was stopped because rank 1 failed
     assert child_exit_code(failed(r0=-9, r1=-15)) == 137
+    assert child_exit_code(failed(r0=-15, r1=-6)) == 134  # rank 1 aborted, rank 0 was stopped
     assert child_exit_code(SimpleNamespace(failures={})) == 1
 
 

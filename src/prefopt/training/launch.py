@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import uuid
@@ -209,7 +210,10 @@ def child_exit_code(exc: Any) -> int:
     for code in codes:
         if isinstance(code, int) and code > 0:
             return code
+    for code in codes:  # killed by a signal of its own (an abort), not the launcher's SIGTERM
+        if isinstance(code, int) and code < 0 and code != -signal.SIGTERM:
+            return 128 - code
     for code in codes:
-        if isinstance(code, int) and code < 0:  # killed by a signal
+        if isinstance(code, int) and code < 0:
             return 128 - code
     return 1
