@@ -36,6 +36,7 @@ def check_values(values: Mapping[str, Any]) -> None:
     lora = values.get("lora")
     if isinstance(lora, Mapping):
         _at_least_one(lora.get("r"), "lora.r", "expected a positive integer (the LoRA rank)")
+    check_quantized_sharding(values.get("model") or {}, training)
     data = values.get("data") or {}
     length, prompt = data.get("max_length"), data.get("max_prompt_length")
     _at_least_one(length, "data.max_length", "expected a positive number of tokens")
@@ -44,6 +45,21 @@ def check_values(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"data.max_prompt_length ({prompt}) must be smaller than data.max_length "
             f"({length}): a prompt that long leaves no room for a completion"
+        )
+
+
+def check_quantized_sharding(model: Mapping[str, Any], training: Mapping[str, Any]) -> None:
+    """QLoRA with FSDP or DeepSpeed: prefopt loads the 4-bit base whole on each process's own
+    device (a per-process ``device_map``) and stores it in bitsandbytes' own uint8 blocks, which
+    neither engine can shard; refused with the ways that work."""
+    if not model.get("load_in_4bit"):
+        return
+    engine = next((key for key in ("fsdp", "deepspeed") if training.get(key)), None)
+    if engine is not None:
+        raise ConfigError(
+            f"model.load_in_4bit with training.{engine}: a 4-bit base is loaded whole on each "
+            "process and cannot be sharded; train QLoRA data-parallel (--num-processes, no "
+            f"training.{engine}), or shard a bf16 base with LoRA (model.load_in_4bit=false)"
         )
 
 

@@ -115,7 +115,28 @@ def lean_path_parts(model: Any) -> tuple[Any, Any, LogitTransform] | None:
     backbone, head = get_decoder(), get_head()
     if backbone is None or head is None or backbone is inner:
         return None
+    if hasattr(getattr(head, "weight", None), "ds_id"):  # partitioned by DeepSpeed ZeRO-3
+        _note_partitioned_head(inner)
+        return None
     return backbone, head, transform
+
+
+def _note_partitioned_head(model: Any) -> None:
+    """ZeRO-3 gathers a partitioned weight only inside its module's own forward and backward;
+    the lean path applies the head from the backbone's hook, outside them. Say once that the
+    model's own full-logits forward runs instead, and what keeps the lean head."""
+    if model in _FULL_LOGITS:
+        return
+    _FULL_LOGITS.add(model)
+    import logging
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # one line for the run, not one per process
+        return
+    logging.getLogger("prefopt").warning(
+        "DeepSpeed ZeRO-3 partitions the LM head: log-probs come from the model's full logits "
+        "(more memory); ZeRO-2 or training.fsdp keep the lean LM head"
+    )
 
 
 def _forward_parameters(model: Any) -> Any:

@@ -6,11 +6,15 @@
 - :class:`CachedReference`: values read from the persistent cache
   (:mod:`prefopt.training.reference_cache`), which every batch then carries as
   ``reference_logps``; until the cache holds them it asks one of the other two and, in the
-  first epoch, fills the cache from those very values.
+  first epoch, fills the cache from those very values (``auto``), or scores them in a pass when
+  training begins (``cached``). Under ZeRO-3 full fine-tuning, where no frozen copy can be
+  held, that pass asks the policy itself before its first step
+  (:class:`StartingPolicyReference`).
 
 :func:`choose_reference` is the one place that picks among them. The trainer sees only
 :class:`Reference`: ``logps`` for a batch, ``prepare`` before training (the cache is read or
-filled there), ``end_of_epoch`` when an epoch ends. The online references run without
+planned there), ``begin_training`` once the engine has prepared the model (a ``cached`` pass
+runs there), ``end_of_epoch`` when an epoch ends. The online references run without
 gradients and in eval mode (no dropout), so a reference log-prob depends only on the weights
 and the tokens.
 """
@@ -27,6 +31,7 @@ import torch
 if TYPE_CHECKING:
     from prefopt.config import RunConfig
     from prefopt.data.tokenize import TokenizedPair
+    from prefopt.training.reference_cache import MissingEntries
     from prefopt.training.reference_fill import ReferenceFill
 
 LogpsFn = Callable[[Any, dict[str, Any]], tuple[Any, Any]]
@@ -52,6 +57,11 @@ class Reference:
         quiet: bool = False,
     ) -> None:
         """Called once the trainer exists, before training starts (nothing to do online)."""
+
+    def begin_training(self, trainer: Any) -> float:
+        """Called on every process when training begins, after the model is prepared for its
+        engine; returns the seconds spent (nothing to do online)."""
+        return 0.0
 
     def end_of_epoch(self, trainer: Any) -> None:
         """Called on every process when a training epoch ends (nothing to do online)."""
@@ -98,6 +108,18 @@ class FrozenCopyReference(Reference):
         return logps.detach()
 
 
+class StartingPolicyReference(Reference):
+    """Reference = the policy itself before its first optimizer step, for full fine-tuning
+    where a frozen copy cannot be held (ZeRO-3 partitions every model loaded under it, and
+    only the engine's forward gathers the weights). Only valid behind a cache that is scored
+    when training begins (:class:`CachedReference` with ``cached`` mode)."""
+
+    def logps(self, policy: Any, inputs: dict[str, Any], logps_fn: LogpsFn) -> Any:
+        with torch.no_grad(), _eval_mode(policy):
+            logps, _ = logps_fn(policy, inputs)
+        return logps.detach()
+
+
 class CachedReference(Reference):
     """Reference log-probs from the persistent cache, keyed by model, tokens and precision.
 
@@ -108,10 +130,14 @@ class CachedReference(Reference):
     memory freed) as soon as no later batch can need it.
     """
 
-    def __init__(self, online: Reference, config: RunConfig) -> None:
+    def __init__(self, online: Reference, config: RunConfig, mode: str | None = None) -> None:
         self.online: Reference | None = online
         self.config = config
+        self.mode = mode or config.reference.mode
         self.fill: ReferenceFill | None = None
+        self.missing: MissingEntries | None = None
+        self.datasets: dict[str, list[TokenizedPair]] = {}
+        self.quiet = False
 
     @property
     def model(self) -> Any:
@@ -135,13 +161,45 @@ class CachedReference(Reference):
         evaluation: list[TokenizedPair] | None,
         quiet: bool = False,
     ) -> None:
+        from prefopt.modeling.logprobs import unwrap
         from prefopt.training.reference_cache import provide_for_run
 
         assert self.online is not None, "prepare runs once, before any release"
-        plan = provide_for_run(trainer, self.config, train, evaluation, self.online, quiet)
+        self.datasets = {"train": train, **({"eval": evaluation} if evaluation else {})}
+        self.quiet = quiet
+        base = self.online.model if self.online.model is not None else unwrap(trainer.model)
+        plan = provide_for_run(trainer, self.config, self.datasets, base, self.mode)
         if plan.attached:  # every pair carries its reference log-probs
             self.release()
-        self.fill = plan.fill
+        self.fill, self.missing = plan.fill, plan.missing
+
+    def begin_training(self, trainer: Any) -> float:
+        """Score the missing entries with the model as its engine prepared it, every process
+        its share (:func:`prefopt.training.reference_cache.score_missing`)."""
+        from prefopt.errors import UsageError
+        from prefopt.training.reference_cache import score_missing
+
+        if self.missing is None:
+            return 0.0
+        if isinstance(self.online, StartingPolicyReference) and trainer.state.global_step:
+            raise UsageError(
+                "the reference cache entry of this run is gone, and under ZeRO-3 only the policy "
+                "before its first step can score it: restore the cache folder "
+                f"({self.missing.cache.folder}) or start the run anew (--overwrite)"
+            )
+        online, model = self.online, trainer.model_wrapped
+        assert online is not None
+        seconds = score_missing(
+            self.missing,
+            {name: self.datasets[name] for name in self.missing.keys},
+            lambda batch: online.logps(model, batch, trainer.policy_logps),
+            trainer.data_collator,
+            trainer.args,
+            self.quiet,
+        )
+        self.missing = None
+        self.release()
+        return seconds
 
     def end_of_epoch(self, trainer: Any) -> None:
         """Once the recorded values cover the training data (every process's share), they go
@@ -161,11 +219,17 @@ class CachedReference(Reference):
         gc.collect()
 
 
-def choose_reference(config: RunConfig, frozen_copy: Any = None) -> Reference:
-    """The run's reference: the frozen copy when there is one (full fine-tuning), else the
-    adapter switched off; behind the cache unless ``reference.mode`` is ``online``."""
+def choose_reference(
+    config: RunConfig, frozen_copy: Any = None, starting_policy: bool = False
+) -> Reference:
+    """The run's reference: the frozen copy when there is one (full fine-tuning), the policy
+    before its first step where no copy can be held (``starting_policy``: full fine-tuning
+    under ZeRO-3, scored into the cache when training begins), else the adapter switched off;
+    behind the cache unless ``reference.mode`` is ``online``."""
     from prefopt.training.reference_cache import check_mode
 
+    if starting_policy:
+        return CachedReference(StartingPolicyReference(), config, mode="cached")
     online: Reference = (
         FrozenCopyReference(frozen_copy) if frozen_copy is not None else AdapterOffReference()
     )

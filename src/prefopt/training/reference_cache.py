@@ -16,15 +16,17 @@ entry that does not load, has the wrong shape or fails its checksum is reported,
 computed again.
 
 ``reference.mode``: ``online`` recomputes reference log-probs in every step; ``cached`` fills
-a missing entry with a separate pass before training (so a full fine-tuning run can drop its
-frozen copy at once); ``auto`` reads an existing entry, and otherwise computes the reference
-online in the first epoch and fills the entry from those very values
+a missing entry with a separate pass when training begins, every process scoring its share
+(:mod:`prefopt.training.reference_pass`; a full fine-tuning run then drops its frozen copy);
+``auto`` reads an existing entry, and otherwise computes the reference online in the first
+epoch and fills the entry from those very values
 (:mod:`prefopt.training.reference_fill`): same batches, same numerics, so step 0's loss is
 ln 2 under bf16 too, and a run shorter than an epoch pays for nothing it does not use.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -46,7 +48,7 @@ from prefopt.data.prep_cache import (
 )
 from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
 from prefopt.errors import ConfigError
-from prefopt.training.reference_fill import ReferenceFill, every_process
+from prefopt.training.reference_fill import ReferenceFill, every_process, gather_objects
 from prefopt.training.reference_pass import compute_reference_logps
 
 log = logging.getLogger("prefopt")
@@ -228,12 +230,23 @@ def reference_plan(mode: str, entry_exists: bool) -> str:
 
 
 @dataclass
+class MissingEntries:
+    """Cache entries a ``cached`` run scores when training begins (:func:`score_missing`)."""
+
+    cache: ReferenceCache
+    keys: dict[str, str]
+    precision: str
+
+
+@dataclass
 class ReferencePlan:
-    """How a run gets its reference log-probs: ``attached`` when every training pair carries
-    cached values (the reference model can go), ``fill`` to hand to the trainer otherwise."""
+    """How a run gets its reference log-probs: ``attached`` when every pair carries cached
+    values (the reference model can go), ``fill`` to hand to the trainer when the first epoch
+    fills the training entry, ``missing`` entries to score when training begins."""
 
     attached: bool = False
     fill: ReferenceFill | None = None
+    missing: MissingEntries | None = None
 
 
 def provide(
@@ -243,14 +256,12 @@ def provide(
     model_id: Callable[[], str],
     tokenizer: Any,
     settings: TokenizationSettings,
-    logps_fn: Callable[[dict[str, Any]], Any],
-    collator: Callable[[Sequence[TokenizedPair]], dict[str, Any]],
     args: Any,
     root: str | Path | None = None,
-    quiet: bool = False,
 ) -> ReferencePlan:
     """Attach cached reference log-probs to the pairs of ``datasets`` as ``mode`` asks
-    (:func:`reference_plan`), or plan to fill the training entry from the first epoch."""
+    (:func:`reference_plan`); plan to fill the training entry from the first epoch, or name the
+    entries to score when training begins."""
     if check_mode(mode) == "online" or not datasets.get("train"):
         return ReferencePlan()
     cache = ReferenceCache(root)
@@ -264,32 +275,65 @@ def provide(
     plan = reference_plan(mode, every_process(cache.path(keys["train"]).is_file()))
     if plan == "fill":
         return ReferencePlan(fill=_fill_plan(datasets, cache, keys, precision, args))
-    batch_size = max(args.per_device_train_batch_size, args.per_device_eval_batch_size)
+    missing: dict[str, str] = {}
     for name, pairs in datasets.items():
-        with args.main_process_first(desc=f"reference log-probs ({name})"):
-            values = cache.load(keys[name], len(pairs))
-            if values is None:
-                started = time.perf_counter()
-                values = compute_reference_logps(
-                    pairs,
-                    logps_fn,
-                    collator,
-                    batch_size,
-                    args.device,
-                    bf16=args.bf16,
-                    progress=not quiet,
-                    label=f"reference log-probs ({name})",
-                )
-                path = cache.save(keys[name], values, {"pairs": len(pairs), "precision": precision})
-                log.info(
-                    "reference log-probs of %d %s pairs computed in %.1f s, cached in %s",
-                    len(pairs),
-                    name,
-                    time.perf_counter() - started,
-                    path,
-                )
+        values = cache.load(keys[name], len(pairs))
+        if every_process(values is not None):  # a pass runs on every process or on none
+            attach(pairs, values)
+        else:
+            missing[name] = keys[name]
+    if not missing:
+        return ReferencePlan(attached=True)
+    return ReferencePlan(missing=MissingEntries(cache, missing, precision))
+
+
+def score_missing(
+    missing: MissingEntries,
+    datasets: dict[str, list[TokenizedPair]],
+    logps_fn: Callable[[dict[str, Any]], Any],
+    collator: Callable[[Sequence[TokenizedPair]], dict[str, Any]],
+    args: Any,
+    quiet: bool = False,
+) -> float:
+    """Score the missing entries on every process (:mod:`prefopt.training.reference_pass`),
+    attach them to the pairs and store them (one process of each machine writes); returns the
+    seconds it took. The entry's ``scored_by`` says how many pairs each process scored."""
+    started = time.perf_counter()
+    for name, key in missing.keys.items():
+        pairs = datasets[name]
+        shares: list[int] = []
+        gather = functools.partial(_gather_counting, shares)
+        values = compute_reference_logps(
+            pairs,
+            logps_fn,
+            collator,
+            args.per_device_eval_batch_size,
+            args.device,
+            bf16=args.bf16,
+            progress=not quiet and args.process_index == 0,
+            label=f"reference log-probs ({name})",
+            gather=gather,
+            rank=args.process_index,
+            world_size=args.world_size,
+        )
         attach(pairs, values)
-    return ReferencePlan(attached=True)
+        if args.local_process_index != 0:
+            continue
+        meta = {"pairs": len(pairs), "precision": missing.precision, "scored_by": shares}
+        try:
+            path = missing.cache.save(key, values, meta)
+        except OSError as exc:  # a full disk must not cost the run its model
+            log.warning("reference log-probs not cached (%s): %s", missing.cache.folder, exc)
+            continue
+        log.info("reference log-probs of %d %s pairs cached in %s", len(pairs), name, path)
+    return time.perf_counter() - started
+
+
+def _gather_counting(shares: list[int], values: dict[int, tuple[float, float]]) -> list[Any]:
+    """Every process's values (:func:`gather_objects`), noting how many each one scored."""
+    parts: list[Any] = gather_objects(values)
+    shares.extend(len(part) for part in parts)
+    return parts
 
 
 def _fill_plan(
@@ -323,32 +367,22 @@ def _fill_plan(
 def provide_for_run(
     trainer: Any,
     config: Any,
-    train_pairs: list[TokenizedPair],
-    eval_pairs: list[TokenizedPair] | None,
-    online: Any,
-    quiet: bool = False,
+    datasets: dict[str, list[TokenizedPair]],
+    base: Any,
+    mode: str,
 ) -> ReferencePlan:
-    """:func:`provide` for a built trainer: its tokenizer, log-prob function and collator, and
-    the ``online`` reference (:mod:`prefopt.training.reference`) that computes missing entries."""
-    from prefopt.modeling.logprobs import unwrap
-
-    base = online.model if online.model is not None else unwrap(trainer.model)
-    datasets = {"train": train_pairs}
-    if eval_pairs:
-        datasets["eval"] = eval_pairs
+    """:func:`provide` for a built trainer: its tokenizer and arguments; ``base`` holds the
+    reference weights (fingerprinted when no local files name them)."""
     return provide(
         datasets,
-        config.reference.mode,
+        mode,
         model_id=lambda: model_fingerprint(
             config.model, base, cache_root(config.reference.cache_dir), _loaded_dtype(base)
         ),
         tokenizer=trainer.processing_class,
         settings=TokenizationSettings(config.data.max_length, config.data.max_prompt_length),
-        logps_fn=lambda batch: online.logps(trainer.model, batch, trainer.policy_logps),
-        collator=trainer.data_collator,
         args=trainer.args,
         root=config.reference.cache_dir,
-        quiet=quiet,
     )
 
 

@@ -305,9 +305,19 @@ def load_models(
         policy = apply_lora(policy, config.lora)
         record_absolute_base(policy)
         return BuiltModel(policy)
-    if spec.needs_reference:  # loaded as the policy: the same numerics at step 0
+    if spec.needs_reference and not zero3_enabled():  # loaded as the policy: same numerics
         return BuiltModel(policy, load_model(config.model, for_training=False, dtype=dtype))
-    return BuiltModel(policy)
+    return BuiltModel(policy)  # under ZeRO-3 the policy scores the reference before step 1
+
+
+def zero3_enabled() -> bool:
+    """Whether the run's arguments asked for DeepSpeed ZeRO-3 (every model loaded from then on
+    is partitioned across the processes, and only its engine's forward gathers the weights)."""
+    try:
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+    except ImportError:  # pragma: no cover - transformers without the integration
+        return False
+    return bool(is_deepspeed_zero3_enabled())
 
 
 def claim_output_dir(run: Run) -> None:
@@ -333,7 +343,31 @@ def build_reference(run: Run, model: BuiltModel) -> Reference | None:
     frozen_copy, model.frozen_copy = model.frozen_copy, None
     if frozen_copy is not None:
         frozen_copy = frozen_copy.to(run.args.device)
-    return choose_reference(run.config, frozen_copy)
+    starting_policy = run.config.lora is None and frozen_copy is None
+    if starting_policy:
+        note_zero3_reference(run)
+    return choose_reference(run.config, frozen_copy, starting_policy=starting_policy)
+
+
+def note_zero3_reference(run: Run) -> None:
+    """Full fine-tuning under ZeRO-3 holds no frozen copy (it would be partitioned, and only the
+    engine gathers weights): the policy scores the reference before its first step, into the
+    cache (``reference.mode: cached``). ``online`` cannot be honoured; ``auto`` is told."""
+    from prefopt.training.launch import is_main_process
+
+    mode = run.config.reference.mode
+    if mode == "online":
+        raise UsageError(
+            "reference.mode=online needs a frozen copy of the model, which ZeRO-3 cannot hold "
+            "for full fine-tuning: use reference.mode=cached (the policy scores the reference "
+            "before its first step), or LoRA, or ZeRO-2"
+        )
+    if mode == "auto" and not run.quiet and is_main_process():
+        log.warning(
+            "ZeRO-3 full fine-tuning: the policy scores the reference log-probs before its "
+            "first step and the cache keeps them (reference.mode=cached); no frozen copy is "
+            "loaded"
+        )
 
 
 # -- trainer, fit, finish --------------------------------------------------------------------
@@ -392,6 +426,7 @@ def fit(run: Run, trainer: Any) -> None:
         if run.watch is not None and run.watch.display is not None:
             run.watch.display.close()
     run.timer.lap("train")
+    run.timer.rebook(getattr(trainer, "reference_seconds", 0.0), "train", "reference")
 
 
 def finish(run: Run, trainer: Any, data: RunData) -> RunResult:

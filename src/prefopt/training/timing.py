@@ -49,6 +49,15 @@ class RunTimer:
         self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
         self._last = now
 
+    def rebook(self, seconds: float, source: str, target: str) -> None:
+        """Move ``seconds`` booked to phase ``source`` to phase ``target`` (the reference pass
+        that runs inside the Trainer's ``train()`` is the reference's time, not training's)."""
+        if seconds <= 0:
+            return
+        moved = min(seconds, self.seconds.get(source, 0.0))
+        self.seconds[source] = self.seconds.get(source, 0.0) - moved
+        self.seconds[target] = self.seconds.get(target, 0.0) + moved
+
     def total(self) -> float:
         return self._startup + time.perf_counter() - self._made
 

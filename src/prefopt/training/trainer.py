@@ -95,7 +95,9 @@ class PreferenceTrainer(Trainer):
         disable_dropout(self.model)
         self.loss_fn: Loss = make_loss(self.loss_context())
         self.reference = reference
-        self.add_callback(_ReferenceEpochEnd(self))
+        #: Seconds the reference spent when training began (a ``cached`` pass), for the timing.
+        self.reference_seconds = 0.0
+        self.add_callback(_ReferenceEvents(self))
         self.extra_columns = tuple(extra_columns)
         self._metric_sums: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
@@ -318,12 +320,17 @@ class PreferenceTrainer(Trainer):
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
 
-class _ReferenceEpochEnd(TrainerCallback):
-    """Tells the reference that an epoch ended (every process reaches it, so a cache fill can
-    gather its values there)."""
+class _ReferenceEvents(TrainerCallback):
+    """Tells the reference that training began (the engine has prepared the model: a
+    ``cached`` pass runs there) and that an epoch ended (a cache fill gathers its values);
+    every process reaches both."""
 
     def __init__(self, trainer: PreferenceTrainer) -> None:
         self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer.reference is not None:
+            self.trainer.reference_seconds += self.trainer.reference.begin_training(self.trainer)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.trainer.reference is not None:
