@@ -350,3 +350,8 @@ def print_summary(result: Any) -> None:
         from prefopt.training.timing import format_timing
 
         show.print(f"time: {format_timing(timing)}", soft_wrap=True)
+    compute = getattr(result, "utilization", None)
+    if compute:
+        from prefopt.training.utilization import describe
+
+        show.print(describe(compute), soft_wrap=True)

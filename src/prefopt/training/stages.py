@@ -22,7 +22,6 @@ check, before anything loads (:func:`prefopt.workflows.preflight`).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,8 @@ class RunResult:
     #: ``resume`` found the run finished: nothing was trained (``steps`` is where it ended,
     #: 0 when only its final model tells that it finished).
     already_finished: bool = False
+    #: Model FLOPs utilisation of the training loop (:mod:`prefopt.training.utilization`).
+    utilization: dict[str, Any] = field(default_factory=dict)
 
 
 class RunTrainer(Protocol):
@@ -84,10 +85,6 @@ class RunTrainer(Protocol):
         callbacks: list[Any],
     ) -> Any:
         """The trainer of this run."""
-
-
-#: What :class:`RunTrainer` asks of a trainer class.
-RUN_TRAINER_ATTRIBUTES = ("arguments_class", "adapt_arguments", "load_data", "for_run")
 
 
 @dataclass
@@ -156,6 +153,13 @@ def start_run(
     from transformers import set_seed
 
     from prefopt.training.launch import configure_cpu_workers
+    from prefopt.training.run_setup import (
+        announce_precision,
+        build_training_arguments,
+        resolve_trainer_class,
+        settle_precision,
+        starting_point,
+    )
     from prefopt.training.wandb_setup import check_report_to
 
     timer = RunTimer()  # startup (interpreter, imports, config) is the process's age here
@@ -171,93 +175,6 @@ def start_run(
         config, spec, trainer_class, precision, args, train_source, checkpoint, timer,
         resume=resume, quiet=quiet, replace_existing=replace_existing,
     )  # fmt: skip
-
-
-def starting_point(config: RunConfig, resume: bool) -> tuple[str, Path | None]:
-    """What a run starts from: its training data source and, with ``--resume``, the newest
-    complete ``checkpoint-<step>`` to continue from. Usage errors if either is missing."""
-    if not config.data.train:
-        raise UsageError("no training data given: pass --train-file or set data.train")
-    if not resume:
-        return config.data.train, None
-    checkpoint = latest_checkpoint(config.output_dir)
-    if checkpoint is None:
-        raise UsageError(f"--resume: no complete checkpoint in {config.output_dir}")
-    return config.data.train, checkpoint
-
-
-def settle_precision(config: RunConfig) -> Precision:
-    """Decide the run's compute precision once (:mod:`prefopt.modeling.precision`) and record
-    it as ``model.precision`` (``auto`` becomes what it chose), so ``prefopt_config.yaml`` says
-    what the run did and reusing it (``--config``) does the same on any machine; the
-    ``training`` flags stay as the user set them."""
-    from prefopt.modeling.precision import resolve_precision
-
-    precision = resolve_precision(config.model.precision, config.training)
-    config.model.precision = precision.mode
-    return precision
-
-
-def announce_precision(precision: Precision, quiet: bool) -> None:
-    """One line on stderr when a run starts: the effective precision and why."""
-    from prefopt.training.launch import is_main_process
-
-    if not quiet and is_main_process():
-        from prefopt.console import console
-
-        console(stderr=True).print(f"precision: {precision.describe()}", markup=False)
-
-
-def resolve_trainer_class(spec: AlgorithmSpec) -> Any:
-    """``spec.trainer_class``: ``PreferenceTrainer`` when unset; a ``"module:Class"`` string
-    is imported now (plugins name it so that listing them imports no trainer)."""
-    from prefopt.training.trainer import PreferenceTrainer
-
-    trainer_class = spec.trainer_class
-    if trainer_class is None:
-        return PreferenceTrainer
-    if isinstance(trainer_class, str):
-        module_name, _, attribute = trainer_class.partition(":")
-        trainer_class = getattr(importlib.import_module(module_name), attribute)
-    missing = [name for name in RUN_TRAINER_ATTRIBUTES if not hasattr(trainer_class, name)]
-    if missing:
-        raise UsageError(
-            f"algorithm '{spec.name}': trainer_class {trainer_class.__name__} lacks "
-            f"{', '.join(missing)}; subclass prefopt.training.trainer.PreferenceTrainer "
-            "(see docs/plugins.md#custom-trainer-subclasses-and-data-flows)"
-        )
-    return trainer_class
-
-
-def build_training_arguments(
-    config: RunConfig, quiet: bool, precision: Precision, trainer_class: Any
-) -> Any:
-    """The trainer's arguments from the ``training`` section: no secrets in plain settings,
-    the run's precision, prefopt's progress display instead of tqdm, the trainer's own entries
-    (:meth:`RunTrainer.adapt_arguments`) and the engine (DeepSpeed on CPU workers) prepared."""
-    from prefopt.modeling.precision import apply_precision
-    from prefopt.training.redaction import check_training_secrets
-    from prefopt.training.sharding import prepare_engine
-
-    values = dict(config.training)
-    check_training_secrets(values)
-    values.setdefault("disable_tqdm", True)  # prefopt draws its own progress
-    values.setdefault("dataloader_pin_memory", _has_cuda())
-    apply_precision(values, precision)
-    trainer_class.adapt_arguments(values, config)
-    if quiet:
-        values["log_level"] = "error"
-    prepare_engine(values)  # DeepSpeed installed, and set up on CPU workers
-    try:
-        return trainer_class.arguments_class(**values)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"invalid training settings: {exc}") from None
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # -- data and model ------------------------------------------------------------------------
@@ -437,12 +354,40 @@ def finish(run: Run, trainer: Any, data: RunData) -> RunResult:
     evaluate = data.evaluation is not None
     final = save_and_summarize(trainer, run.output_dir, evaluate=evaluate, timer=run.timer)
     timing = run.timer.summary()
+    compute = measure_utilization(run, trainer, data, timing.get("train", 0.0))
     summary = {
         "precision": run.precision.mode,
         "precision_reason": run.precision.reason,
         "timing": timing,
+        "utilization": compute,
     }
     if run.watch is not None:
         run.watch.metrics.add_to_summary(summary)
     steps = trainer.state.global_step
-    return RunResult(run.output_dir, steps, len(data.train), data.dropped, final, timing)
+    return RunResult(
+        run.output_dir, steps, len(data.train), data.dropped, final, timing, utilization=compute
+    )
+
+
+def measure_utilization(run: Run, trainer: Any, data: RunData, seconds: float) -> dict[str, Any]:
+    """The run's model FLOPs utilisation (:mod:`prefopt.training.utilization`) over the pairs
+    this invocation trained on (a resumed run counts from its checkpoint)."""
+    from prefopt.data.prep_cache import cache_root
+    from prefopt.training import utilization as compute
+
+    steps = trainer.state.global_step - getattr(trainer, "_initial_global_step", 0)
+    tokens = steps * run.pairs_per_step * compute.mean_sequence_tokens(data.train)
+    batches = getattr(trainer, "training_batches", 0)
+    online = getattr(trainer, "online_reference_batches", 0) / batches if batches else 0.0
+    peak, source = compute.device_peak(
+        run.args.device, run.args.bf16, cache_root(run.config.reference.cache_dir)
+    )
+    return compute.utilization(
+        compute.matmul_parameters(trainer.model),
+        tokens,
+        seconds,
+        full_fine_tuning=run.config.lora is None,
+        online_reference=online,
+        peak=peak,
+        peak_source=source,
+    ).summary()

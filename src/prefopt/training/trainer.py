@@ -97,6 +97,8 @@ class PreferenceTrainer(Trainer):
         self.reference = reference
         #: Seconds the reference spent when training began (a ``cached`` pass), for the timing.
         self.reference_seconds = 0.0
+        #: Training batches, and those whose reference ran online (for the FLOPs count).
+        self.training_batches = self.online_reference_batches = 0
         self.add_callback(_ReferenceEvents(self))
         self.extra_columns = tuple(extra_columns)
         self._metric_sums: dict[str, dict[str, list[float]]] = {
@@ -185,6 +187,8 @@ class PreferenceTrainer(Trainer):
             ran_online = "reference_logps" not in inputs  # no cached values: a forward ran
             if ran_online and not self._fsdp_dtypes_fixed:
                 self._fix_fsdp_gradient_dtypes(model)
+            self.online_reference_batches += int(ran_online and model.training)
+        self.training_batches += int(model.training)
         logps, lengths = self.policy_logps(model, inputs)
         half = logps.shape[0] // 2
         return PreferenceBatch(
