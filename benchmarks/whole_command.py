@@ -110,18 +110,25 @@ def run_whole_command(
     result = timed_process(command, env)
     if tool == "prefopt":
         result["timing"] = run_timing(output / "metrics.jsonl")
+        result["utilization"] = run_summary(output / "metrics.jsonl").get("utilization") or {}
     shutil.rmtree(fresh, ignore_errors=True)
     return result
+
+
+def run_summary(metrics: Path) -> dict[str, Any]:
+    """The closing ``{"summary": ...}`` line of a run's metrics.jsonl (``{}`` if none)."""
+    try:
+        last = metrics.read_text(encoding="utf-8").strip().splitlines()[-1]
+        return dict(json.loads(last)["summary"])
+    except (OSError, IndexError, KeyError, TypeError, ValueError):
+        return {}
 
 
 def run_timing(metrics: Path) -> dict[str, float]:
     """prefopt's own seconds per phase (startup, tokenize, model, reference, train, save, ...)
     from the closing ``{"summary": {"timing": ...}}`` line of a run's metrics.jsonl."""
-    try:
-        last = metrics.read_text(encoding="utf-8").strip().splitlines()[-1]
-        return dict(json.loads(last)["summary"]["timing"])
-    except (OSError, IndexError, KeyError, TypeError, ValueError):
-        return {}
+    timing = run_summary(metrics).get("timing")
+    return dict(timing) if isinstance(timing, dict) else {}
 
 
 def timing_note(timing: dict[str, float]) -> str:
@@ -161,4 +168,15 @@ def summarize(shape: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str, An
     if row["prefopt_timing_median_s"]:
         phases_note = timing_note(row["prefopt_timing_median_s"])
         print(f"  {'':17s} prefopt's phases, median s: {phases_note}")
+    figures = [run["utilization"] for run in runs["prefopt"] if run.get("utilization")]
+    shares = [figure["mfu"] for figure in figures if figure.get("mfu") is not None]
+    if shares:
+        row["prefopt_mfu_median"] = statistics.median(shares)
+        achieved = statistics.median(figure["achieved_tflops_per_s"] for figure in figures)
+        peak = figures[0]["peak_tflops_per_s"]
+        print(
+            f"  {'':17s} prefopt's model FLOPs utilisation, median: "
+            f"{100 * row['prefopt_mfu_median']:.1f}% ({achieved:.3g} of {peak:.3g} TFLOP/s, "
+            f"{figures[0]['peak_source']}; training loop only)"
+        )
     return row

@@ -80,18 +80,30 @@ def test_a_runs_summary_carries_its_utilization(tiny_model: Path, tmp_path: Path
         figures["model_tflops"] / seconds, rel=1e-2
     )
     # 2 steps x 8 pairs, LoRA (N counts the adapter's matrices), the reference online in the
-    # first (and only) epoch: 6 N a token of each sequence
+    # first (and only) epoch: 6 N a token of prompt + chosen + rejected, the run's own tokens
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from prefopt.config import LoraSettings
-    from prefopt.data.tokenize import TokenizationSettings, tokenize_pairs
     from prefopt.modeling.lora import apply_lora
+    from prefopt.registry import get_algorithm
+    from prefopt.training.pair_data import load_pairs
+    from prefopt.workflows import resolve
 
     policy = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model), LoraSettings())
     n = compute.matmul_parameters(policy)
-    rows = [json.loads(line) for line in data.read_text().splitlines()]
-    tokenized, _ = tokenize_pairs(
-        enumerate(rows, 1), AutoTokenizer.from_pretrained(tiny_model), TokenizationSettings()
+    spec = get_algorithm("dpo")
+    config = resolve(spec, None, {"model": tiny_model, "reference.cache_dir": str(cache)})
+    pairs, _ = load_pairs(
+        str(data), "train", AutoTokenizer.from_pretrained(tiny_model), config, spec
     )
-    tokens = sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in tokenized)
+    tokens = sum(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
     assert figures["model_tflops"] == pytest.approx(6 * n * tokens / 1e12, rel=1e-3)
+
+
+def test_a_pair_needs_its_prompt_once() -> None:
+    from prefopt.data.tokenize import TokenizedPair
+    from prefopt.training.pair_data import PairDataset
+
+    pairs = [TokenizedPair([1] * 10, [2] * 3, [3] * 5), TokenizedPair([1] * 4, [2], [3] * 2)]
+    assert compute.mean_sequence_tokens(PairDataset(pairs)) == (18 + 7) / 2
+    assert compute.mean_sequence_tokens({"input_ids": [[1, 2, 3], [4]]}) == 2

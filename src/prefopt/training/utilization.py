@@ -3,8 +3,9 @@ peak. This is the physical limit the speed figures are measured against (nanoGPT
 report training speed the same way).
 
 Model FLOPs count the work the model needs, not what the kernels did: a matmul of ``N``
-weights costs ``2N`` FLOPs per token forward. Per token of each sequence (prompt + chosen and
-prompt + rejected of every pair):
+weights costs ``2N`` FLOPs per token forward. A pair needs its prompt once and both completions
+(the prefix-shared layout computes exactly that; the padded layout computes the prompt twice,
+work this count does not credit). Per token of prompt + chosen + rejected:
 
     policy forward              2 N
     policy backward             4 N   full fine-tuning (gradients of inputs and weights)
@@ -14,9 +15,7 @@ prompt + rejected of every pair):
 
 ``N`` is the model's parameter count without the embedding table (a lookup, no matmul), with
 the LM head and a LoRA adapter's matrices. Attention's own ``T²`` term is left out: for the
-sequence lengths prefopt trains on it is a few percent, and leaving it out errs low. A layout
-that shares the prompt (``prefix``) or packs sequences does less work than this count, so its
-MFU can look better than the hardware did: that is the point of counting model FLOPs.
+sequence lengths prefopt trains on it is a few percent, and leaving it out errs low.
 
 The peak: on a GPU, a table of dense bf16/fp16 (and fp32) tensor-core peaks by device name; on
 a CPU, a square matmul in the run's dtype measured once and cached (per CPU model, threads,
@@ -70,15 +69,20 @@ class Utilization:
 
     def summary(self) -> dict[str, Any]:
         """The ``metrics.jsonl`` summary entries."""
+        peak = self.peak_flops_per_s
+        mfu = self.mfu
         return {
-            "model_tflops": round(self.model_flops / 1e12, 6),
-            "achieved_tflops_per_s": round(self.achieved_flops_per_s / 1e12, 6),
-            "peak_tflops_per_s": None
-            if self.peak_flops_per_s is None
-            else round(self.peak_flops_per_s / 1e12, 4),
+            "model_tflops": _figure(self.model_flops / 1e12),
+            "achieved_tflops_per_s": _figure(self.achieved_flops_per_s / 1e12),
+            "peak_tflops_per_s": None if peak is None else _figure(peak / 1e12),
             "peak_source": self.peak_source,
-            "mfu": None if self.mfu is None else round(self.mfu, 5),
+            "mfu": None if mfu is None else _figure(mfu),
         }
+
+
+def _figure(value: float) -> float:
+    """``value`` to 6 significant digits (a summary holds no float noise)."""
+    return float(f"{value:.6g}")
 
 
 def describe(summary: dict[str, Any]) -> str:
@@ -92,11 +96,11 @@ def describe(summary: dict[str, Any]) -> str:
 
 
 def mean_sequence_tokens(dataset: Any) -> float:
-    """Tokens of the sequences one example puts through the model: prompt + chosen and
-    prompt + rejected of a preference pair, the ``input_ids`` of an SFT example."""
+    """Tokens one example needs the model for: prompt + chosen + rejected of a preference pair
+    (the prompt once), the ``input_ids`` of an SFT example."""
     pairs = getattr(dataset, "pairs", None)
     if pairs is not None:
-        sizes = [2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs]
+        sizes = [len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs]
     else:
         sizes = [len(ids) for ids in dataset["input_ids"]]
     return sum(sizes) / max(1, len(sizes))
