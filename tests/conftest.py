@@ -17,24 +17,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-#: ``PREFOPT_TEST_DEVICE=cuda`` makes that device torch's default for the tests' own tensors and
-#: models (benchmarks/gpu_check.sh); unset, everything runs on the CPU as always.
-TEST_DEVICE = os.environ.get("PREFOPT_TEST_DEVICE", "").strip()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if not TEST_DEVICE:
-        return
-    import torch
-
-    if TEST_DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise pytest.UsageError(f"PREFOPT_TEST_DEVICE={TEST_DEVICE}: torch sees no CUDA device")
-    torch.set_default_device(TEST_DEVICE)
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"prefopt test device: {TEST_DEVICE or 'cpu (default)'}"
-
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
