@@ -73,7 +73,7 @@ def test_padded_lean_logps_match_full_logits(tiny_model: Path, monkeypatch) -> N
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     pairs = _pairs(tokenizer, conversational=False)
     batch = PaddedCollator(tokenizer.pad_token_id)(pairs)
-    monkeypatch.setattr(logprobs, "CHUNK_ELEMENTS", 5 * 512)  # 5 tokens a chunk
+    monkeypatch.setitem(logprobs.CHUNK_BYTES, "cpu", 4 * 5 * 512)  # 5 tokens a chunk
     results = []
     for lean in (True, False):
         model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
@@ -242,3 +242,12 @@ def test_a_head_tied_to_the_embedding_stays_in_fp32(tiny_model: Path) -> None:
             logps, _ = sequence_logps(model, batch)
         results.append(logps.detach())
     assert torch.equal(results[0], results[1])
+
+
+def test_lm_head_chunks_are_sized_in_bytes_per_device() -> None:
+    from prefopt.modeling.logprobs import chunk_rows
+
+    assert chunk_rows(151_936, "cpu") == (64 << 20) // (4 * 151_936) == 110
+    assert chunk_rows(151_936, "cuda") == (512 << 20) // (4 * 151_936) == 883
+    assert chunk_rows(49_152, "mps") == chunk_rows(49_152, "cpu")  # unknown: the CPU's budget
+    assert chunk_rows(10**12, "cpu") == 1

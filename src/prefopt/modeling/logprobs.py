@@ -9,8 +9,8 @@ target token and the output sequence it counts for (see :mod:`prefopt.data.colla
 Lean path: the model runs with ``logits_to_keep=1`` (so its own LM head projects one position
 per row), and a forward hook on the backbone applies the LM head to the final hidden states of
 the K predicting positions only, inside the model's call (so under the same autocast as the
-model's own head), in chunks of about ``CHUNK_ELEMENTS / vocab`` tokens. Under autograd a
-chunk keeps no logits (a linear head has a hand-written backward in
+model's own head), in chunks of :data:`CHUNK_BYTES` of fp32 logits (per device type). Under
+autograd a chunk keeps no logits (a linear head has a hand-written backward in
 :mod:`prefopt.modeling.head_logprobs`; other heads are checkpointed), so memory for logits is one
 chunk × vocabulary, not rows × width × vocabulary; the backward recomputes a chunk's logits. A
 head that does more than a projection gets the model's own transform applied after it (Granite's
@@ -31,8 +31,17 @@ from typing import Any
 
 from prefopt.modeling.logit_transform import LogitTransform, logit_transform
 
-#: Logit elements per LM-head chunk (16M floats = 64 MB in fp32).
+#: Logit elements per LM-head chunk on a CPU (16M floats = 64 MB in fp32).
 CHUNK_ELEMENTS = 1 << 24
+#: Bytes of fp32 logits per LM-head chunk, by device type: a GPU's head matmul wants more rows
+#: at once (512 MiB: 880 rows of a 152k vocabulary), a CPU's cache less.
+CHUNK_BYTES = {"cpu": 4 * CHUNK_ELEMENTS, "cuda": 512 << 20}
+
+
+def chunk_rows(vocab_size: int, device_type: str) -> int:
+    """Rows of hidden states per LM-head chunk: :data:`CHUNK_BYTES` of fp32 logits."""
+    budget = CHUNK_BYTES.get(device_type, CHUNK_BYTES["cpu"])
+    return max(1, budget // (4 * max(1, vocab_size)))
 
 
 def gather_completion_logps(logits: Any, input_ids: Any, completion_mask: Any) -> tuple[Any, Any]:
@@ -196,7 +205,7 @@ def chunked_head_logps(
     vocab_size: int,
     transform: LogitTransform | None = None,
 ) -> Any:
-    """:func:`head_logps` in chunks of about ``CHUNK_ELEMENTS`` logits.
+    """:func:`head_logps` in chunks of :func:`chunk_rows` rows (sized in bytes per device).
 
     A plain ``nn.Linear`` head goes through :class:`~prefopt.modeling.head_logprobs.HeadLogProbs`
     (keeps no logits for the backward); any other head module is checkpointed chunk by chunk
@@ -221,7 +230,7 @@ def chunked_head_logps(
 
     else:
         score = functools.partial(head_logps, head, transform=transform)
-    size = max(1, CHUNK_ELEMENTS // max(1, vocab_size))
+    size = chunk_rows(vocab_size, hidden.device.type)
     pieces = [
         score(hidden[start : start + size], targets[start : start + size])
         for start in range(0, hidden.shape[0], size)
