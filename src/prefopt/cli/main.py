@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     code = prepare(argv)
     if code is not None:
         raise SystemExit(code)
+    from prefopt.training.launch import launched_worker
+
     if not launched_worker():
         app(args=argv, prog_name="prefopt")
         return
@@ -126,15 +128,6 @@ def main(argv: list[str] | None = None) -> None:
         exit_code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     finally:
         leave_worker(exit_code)
-
-
-def launched_worker() -> bool:
-    """Whether this process is a worker that ``--num-processes`` started."""
-    import os
-
-    from prefopt.training.launch import WORKER_ERRORS_VARIABLE
-
-    return WORKER_ERRORS_VARIABLE in os.environ and "RANK" in os.environ
 
 
 def leave_worker(code: int) -> None:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from prefopt.cli.common import State, console, error, quiet_libraries, run_command
+from prefopt.workflows import SHORT_KEYS
 
 app = typer.Typer(
     help="Train a model with a preference algorithm, one command per algorithm "
@@ -24,7 +25,9 @@ app = typer.Typer(
 )
 
 RUN_PANEL = "Run"
-# name -> (dotted config key or None, annotation, option declarations, help)
+# name -> (dotted config key or None, annotation, option declarations, help); the run options'
+# keys are the Python API's (prefopt.train(model=..., train_file=...)), from one table
+
 COMMON_OPTIONS: list[tuple[str, str | None, Any, list[str], str]] = [
     (
         "config",
@@ -35,36 +38,42 @@ COMMON_OPTIONS: list[tuple[str, str | None, Any, list[str], str]] = [
     ),
     (
         "model",
-        "model.name_or_path",
+        SHORT_KEYS["model"],
         str | None,
         ["--model", "-m"],
         "Model hub id or local folder (model.name_or_path).",
     ),
     (
         "train_file",
-        "data.train",
+        SHORT_KEYS["train_file"],
         str | None,
         ["--train-file"],
         "Training pairs: .jsonl/.json/.parquet file or hub dataset (data.train).",
     ),
-    ("eval_file", "data.eval", str | None, ["--eval-file"], "Evaluation pairs (data.eval)."),
+    (
+        "eval_file",
+        SHORT_KEYS["eval_file"],
+        str | None,
+        ["--eval-file"],
+        "Evaluation pairs (data.eval).",
+    ),
     (
         "output_dir",
-        "training.output_dir",
+        SHORT_KEYS["output_dir"],
         str | None,
         ["--output-dir", "-o"],
         "Output folder (default runs/<run name>).",
     ),
     (
         "run_name",
-        "training.run_name",
+        SHORT_KEYS["run_name"],
         str | None,
         ["--run-name"],
         "Run name (default: the algorithm's, e.g. DPO_<model>).",
     ),
     (
         "max_steps",
-        "training.max_steps",
+        SHORT_KEYS["max_steps"],
         int | None,
         ["--max-steps"],
         "Stop after this many optimizer steps (-1: no limit, num_train_epochs decides).",
@@ -320,11 +329,9 @@ def _resume_hint(output_dir: Any) -> str:
 def _checks_output_dir() -> bool:
     """Whether this process checks the output folder: a single process or the parent of
     ``--num-processes`` workers (not the workers), else rank 0 of an outside launcher."""
-    import os
+    from prefopt.training.launch import is_main_process, launched_worker
 
-    from prefopt.training.launch import WORKER_ERRORS_VARIABLE, is_main_process
-
-    return is_main_process() and WORKER_ERRORS_VARIABLE not in os.environ
+    return is_main_process() and not launched_worker()
 
 
 def print_summary(result: Any) -> None:

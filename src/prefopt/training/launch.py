@@ -171,6 +171,11 @@ def _launch(num_processes: int, arguments: list[str]) -> int:
     return 0
 
 
+def launched_worker() -> bool:
+    """Whether this process is a worker that ``--num-processes`` started (:func:`launch`)."""
+    return WORKER_ERRORS_VARIABLE in os.environ and "RANK" in os.environ
+
+
 def leave_worker_error(message: str) -> bool:
     """In a worker of ``--num-processes``, leave ``message`` for the parent to print; whether
     it was left (False outside such a worker: print it yourself)."""
