@@ -275,13 +275,11 @@ def provide(
     plan = reference_plan(mode, every_process(cache.path(keys["train"]).is_file()))
     if plan == "fill":
         return ReferencePlan(fill=_fill_plan(datasets, cache, keys, precision, args))
-    missing: dict[str, str] = {}
-    for name, pairs in datasets.items():
-        values = cache.load(keys[name], len(pairs))
-        if every_process(values is not None):  # a pass runs on every process or on none
-            attach(pairs, values)
-        else:
-            missing[name] = keys[name]
+    missing = {
+        name: keys[name]
+        for name, pairs in datasets.items()
+        if not attach_entry(cache, keys[name], pairs)
+    }
     if not missing:
         return ReferencePlan(attached=True)
     return ReferencePlan(missing=MissingEntries(cache, missing, precision))
@@ -320,12 +318,9 @@ def score_missing(
         if args.local_process_index != 0:
             continue
         meta = {"pairs": len(pairs), "precision": missing.precision, "scored_by": shares}
-        try:
-            path = missing.cache.save(key, values, meta)
-        except OSError as exc:  # a full disk must not cost the run its model
-            log.warning("reference log-probs not cached (%s): %s", missing.cache.folder, exc)
-            continue
-        log.info("reference log-probs of %d %s pairs cached in %s", len(pairs), name, path)
+        path = store_entry(missing.cache, key, values, meta)
+        if path is not None:
+            log.info("reference log-probs of %d %s pairs cached in %s", len(pairs), name, path)
     return time.perf_counter() - started
 
 
@@ -352,16 +347,30 @@ def _fill_plan(
         if args.local_process_index != 0:  # one process of each machine writes the entry
             return
         meta = {"pairs": len(train), "precision": precision, "filled_from": "training"}
-        try:
-            cache.save(keys["train"], values, meta)
-        except OSError as exc:  # a full disk must not cost the run its model
-            log.warning("reference log-probs not cached (%s): %s", cache.folder, exc)
+        store_entry(cache, keys["train"], values, meta)
 
-    if "eval" in datasets:
-        values = cache.load(keys["eval"], len(datasets["eval"]))
-        if every_process(values is not None):  # a sharded reference runs on all or none
-            attach(datasets["eval"], values)
+    if "eval" in datasets:  # an existing entry serves; else evaluation runs online
+        attach_entry(cache, keys["eval"], datasets["eval"])
     return ReferenceFill(len(train), store)
+
+
+def attach_entry(cache: ReferenceCache, key: str, pairs: list[TokenizedPair]) -> bool:
+    """Attach the stored entry ``key`` to ``pairs`` when every process holds it (a reference
+    that is sharded, or a pass that is collective, runs on every process or on none)."""
+    values = cache.load(key, len(pairs))
+    if not every_process(values is not None):
+        return False
+    attach(pairs, values)
+    return True
+
+
+def store_entry(cache: ReferenceCache, key: str, values: Any, meta: dict[str, Any]) -> Path | None:
+    """Save an entry; a cache that cannot hold it (a full disk) costs a warning, not the run."""
+    try:
+        return cache.save(key, values, meta)
+    except OSError as exc:
+        log.warning("reference log-probs not cached (%s): %s", cache.folder, exc)
+        return None
 
 
 def provide_for_run(
