@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from prefopt.training import utilization as compute
 
@@ -107,3 +108,12 @@ def test_a_pair_needs_its_prompt_once() -> None:
     pairs = [TokenizedPair([1] * 10, [2] * 3, [3] * 5), TokenizedPair([1] * 4, [2], [3] * 2)]
     assert compute.mean_sequence_tokens(PairDataset(pairs)) == (18 + 7) / 2
     assert compute.mean_sequence_tokens({"input_ids": [[1, 2, 3], [4]]}) == 2
+
+
+def test_a_zero3_partition_counts_as_its_whole_parameter() -> None:
+    """ZeRO-3 leaves each process an empty placeholder and records the size in ``ds_numel``."""
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 6, bias=False))
+    weight = model[1].weight
+    weight.data = torch.empty(0)
+    weight.ds_numel = 24
+    assert compute.matmul_parameters(model) == 24

@@ -281,6 +281,19 @@ def sequence_logps(model: Any, batch: dict[str, Any], lean: bool = True) -> tupl
 
 
 # -- precision -----------------------------------------------------------------------------
+def embedding_parameter_ids(model: Any) -> set[int]:
+    """``id`` of every embedding table's parameter in ``model`` (a head tied to the embedding
+    shares its weight: the same id)."""
+    import torch
+
+    return {
+        id(parameter)
+        for module in model.modules()
+        if isinstance(module, torch.nn.Embedding)
+        for parameter in module.parameters(recurse=False)
+    }
+
+
 def cast_frozen_linears(model: Any, dtype: Any) -> int:
     """Store the weights of frozen plain ``nn.Linear`` layers in ``dtype``; returns how many.
 
@@ -294,12 +307,7 @@ def cast_frozen_linears(model: Any, dtype: Any) -> int:
     """
     import torch
 
-    embedded = {
-        id(parameter)
-        for module in model.modules()
-        if isinstance(module, torch.nn.Embedding)
-        for parameter in module.parameters(recurse=False)
-    }
+    embedded = embedding_parameter_ids(model)
     count = 0
     for module in model.modules():
         if type(module) is not torch.nn.Linear:  # bitsandbytes layers subclass Linear

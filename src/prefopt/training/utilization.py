@@ -109,22 +109,20 @@ def mean_sequence_tokens(dataset: Any) -> float:
 def matmul_parameters(model: Any) -> int:
     """``N``: the parameters of the model's matmuls, the embedding table left out (the LM head
     counted, also when it is tied to the embedding)."""
-    import torch
+    from prefopt.modeling.logprobs import embedding_parameter_ids, unwrap
 
-    inner = model
-    while hasattr(inner, "module"):  # DDP, DeepSpeed
-        inner = inner.module
-    embeddings = {
-        id(parameter)
-        for module in inner.modules()
-        if isinstance(module, torch.nn.Embedding)
-        for parameter in module.parameters(recurse=False)
-    }
-    total = sum(p.numel() for p in inner.parameters() if id(p) not in embeddings)
+    inner = unwrap(model)  # through DDP/DeepSpeed and PEFT (whose LoRA layers stay counted)
+    embeddings = embedding_parameter_ids(inner)
+    total = sum(_numel(p) for p in inner.parameters() if id(p) not in embeddings)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     if head is not None and id(head.weight) in embeddings:  # tied: still a matmul per token
-        total += head.weight.numel()
+        total += _numel(head.weight)
     return int(total)
+
+
+def _numel(parameter: Any) -> int:
+    """A parameter's size, also when ZeRO-3 holds only this process's partition of it."""
+    return int(getattr(parameter, "ds_numel", parameter.numel()))
 
 
 def flops_per_token(
