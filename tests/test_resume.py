@@ -31,6 +31,9 @@ ALGORITHMS = {
 }
 TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
 
+#: Logged metrics that measure time, not training: equal only by chance.
+WALL_CLOCK = {"pairs_per_second"}
+
 
 def metric_lines(output_dir: Path) -> list[dict]:
     records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
@@ -177,6 +180,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     for expected, got in zip(reference, after, strict=True):
         assert set(got) == set(expected), expected["step"]
         for key, value in expected.items():
+            if key in WALL_CLOCK:
+                continue
             assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), (expected["step"], key)
     if algorithm == "dynamic-beta":
         assert after[-1]["beta"] != after[0]["beta"]  # β moved after the warmup
@@ -289,6 +294,10 @@ def test_resume_is_exact_in_a_later_epoch(tiny_model: Path, tmp_path: Path) -> N
         for expected, got in zip(reference[checkpoint:], after, strict=True):
             assert set(got) == set(expected), (checkpoint, expected["step"])
             for key, value in expected.items():
+                if key in WALL_CLOCK:
+                    continue
+            if key in WALL_CLOCK:
+                continue
                 assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), (
                     checkpoint, expected["step"], key,
                 )  # fmt: skip

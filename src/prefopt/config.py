@@ -1,12 +1,14 @@
 """Run configuration: sections, YAML loading, dotted overrides, typing and validation.
 
-A run config has five sections::
+A run config has these sections::
 
     model:     ModelConfig          (name_or_path, dtype, attention, 4-bit, ...)
     lora:      LoraSettings | null  (null = full fine-tuning)
     data:      DataConfig           (train/eval files, length limits)
     training:  transformers.TrainingArguments keyword arguments
     algorithm: the algorithm's own config dataclass
+    reference: ReferenceConfig      (online, cached or auto reference log-probs)
+    health:    HealthConfig         (thresholds of the health checks, or off)
 
 Precedence, lowest first: built-in defaults < the algorithm's ``defaults`` < YAML file <
 CLI flags < ``--set key.path=value``. Every value passes through
@@ -27,7 +29,7 @@ import yaml
 
 #: ``data.max_prompt_length`` when no layer sets it (half of ``max_length`` if smaller).
 DEFAULT_MAX_PROMPT = 512
-SECTIONS = ("model", "lora", "data", "training", "algorithm", "reference")
+SECTIONS = ("model", "lora", "data", "training", "algorithm", "reference", "health")
 
 
 @dataclass
@@ -139,6 +141,57 @@ class ReferenceConfig:
     )
 
 
+@dataclass
+class HealthConfig:
+    """Thresholds of the health checks (:mod:`prefopt.training.health`); see
+    docs/configuration.md#health for what each rule looks at."""
+
+    enabled: bool = field(
+        default=True, metadata={"help": "Check the run for the common DPO failures as it trains."}
+    )
+    displacement_nats_per_token: float = field(
+        default=0.25,
+        metadata={
+            "help": "Likelihood displacement: chosen log-probs this many nats per token below "
+            "the reference while the margin rises."
+        },
+    )
+    accuracy_pinned_logs: int = field(
+        default=3,
+        metadata={
+            "help": "Reward accuracy 1.0 at this many logged steps in a row, starting in the "
+            "first half of the run, with margins still growing."
+        },
+    )
+    flat_loss_steps: int = field(
+        default=20,
+        metadata={"help": "Steps after which a loss that has not moved means nothing trains."},
+    )
+    flat_loss_tolerance: float = field(
+        default=0.001,
+        metadata={"help": "How far the loss may move from its first value and still be flat."},
+    )
+    length_correlation: float = field(
+        default=0.6,
+        metadata={
+            "help": "Length exploitation: correlation of the per-pair reward margin with the "
+            "chosen-minus-rejected length (over recent pairs) at or above this."
+        },
+    )
+    beta_clamp_steps: int = field(
+        default=20,
+        metadata={"help": "An adaptive β at its clamp for this many steps in a row."},
+    )
+    grad_spike_factor: float = field(
+        default=10.0,
+        metadata={"help": "A gradient norm this many times the median of the earlier ones."},
+    )
+    eval_accuracy_gap: float = field(
+        default=0.25,
+        metadata={"help": "Train reward accuracy this far above eval reward accuracy."},
+    )
+
+
 #: ``training:`` defaults that differ from ``TrainingArguments``' own.
 TRAINING_DEFAULTS: dict[str, Any] = {
     "output_dir": None,
@@ -163,6 +216,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "lora": LoraSettings,
     "data": DataConfig,
     "reference": ReferenceConfig,
+    "health": HealthConfig,
 }
 
 
@@ -177,6 +231,7 @@ class RunConfig:
     training: dict[str, Any]
     algorithm: Any
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -185,6 +240,7 @@ class RunConfig:
             "lora": None if self.lora is None else dataclasses.asdict(self.lora),
             "data": dataclasses.asdict(self.data),
             "reference": dataclasses.asdict(self.reference),
+            "health": dataclasses.asdict(self.health),
             "training": dict(self.training),
             "algorithm": dataclasses.asdict(self.algorithm),
         }

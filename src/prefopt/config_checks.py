@@ -37,6 +37,7 @@ def check_values(values: Mapping[str, Any]) -> None:
     if isinstance(lora, Mapping):
         _at_least_one(lora.get("r"), "lora.r", "expected a positive integer (the LoRA rank)")
     check_quantized_sharding(values.get("model") or {}, training)
+    _check_health(values.get("health") or {})
     data = values.get("data") or {}
     length, prompt = data.get("max_length"), data.get("max_prompt_length")
     _at_least_one(length, "data.max_length", "expected a positive number of tokens")
@@ -70,3 +71,24 @@ def _is_int(value: Any) -> typing.TypeGuard[int]:
 def _at_least_one(value: Any, key: str, expected: str) -> None:
     if _is_int(value) and value < 1:
         raise ConfigError(f"{key}: {expected}, got {value}")
+
+
+def _check_health(health: Mapping[str, Any]) -> None:
+    """Health thresholds that could never fire, or would fire on every run."""
+    for name in ("accuracy_pinned_logs", "flat_loss_steps", "beta_clamp_steps"):
+        _at_least_one(health.get(name), f"health.{name}", "expected a positive integer")
+    for name in ("displacement_nats_per_token", "flat_loss_tolerance", "eval_accuracy_gap"):
+        value = health.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise ConfigError(f"health.{name}: expected a positive number, got {value}")
+    factor = health.get("grad_spike_factor")
+    if isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor <= 1:
+        raise ConfigError(
+            f"health.grad_spike_factor: expected a factor above 1 (times the median gradient "
+            f"norm), got {factor}"
+        )
+    correlation = health.get("length_correlation")
+    if isinstance(correlation, (int, float)) and not 0 < correlation <= 1:
+        raise ConfigError(
+            f"health.length_correlation: expected a correlation in (0, 1], got {correlation}"
+        )

@@ -24,6 +24,7 @@ from prefopt.config import (
     SECTIONS,
     TRAINING_DEFAULTS,
     DataConfig,
+    HealthConfig,
     LoraSettings,
     ModelConfig,
     ReferenceConfig,
@@ -70,6 +71,7 @@ class ConfigBuilder:
             "lora": dataclasses.asdict(LoraSettings()),
             "data": dataclasses.asdict(DataConfig()),
             "reference": dataclasses.asdict(ReferenceConfig()),
+            "health": dataclasses.asdict(HealthConfig()),
             "training": copy.deepcopy(TRAINING_DEFAULTS),
             "algorithm": dataclasses.asdict(algorithm_config_class()),
         }
@@ -176,6 +178,7 @@ class ConfigBuilder:
             training=dict(values["training"]),
             algorithm=algorithm,
             reference=ReferenceConfig(**values["reference"]),
+            health=HealthConfig(**values["health"]),
         )
 
 

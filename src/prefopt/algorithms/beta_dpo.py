@@ -116,6 +116,7 @@ class BetaDPOLoss:
         loss = (per_pair * weights).sum() * (self.ctx.world_size / kept)
         metrics = {
             "beta": beta,
+            "beta_at_clamp": float(beta == cfg.beta_min),  # read by the health checks
             "M0": center,
             "sigma": self.std if self.std is not None else float(gap.std(unbiased=False)),
             "keep_ratio": kept / gap.numel(),

@@ -112,7 +112,12 @@ class DynamicBetaLoss:
 
         margin = batch.logits_margin()
         beta = self.beta  # the β before this call's update
-        metrics: dict[str, float] = {"beta": beta, "in_warmup": float(self.in_warmup)}
+        metrics: dict[str, float] = {
+            "beta": beta,
+            "in_warmup": float(self.in_warmup),
+            # the health check "beta-clamped" reads it (docs/plugins.md#metrics)
+            "beta_at_clamp": float(beta in (self.config.beta_min, self.config.beta_max)),
+        }
         if grad_enabled():
             metrics.update(self._update(gather_detached(self.ctx, margin)))
         if self.tau is not None:

@@ -362,3 +362,18 @@ def print_summary(result: Any) -> None:
         from prefopt.training.utilization import describe
 
         show.print(describe(compute), soft_wrap=True)
+    print_findings(getattr(result, "findings", None) or [])
+
+
+def print_findings(findings: list[Any]) -> None:
+    """The health checks' findings, each with its advice (docs/configuration.md#health)."""
+    if not findings:
+        return
+    show = console()
+    count = len(findings)
+    show.print(f"health: {count} finding{'s' if count > 1 else ''}", style="bold yellow")
+    for finding in findings:
+        rule = finding.rule.replace("-", " ")
+        text = f"  {rule} (step {finding.step}): {finding.message}."
+        show.print(text, soft_wrap=True, markup=False)
+        show.print(f"    advice: {finding.advice}", soft_wrap=True, markup=False)

@@ -65,6 +65,17 @@ class MetricsJsonlCallback(TrainerCallback):
             handle.write(json.dumps(record) + "\n")
         self._summary_written = "summary" in record
 
+    def write_event(self, record: dict[str, Any]) -> None:
+        """Add an event line (a health finding): appended, or in before the closing summary
+        when the summary is written already."""
+        lines = self._lines_ending_in_summary() if self._summary_written else []
+        if lines:
+            lines.insert(-1, json.dumps(record))
+            self._replace(lines)
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
     def _lines_ending_in_summary(self) -> list[str]:
         """The file's lines when its last one is the summary line, else ``[]``."""
         if not self.path.is_file():

@@ -36,6 +36,8 @@ from prefopt.training.timing import RunTimer
 
 if TYPE_CHECKING:
     from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
+    from prefopt.training.health import Finding
+    from prefopt.training.health_watch import HealthWatch
     from prefopt.training.reference import Reference
 
 log = logging.getLogger("prefopt")
@@ -57,6 +59,8 @@ class RunResult:
     already_finished: bool = False
     #: Model FLOPs utilisation of the training loop (:mod:`prefopt.training.utilization`).
     utilization: dict[str, Any] = field(default_factory=dict)
+    #: What the health checks found (:mod:`prefopt.training.health`), in the order found.
+    findings: list[Finding] = field(default_factory=list)
 
 
 class RunTrainer(Protocol):
@@ -133,11 +137,13 @@ class BuiltModel:
 
 @dataclass
 class Watch:
-    """The callbacks every run has: metrics file, non-finite guard, progress display."""
+    """The callbacks every run has: metrics file, health checks, non-finite guard, progress
+    display."""
 
     metrics: MetricsJsonlCallback
     display: ProgressDisplay | None
     callbacks: list[Any]
+    health: HealthWatch
 
 
 # -- start -----------------------------------------------------------------------------------
@@ -310,13 +316,23 @@ def build_trainer(run: Run, data: RunData, model: BuiltModel, reference: Referen
 def watch_run(run: Run) -> Watch:
     from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
     from prefopt.training.guards import NonFiniteGuard
+    from prefopt.training.health_watch import HealthWatch
 
     metrics = MetricsJsonlCallback(run.output_dir)
     display = None if run.quiet else ProgressDisplay(run.pairs_per_step)
-    callbacks: list[Any] = [metrics, NonFiniteGuard()]
+    say = None if display is None else _warning_printer(display.console)
+    health = HealthWatch(run.config.health, metrics, say)
+    callbacks: list[Any] = [metrics, health, NonFiniteGuard()]
     if display is not None:
         callbacks.append(display)
-    return Watch(metrics, display, callbacks)
+    return Watch(metrics, display, callbacks, health)
+
+
+def _warning_printer(console: Any) -> Any:
+    def say(text: str) -> None:
+        console.print(text, markup=False, style="yellow", soft_wrap=True)
+
+    return say
 
 
 def prepare_reference(run: Run, trainer: Any, data: RunData) -> None:
@@ -355,17 +371,27 @@ def finish(run: Run, trainer: Any, data: RunData) -> RunResult:
     final = save_and_summarize(trainer, run.output_dir, evaluate=evaluate, timer=run.timer)
     timing = run.timer.summary()
     compute = measure_utilization(run, trainer, data, timing.get("train", 0.0))
-    summary = {
+    summary: dict[str, Any] = {
         "precision": run.precision.mode,
         "precision_reason": run.precision.reason,
         "timing": timing,
         "utilization": compute,
     }
+    findings = [] if run.watch is None else run.watch.health.findings
+    if findings:
+        summary["health"] = [finding.event() for finding in findings]
     if run.watch is not None:
         run.watch.metrics.add_to_summary(summary)
     steps = trainer.state.global_step
     return RunResult(
-        run.output_dir, steps, len(data.train), data.dropped, final, timing, utilization=compute
+        run.output_dir,
+        steps,
+        len(data.train),
+        data.dropped,
+        final,
+        timing,
+        utilization=compute,
+        findings=findings,
     )
 
 

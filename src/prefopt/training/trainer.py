@@ -22,6 +22,7 @@ from prefopt.api import Loss, LossContext, LossOutput, PreferenceBatch, Stateful
 from prefopt.modeling.logprobs import sequence_logps
 from prefopt.training.guards import check_loss
 from prefopt.training.reference import Reference
+from prefopt.training.step_metrics import LengthWatch, PairsPerSecond, pair_metrics
 
 if TYPE_CHECKING:
     from prefopt.config import RunConfig
@@ -105,6 +106,10 @@ class PreferenceTrainer(Trainer):
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
+        self._length_watch = LengthWatch()
+        arguments = self.args
+        pairs = arguments.per_device_train_batch_size * arguments.gradient_accumulation_steps
+        self._throughput = PairsPerSecond(pairs * arguments.world_size)
 
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
@@ -189,6 +194,8 @@ class PreferenceTrainer(Trainer):
                 self._fix_fsdp_gradient_dtypes(model)
             self.online_reference_batches += int(ran_online and model.training)
         self.training_batches += int(model.training)
+        if model.training:
+            self._throughput.start(self.state.global_step)
         logps, lengths = self.policy_logps(model, inputs)
         half = logps.shape[0] // 2
         return PreferenceBatch(
@@ -231,22 +238,11 @@ class PreferenceTrainer(Trainer):
 
     # -- metrics ---------------------------------------------------------------------------
     def _record(self, batch: PreferenceBatch, output: LossOutput, split: str) -> None:
-        gather = self.accelerator.gather_for_metrics
-        with torch.no_grad():
-            chosen = output.chosen_rewards
-            rejected = output.rejected_rewards
-            if chosen is None or rejected is None:
-                chosen, rejected = batch.chosen_log_ratio(), batch.rejected_log_ratio()
-            chosen, rejected = gather(chosen.detach().float()), gather(rejected.detach().float())
-            values = {
-                "rewards/chosen": chosen.mean(),
-                "rewards/rejected": rejected.mean(),
-                "rewards/margins": (chosen - rejected).mean(),
-                "rewards/accuracies": (chosen > rejected).float().mean(),
-                "logps/chosen": gather(batch.policy_chosen_logps.detach().float()).mean(),
-                "logps/rejected": gather(batch.policy_rejected_logps.detach().float()).mean(),
-            }
-            values.update(output.metrics)
+        values, margins, length_gaps = pair_metrics(
+            batch, output, self.accelerator.gather_for_metrics
+        )
+        if split == "train":
+            self._length_watch.add(margins, length_gaps)
         store = self._metric_sums[split]
         for name, value in values.items():
             store[name].append(float(value.item() if hasattr(value, "item") else value))
@@ -260,6 +256,13 @@ class PreferenceTrainer(Trainer):
                 if values:
                     logs[f"{prefix}{name}"] = sum(values) / len(values)
             store.clear()
+        if split == "train" and "loss" in logs:
+            correlation = self._length_watch.correlation()
+            if correlation is not None:
+                logs["rewards/length_correlation"] = correlation
+            rate = self._throughput.rate(self.state.global_step)
+            if rate is not None:
+                logs["pairs_per_second"] = rate
         super().log(logs, start_time)
 
     # -- checkpoints: whole or absent, with the loss state inside ------------------------

@@ -1,0 +1,106 @@
+"""What the trainer logs about its pairs at each step, beyond the loss: rewards, log-probs
+under the policy and the reference, and the statistics the health checks read
+(:mod:`prefopt.training.health`).
+
+- ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``: the
+  loss's rewards (β·log-ratio for DPO) or, for losses that define none, the log-ratios;
+- ``logps/chosen``, ``logps/rejected``: summed policy log-probs of a completion;
+- ``logps/ref_chosen``, ``logps/ref_rejected``: the same under the reference;
+- ``logps/chosen_shift_per_token``: mean of (policy − reference) chosen log-prob / tokens,
+  the per-token drift of the chosen answers (below 0: they became less likely);
+- ``pairs_per_second``: training pairs per second since the previous logged step;
+- ``rewards/length_correlation``: Pearson correlation, over the last :data:`LENGTH_WINDOW`
+  training pairs, of the per-pair reward margin with the chosen-minus-rejected length.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from prefopt.api import LossOutput, PreferenceBatch
+from prefopt.training.health import length_correlation
+
+#: Training pairs the length correlation looks back over.
+LENGTH_WINDOW = 512
+#: Pairs needed before the length correlation is logged at all.
+LENGTH_MIN_PAIRS = 32
+
+
+def pair_metrics(
+    batch: PreferenceBatch, output: LossOutput, gather: Callable[[Any], Any]
+) -> tuple[dict[str, Any], Any, Any]:
+    """The step's metrics (tensors or floats) and the gathered per-pair margins and length
+    differences (for :class:`LengthWatch`)."""
+    with torch.no_grad():
+        chosen, rejected = output.chosen_rewards, output.rejected_rewards
+        if chosen is None or rejected is None:
+            chosen, rejected = batch.chosen_log_ratio(), batch.rejected_log_ratio()
+        chosen, rejected = gather(chosen.detach().float()), gather(rejected.detach().float())
+        policy_chosen = batch.policy_chosen_logps.detach().float()
+        values: dict[str, Any] = {
+            "rewards/chosen": chosen.mean(),
+            "rewards/rejected": rejected.mean(),
+            "rewards/margins": (chosen - rejected).mean(),
+            "rewards/accuracies": (chosen > rejected).float().mean(),
+            "logps/chosen": gather(policy_chosen).mean(),
+            "logps/rejected": gather(batch.policy_rejected_logps.detach().float()).mean(),
+        }
+        if batch.reference_chosen_logps is not None and batch.reference_rejected_logps is not None:
+            reference_chosen = batch.reference_chosen_logps.detach().float()
+            tokens = batch.chosen_lengths.to(policy_chosen.dtype).clamp(min=1)
+            values["logps/ref_chosen"] = gather(reference_chosen).mean()
+            values["logps/ref_rejected"] = gather(
+                batch.reference_rejected_logps.detach().float()
+            ).mean()
+            shift = (policy_chosen - reference_chosen) / tokens
+            values["logps/chosen_shift_per_token"] = gather(shift).mean()
+        length_gap = gather((batch.chosen_lengths - batch.rejected_lengths).float())
+        values.update(output.metrics)
+    return values, chosen - rejected, length_gap
+
+
+class LengthWatch:
+    """The last :data:`LENGTH_WINDOW` training pairs' reward margins and length differences."""
+
+    def __init__(self) -> None:
+        self.margins: deque[float] = deque(maxlen=LENGTH_WINDOW)
+        self.length_gaps: deque[float] = deque(maxlen=LENGTH_WINDOW)
+
+    def add(self, margins: Any, length_gaps: Any) -> None:
+        self.margins.extend(margins.tolist())
+        self.length_gaps.extend(length_gaps.tolist())
+
+    def correlation(self) -> float | None:
+        if len(self.margins) < LENGTH_MIN_PAIRS:
+            return None
+        return length_correlation(list(self.margins), list(self.length_gaps))
+
+
+class PairsPerSecond:
+    """Training pairs per second between logged steps, timed from the first training batch
+    (so a reference pass at the start of training is not counted as training)."""
+
+    def __init__(self, pairs_per_step: int) -> None:
+        self.pairs_per_step = pairs_per_step
+        self._mark: tuple[float, int] | None = None
+
+    def start(self, step: int) -> None:
+        """A training batch begins at optimizer step ``step``: the clock starts if it has not."""
+        if self._mark is None:
+            self._mark = (time.perf_counter(), step)
+
+    def rate(self, step: int) -> float | None:
+        """Pairs per second since the mark (``None`` before any batch); the mark moves here."""
+        if self._mark is None:
+            return None
+        now = time.perf_counter()
+        since, first = self._mark
+        self._mark = (now, step)
+        if step <= first or now <= since:
+            return None
+        return (step - first) * self.pairs_per_step / (now - since)
