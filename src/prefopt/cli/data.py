@@ -398,3 +398,9 @@ def stats(
 def _bar(count: int, total: int, width: int = 12) -> str:
     filled = round(width * count / total) if total else 0
     return f"{count:>7,} {'█' * filled}"
+
+
+# -- doctor (its own module; registered here so that `prefopt data --help` lists it) -------
+from prefopt.cli.data_doctor import DOCTOR_HELP, doctor  # noqa: E402
+
+app.command(name="doctor", help=DOCTOR_HELP)(doctor)
