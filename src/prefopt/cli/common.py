@@ -98,3 +98,18 @@ def quiet_libraries(quiet: bool = False) -> None:
     from prefopt.modeling.library_noise import quiet_libraries as quiet_for
 
     quiet_for(quiet or State.quiet)
+
+
+def load_tokenizer(name: str) -> Any:
+    """The tokenizer of a hub id, folder or GGUF file (no remote code), for the data commands
+    that measure token lengths; a tokenizer that cannot be loaded is a usage error."""
+    quiet_libraries()
+    from transformers import AutoTokenizer
+
+    from prefopt.modeling.gguf import pretrained_arguments
+
+    location, gguf = pretrained_arguments(name)
+    try:
+        return AutoTokenizer.from_pretrained(location, trust_remote_code=False, **gguf)
+    except (OSError, ValueError, NotImplementedError) as exc:
+        raise UsageError(f"cannot load a tokenizer from {name}: {exc}") from None

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from prefopt.cli.common import console, run_command
+from prefopt.cli.common import console, load_tokenizer, run_command
 from prefopt.errors import UsageError
 
 app = typer.Typer(
@@ -205,7 +205,7 @@ def validate(
     if model and tokenizer:
         raise UsageError("give --model or --tokenizer, not both")
     name = tokenizer or model
-    loaded = _load_tokenizer(name) if name else None
+    loaded = load_tokenizer(name) if name else None
     report = validate_file(
         input,
         extra_columns=require or (),
@@ -221,21 +221,6 @@ def validate(
         _print_validation(report)
     if not report.clean:
         raise typer.Exit(2)
-
-
-def _load_tokenizer(name: str) -> Any:
-    from prefopt.cli.common import quiet_libraries
-
-    quiet_libraries()
-    from transformers import AutoTokenizer
-
-    from prefopt.modeling.gguf import pretrained_arguments
-
-    location, gguf = pretrained_arguments(name)
-    try:
-        return AutoTokenizer.from_pretrained(location, trust_remote_code=False, **gguf)
-    except (OSError, ValueError, NotImplementedError) as exc:
-        raise UsageError(f"cannot load a tokenizer from {name}: {exc}") from None
 
 
 def _print_validation(report: Any) -> None:

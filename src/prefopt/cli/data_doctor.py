@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from prefopt.cli.common import console, run_command
+from prefopt.cli.common import console, load_tokenizer, run_command
 from prefopt.errors import UsageError
 
 DOCTOR_HELP = (
@@ -53,9 +53,7 @@ def doctor(
     evaluation = eval_file or run.get("eval")
     loaded = None
     if name:
-        from prefopt.cli.data import _load_tokenizer
-
-        loaded = _load_tokenizer(str(name))
+        loaded = load_tokenizer(str(name))
     report = examine(
         input,
         evaluation,
