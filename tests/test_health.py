@@ -85,6 +85,22 @@ def test_displacement_stays_quiet(margins: list[float], shifts: list[float]) -> 
     assert "likelihood-displacement" not in rules(found)
 
 
+def test_displacement_on_the_eval_pairs_fires_at_the_evaluation() -> None:
+    """Training pairs' chosen answers gain likelihood while held-out correct answers lose it
+    (the measured case: −17.9 to −56.3 nats on 30 held-out questions)."""
+    evaluations = tuple(
+        (step, {"eval_loss": 0.5, "eval_rewards/margins": margin,
+                "eval_logps/chosen_shift_per_token": shift, "eval_logps/chosen": chosen,
+                "eval_logps/ref_chosen": -17.9})
+        for step, margin, shift, chosen in ((10, 0.1, -0.05, -19.0), (30, 0.9, -2.1, -56.3))
+    )  # fmt: skip
+    train = steps(rewards__margins=[0.1, 0.5, 1.0], logps__chosen_shift_per_token=[0.1, 0.2, 0.3])
+    found = run(train, evaluation=evaluations)
+    assert rules(found) == ["likelihood-displacement"]
+    assert found[0].step == 30 and "on the eval data fell 2.10 nats per token" in found[0].message
+    assert "-56.3 nats on average, -17.9 under the reference" in found[0].message
+
+
 def test_displacement_threshold_comes_from_the_config() -> None:
     trajectory = steps(rewards__margins=[0.1, 0.5], logps__chosen_shift_per_token=[0.0, -0.2])
     assert rules(run(trajectory)) == []
@@ -195,12 +211,27 @@ def test_grad_norm_spike_stays_quiet() -> None:
 # -- train far above eval ------------------------------------------------------------------
 def test_train_eval_gap_fires_at_the_evaluation() -> None:
     found = run(
-        steps(rewards__accuracies=[0.6, 0.8, 0.95]),
-        evaluation=((30, {"eval_loss": 0.7, "eval_rewards/accuracies": 0.55}),),
+        steps(rewards__accuracies=[0.6, 0.8, 0.9, 1.0]),
+        evaluation=(
+            (20, {"eval_loss": 0.7, "eval_rewards/accuracies": 0.5}),  # 0.70 against 0.5
+            (40, {"eval_loss": 0.7, "eval_rewards/accuracies": 0.55}),  # 0.95 against 0.55
+        ),
         max_steps=1000,
     )
     assert rules(found) == ["train-eval-gap"]
-    assert found[0].step == 30 and "0.95 against 0.55" in found[0].message
+    assert found[0].step == 40 and "0.95 (the steps before this evaluation) against 0.55" in (
+        found[0].message
+    )
+
+
+def test_train_eval_gap_is_judged_at_the_evaluation_only() -> None:
+    """A later, luckier training batch does not make an old evaluation look worse."""
+    found = run(
+        steps(rewards__accuracies=[0.6, 0.7, 1.0, 1.0]),
+        evaluation=((20, {"eval_loss": 0.7, "eval_rewards/accuracies": 0.55}),),
+        max_steps=1000,
+    )
+    assert "train-eval-gap" not in rules(found)
 
 
 def test_train_eval_gap_stays_quiet_when_close() -> None:

@@ -169,7 +169,10 @@ class HealthConfig:
     )
     flat_loss_tolerance: float = field(
         default=0.001,
-        metadata={"help": "How far the loss may move from its first value and still be flat."},
+        metadata={
+            "help": "How far the loss (from its first value) and the reward margin (from 0) "
+            "may move and still be flat."
+        },
     )
     length_correlation: float = field(
         default=0.6,

@@ -14,6 +14,8 @@ from prefopt.cli.common import State, error, reflow_help
 from prefopt.cli.eval import app as eval_app
 from prefopt.cli.merge import merge as merge_command
 from prefopt.cli.models import models as models_command
+from prefopt.cli.report import REPORT_HELP
+from prefopt.cli.report import report as report_command
 from prefopt.modeling.library_noise import run_by_command_line, silence_import_chatter
 
 app = typer.Typer(
@@ -69,6 +71,7 @@ app.command("merge")(merge_command)
 app.add_typer(eval_app, name="eval")
 app.command("sweep")(sweep.sweep)
 app.command("models")(models_command)
+app.command("report", help=REPORT_HELP)(report_command)
 reflow_help(app)
 
 

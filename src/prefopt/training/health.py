@@ -7,12 +7,13 @@ Every rule reads the history of logged steps (the dicts the Trainer logs and
 rule                       fires when
 =========================  ================================================================
 likelihood-displacement    chosen log-probs fall ``displacement_nats_per_token`` below the
-                           reference (per token) while the reward margin rises (Razin et al.
-                           2024, https://arxiv.org/abs/2410.08847)
+                           reference (per token) while the reward margin rises, on the training
+                           or the eval pairs (Razin et al. 2024,
+                           https://arxiv.org/abs/2410.08847)
 accuracy-pinned            reward accuracy is 1.0 at ``accuracy_pinned_logs`` logged steps in
                            a row, starting in the first half of the run, with margins growing
-flat-loss                  after ``flat_loss_steps`` steps the loss has not moved more than
-                           ``flat_loss_tolerance`` from its first value, margins near 0
+flat-loss                  after ``flat_loss_steps`` steps neither the loss (from its first
+                           value) nor the reward margin (from 0) moved ``flat_loss_tolerance``
 length-exploitation        the per-pair reward margin correlates with the chosen-minus-rejected
                            length (``rewards/length_correlation``) at ``length_correlation`` or
                            more, at two logged steps in a row
@@ -20,7 +21,8 @@ beta-clamped               an adaptive β sits at its clamp (``beta_at_clamp``) 
                            ``beta_clamp_steps`` steps in a row
 grad-norm-spike            a gradient norm ``grad_spike_factor`` times the median of the earlier
                            ones (at least 5 of them)
-train-eval-gap             train reward accuracy ``eval_accuracy_gap`` above eval accuracy
+train-eval-gap             at an evaluation, the mean train reward accuracy since the previous
+                           one is ``eval_accuracy_gap`` above the eval accuracy
 =========================  ================================================================
 
 The rules are plain Python on dicts (no torch): :class:`HealthMonitor` feeds them one logged
@@ -78,10 +80,11 @@ class History:
     evaluation: list[dict[str, Any]]
     max_steps: int
 
-    def values(self, key: str) -> list[tuple[int, float]]:
-        """``(step, value)`` of every training log that has a finite ``key``."""
+    def values(self, key: str, split: str = "train") -> list[tuple[int, float]]:
+        """``(step, value)`` of every training (or ``split="eval"``: evaluation) log that has a
+        finite ``key``."""
         found = []
-        for log in self.train:
+        for log in self.train if split == "train" else self.evaluation:
             value = log.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 found.append((int(log["step"]), float(value)))
@@ -93,30 +96,37 @@ Rule = Callable[[History, HealthConfig], "Finding | None"]
 
 # -- the rules -------------------------------------------------------------------------------
 def likelihood_displacement(history: History, config: HealthConfig) -> Finding | None:
-    shifts = history.values("logps/chosen_shift_per_token")
-    margins = history.values("rewards/margins")
-    if not shifts or len(margins) < 2:
-        return None
-    step, shift = shifts[-1]
-    first_margin, margin = margins[0][1], margins[-1][1]
-    if shift > -config.displacement_nats_per_token or margin <= max(first_margin, 0.0):
-        return None
-    chosen = _last(history, "logps/chosen")
-    reference = _last(history, "logps/ref_chosen")
-    sums = (
-        f" (a chosen answer: {chosen:.1f} nats on average, {reference:.1f} under the reference)"
-        if chosen is not None and reference is not None
-        else ""
-    )
-    return Finding(
-        "likelihood-displacement",
-        step,
-        f"chosen log-probs fell {-shift:.2f} nats per token below the reference{sums} while "
-        f"the reward margin rose from {first_margin:.3g} to {margin:.3g}: the model is making "
-        "the chosen answers less likely too, only the rejected ones faster",
-        "Add an NLL term on the chosen answers (--rpo-alpha 1 with dpo or factual), lower "
-        "training.learning_rate, or train fewer epochs.",
-    )
+    """On the training pairs, or on the eval pairs (where it shows on answers never trained
+    on, as in the measured case of arXiv 2410.08847's kind)."""
+    for prefix, where in (("", ""), ("eval_", " on the eval data")):
+        split = "eval" if prefix else "train"
+        shifts = history.values(f"{prefix}logps/chosen_shift_per_token", split)
+        margins = history.values(f"{prefix}rewards/margins", split)
+        if not shifts or len(margins) < 2:
+            continue
+        step, shift = shifts[-1]
+        first_margin, margin = margins[0][1], margins[-1][1]
+        if shift > -config.displacement_nats_per_token or margin <= max(first_margin, 0.0):
+            continue
+        if prefix and history.train and int(history.train[-1]["step"]) > step:
+            continue  # judged when the evaluation is logged
+        chosen = _last(history, f"{prefix}logps/chosen", split)
+        reference = _last(history, f"{prefix}logps/ref_chosen", split)
+        sums = (
+            f" (a chosen answer: {chosen:.1f} nats on average, {reference:.1f} under the reference)"
+            if chosen is not None and reference is not None
+            else ""
+        )
+        return Finding(
+            "likelihood-displacement",
+            step,
+            f"chosen log-probs{where} fell {-shift:.2f} nats per token below the reference"
+            f"{sums} while the reward margin rose from {first_margin:.3g} to {margin:.3g}: the "
+            "model is making the chosen answers less likely too, only the rejected ones faster",
+            "Add an NLL term on the chosen answers (--rpo-alpha 1 with dpo or factual), lower "
+            "training.learning_rate, or train fewer epochs.",
+        )
+    return None
 
 
 def accuracy_pinned(history: History, config: HealthConfig) -> Finding | None:
@@ -152,7 +162,7 @@ def flat_loss(history: History, config: HealthConfig) -> Finding | None:
     if any(abs(value - first) > config.flat_loss_tolerance for _, value in losses):
         return None
     margins = history.values("rewards/margins")
-    if any(abs(value) > 10 * config.flat_loss_tolerance for _, value in margins):
+    if any(abs(value) > config.flat_loss_tolerance for _, value in margins):
         return None
     at = f"ln 2 = {LN2:.4f}" if abs(first - LN2) <= config.flat_loss_tolerance else f"{first:.4f}"
     return Finding(
@@ -231,17 +241,25 @@ def train_eval_gap(history: History, config: HealthConfig) -> Finding | None:
     if not history.evaluation:
         return None
     latest = history.evaluation[-1]
+    step = int(latest["step"])
+    if history.train and int(history.train[-1]["step"]) > step:
+        return None  # judged when the evaluation is logged, not at later training steps
     evaluated = latest.get("eval_rewards/accuracies")
-    trained = _last(history, "rewards/accuracies")
-    if not isinstance(evaluated, (int, float)) or trained is None:
+    earlier = int(history.evaluation[-2]["step"]) if len(history.evaluation) > 1 else 0
+    accuracies = history.values("rewards/accuracies")
+    window = [value for at, value in accuracies if earlier < at <= step]
+    window = window or [value for at, value in accuracies if at <= step][-1:]
+    if not isinstance(evaluated, (int, float)) or not window:
         return None
+    trained = statistics.fmean(window)
     if trained - evaluated < config.eval_accuracy_gap:
         return None
     return Finding(
         "train-eval-gap",
-        int(latest["step"]),
-        f"train reward accuracy {trained:.2f} against {evaluated:.2f} on the eval data: the "
-        "model fits the training pairs without generalising",
+        step,
+        f"train reward accuracy {trained:.2f} (the steps before this evaluation) against "
+        f"{evaluated:.2f} on the eval data: the model fits the training pairs without "
+        "generalising",
         "Train fewer epochs or with a lower learning rate, add data, and check the train and "
         "eval files for duplicates and shared prompts (`prefopt data doctor --eval`).",
     )
@@ -320,8 +338,8 @@ def length_correlation(margins: Sequence[float], length_gaps: Sequence[float]) -
     return sum(a * b for a, b in zip(dm, dg, strict=True)) / spread
 
 
-def _last(history: History, key: str) -> float | None:
-    values = history.values(key)
+def _last(history: History, key: str, split: str = "train") -> float | None:
+    values = history.values(key, split)
     return values[-1][1] if values else None
 
 
