@@ -124,7 +124,10 @@ def sweep_report(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from prefopt.testing import synthetic_pairs, write_pairs
 
     root = tmp_path_factory.mktemp("sweep")
-    train = write_pairs(root / "train.jsonl", synthetic_pairs(48, with_h_flags=True))
+    # A third of the pairs compare two true answers (Δh = 0), so that Δ changes the training.
+    train = write_pairs(
+        root / "train.jsonl", synthetic_pairs(48, with_h_flags=True, both_true=0.35)
+    )
     held = write_pairs(root / "eval.jsonl", synthetic_pairs(16, held_out=True, with_h_flags=True))
     sweep = {
         "algorithm": "factual",

@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.errors import UsageError
-from prefopt.eval.svg_chart import PALETTE, Series, line_chart
+from prefopt.eval.svg_chart import PALETTE, LegendEntry, Series, line_chart
 
 METRICS = "metrics.jsonl"
+#: The legend's colour for a kind of curve (train, eval, ...) when colours stand for runs.
+GREY = "#555555"
 CONFIG = "prefopt_config.yaml"
 
 #: The charts: id, title, y label, and the curves: (logged key, dashed, what it is).
@@ -186,19 +188,28 @@ def _chart(
     runs: list[RunRecord],
     colors: dict[str, str],
 ) -> str:
+    """One chart; its legend names each run by colour (several runs) and each kind of curve by
+    its line (solid train, dashed eval or reference)."""
     chart_id, title, y_label, curves = spec
     series = []
+    kinds: dict[str, bool] = {}
     for run in runs:
         for key, dashed, what in curves:
             points = run.series(key)
-            if points:
-                label = " · ".join(
-                    part for part in (run.name if len(runs) > 1 else "", what) if part
-                )
-                series.append(Series(label or run.name, points, colors[run.name], dashed))
-    if not any(value is not None for s in series for _, value in s.points):
+            if any(value is not None for _, value in points):
+                label = " · ".join(part for part in (run.name, what) if part)
+                series.append(Series(label, points, colors[run.name], dashed))
+                if what:
+                    kinds[what] = dashed
+    if not series:
         return ""  # nothing logged it (β of a plain DPO run): no empty chart
-    return f"<figure>{line_chart(title, series, 'step', y_label, chart_id)}</figure>"
+    shown = [run for run in runs if any(s.color == colors[run.name] for s in series)]
+    several = len(runs) > 1
+    legend = [LegendEntry(run.name, colors[run.name]) for run in shown] if several else []
+    ink = GREY if several else colors[runs[0].name]
+    if len(kinds) > 1 or not several:
+        legend += [LegendEntry(what, ink, dashed) for what, dashed in kinds.items()]
+    return f"<figure>{line_chart(title, series, 'step', y_label, chart_id, legend)}</figure>"
 
 
 def _overview(runs: list[RunRecord], colors: dict[str, str]) -> str:
@@ -237,7 +248,7 @@ def _findings(runs: list[RunRecord]) -> str:
                 f'<li><span class="rule">{escape(str(finding.get("rule", "")))}</span> '
                 f'<span class="where">{escape(run.name)}, step {finding.get("step")}</span>'
                 f"<p>{escape(str(finding.get('message', '')))}.</p>"
-                f'<p class="advice">{escape(str(finding.get("advice", "")))}</p></li>'
+                f'<p class="advice">{_code(str(finding.get("advice", "")))}</p></li>'
             )
     return f'<ul class="findings">{"".join(items)}</ul>'
 
@@ -294,6 +305,11 @@ def _configs(runs: list[RunRecord]) -> str:
     return "".join(blocks)
 
 
+def _code(text: str) -> str:
+    """Escaped text with its `backquoted` commands as ``<code>``."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
+
+
 def _number(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "–"
@@ -318,9 +334,9 @@ svg.chart{width:100%;height:auto;display:block}
 svg .plot{fill:#fff;stroke:#ccc}svg .grid{stroke:#eee}
 svg text{font:11px system-ui,sans-serif;fill:#444}svg .chart-title{font-size:13px;font-weight:600;
 fill:#1d1d1f}svg .ytick{text-anchor:end}svg .xtick,svg .xlabel{text-anchor:middle}
-svg .ylabel{text-anchor:middle}svg .legend{text-anchor:end;paint-order:stroke;stroke:#fff;
-stroke-width:3px}svg .empty{text-anchor:middle;fill:#999}
+svg .ylabel{text-anchor:middle}svg .empty{text-anchor:middle;fill:#999}
 .findings{padding-left:18px}.findings li{margin-bottom:10px}.findings p{margin:2px 0}
 .rule{font-weight:600;color:#b35900}.advice{color:#333;font-style:italic}.ok{color:#2a7a2a}
+code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-style:normal}
 details{margin:6px 0}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}
 """

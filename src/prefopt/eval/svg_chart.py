@@ -1,9 +1,9 @@
 """Line charts as inline SVG: no plotting library, no script, nothing fetched.
 
-:func:`line_chart` draws several series on shared axes with "nice" ticks (1, 2, 5 × 10ⁿ), a
-legend, solid or dashed lines, and a marker for each point of a series too short to be a line.
-Missing values (``None``, NaN, ±inf) break a line instead of bending it to zero. The SVG is
-sized in CSS pixels and scales with its container (``viewBox``).
+:func:`line_chart` draws several series on shared axes with "nice" ticks (1, 2, 5 × 10ⁿ),
+solid or dashed lines, a legend under the axes, and a marker for each point of a series too
+short to be a line. Missing values (``None``, NaN, ±inf) break a line instead of bending it
+to zero. The SVG is sized in CSS pixels and scales with its container (``viewBox``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,22 @@ from dataclasses import dataclass
 from html import escape
 
 WIDTH, HEIGHT = 520, 280
+#: Legend entries per row, and the height of a row, under the axes.
+LEGEND_COLUMNS, LEGEND_ROW, LEGEND_GAP = 3, 16, 10
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 16, 30, 40
 #: Run colours, in order (colour-blind-safe, after Okabe and Ito).
 PALETTE = (
     "#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442",
 )  # fmt: skip
+
+
+@dataclass
+class LegendEntry:
+    """One legend item: a short line in ``color`` (dashed or not) and its label."""
+
+    label: str
+    color: str
+    dashed: bool = False
 
 
 @dataclass
@@ -74,13 +85,23 @@ def line_chart(
     x_label: str = "step",
     y_label: str = "",
     chart_id: str = "",
+    legend: Sequence[LegendEntry] | None = None,
 ) -> str:
-    """The chart as an ``<svg>`` element (``class="chart"``); a chart with no finite point
-    says so instead of drawing empty axes."""
+    """The chart as an ``<svg>`` element (``class="chart"``), its legend in rows under the
+    axes (by default one entry per series that has a point); a chart with no finite point says
+    so instead of drawing empty axes."""
     points = [(x, y) for s in series for x, y in s.points if _finite(y) and _finite(x)]
+    if legend is None:
+        legend = [
+            LegendEntry(s.label, s.color, s.dashed)
+            for s in series
+            if any(_finite(v) for _, v in s.points)
+        ]
+    rows = math.ceil(len(legend) / LEGEND_COLUMNS)
+    height = HEIGHT + rows * LEGEND_ROW + (LEGEND_GAP if rows else 0)
     head = (
-        f'<svg class="chart" id="{escape(chart_id)}" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'width="{WIDTH}" height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg">'
+        f'<svg class="chart" id="{escape(chart_id)}" role="img" viewBox="0 0 {WIDTH} {height}" '
+        f'width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
         f"<title>{escape(title)}</title>"
         f'<text x="{MARGIN_LEFT}" y="18" class="chart-title">{escape(title)}</text>'
     )
@@ -94,7 +115,7 @@ def line_chart(
     parts = [head, frame.axes(x_ticks, y_ticks, x_label, y_label)]
     for item in series:
         parts.append(frame.line(item))
-    parts.append(_legend(series))
+    parts.append(_legend(legend))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -169,18 +190,19 @@ class _Frame:
         return "".join(out)
 
 
-def _legend(series: Sequence[Series]) -> str:
+def _legend(entries: Sequence[LegendEntry]) -> str:
+    """Entries in rows of :data:`LEGEND_COLUMNS` under the x axis label."""
     out = []
-    x = WIDTH - MARGIN_RIGHT - 4
-    y = MARGIN_TOP + 14
-    for item in series:
-        if not any(_finite(v) for _, v in item.points):
-            continue
-        dash = ' stroke-dasharray="6 4"' if item.dashed else ""
+    column_width = (WIDTH - MARGIN_LEFT) / LEGEND_COLUMNS
+    for index, entry in enumerate(entries):
+        row, column = divmod(index, LEGEND_COLUMNS)
+        x = MARGIN_LEFT + column * column_width
+        y = HEIGHT + LEGEND_GAP + row * LEGEND_ROW
+        dash = ' stroke-dasharray="6 4"' if entry.dashed else ""
+        label = entry.label if len(entry.label) <= 26 else entry.label[:25] + "…"
         out.append(
-            f'<line x1="{x - 22}" x2="{x - 4}" y1="{y - 4}" y2="{y - 4}" stroke="{item.color}" '
-            f'stroke-width="2"{dash}/><text x="{x - 26}" y="{y}" class="legend">'
-            f"{escape(item.label)}</text>"
+            f'<line x1="{x:.1f}" x2="{x + 22:.1f}" y1="{y - 4}" y2="{y - 4}" '
+            f'stroke="{entry.color}" stroke-width="2"{dash}/>'
+            f'<text x="{x + 28:.1f}" y="{y}" class="legend">{escape(label)}</text>'
         )
-        y += 15
     return "".join(out)
