@@ -28,8 +28,8 @@ def pair(prompt: str, chosen: str, rejected: str, **extra: Any) -> dict[str, Any
 
 # -- length bias ---------------------------------------------------------------------------
 def test_length_bias_counts_and_mean_ratio(tmp_path: Path) -> None:
-    rows = [pair(f"q{i}", "a long and fluent answer", "short") for i in range(9)]
-    rows.append(pair("q9", "no", "yes"))  # chosen shorter
+    rows = [pair("q9", "no", "yes")]  # chosen shorter: not an example of the bias
+    rows += [pair(f"q{i}", "a long and fluent answer", "short") for i in range(9)]
     report = examine(write(tmp_path / "t.jsonl", rows))
     found = check(report, "length bias")
     assert found.status == "warning"
@@ -38,7 +38,7 @@ def test_length_bias_counts_and_mean_ratio(tmp_path: Path) -> None:
     assert f"mean chosen/rejected length ratio {ratio:.2f}" in found.finding
     assert "chosen is longer in 9 of 10 (90%)" in found.finding
     assert "prefer longer answers" in found.advice
-    assert found.examples[0] == f"{tmp_path / 't.jsonl'}:1: chosen 24 characters, rejected 5"
+    assert found.examples[0] == f"{tmp_path / 't.jsonl'}:2: chosen 24 characters, rejected 5"
 
 
 def test_balanced_lengths_are_ok(tmp_path: Path) -> None:
@@ -51,18 +51,19 @@ def test_balanced_lengths_are_ok(tmp_path: Path) -> None:
 def test_near_identical_pairs_are_found_and_minimal_pairs_are_not(tmp_path: Path) -> None:
     long_answer = " ".join(f"word{i}" for i in range(40))
     rows = [
-        pair("a", "Paris is the capital.", "paris  is the CAPITAL"),  # same words
+        pair("a", "Paris is the capital.", "paris  is the CAPITAL."),  # same words
         pair("b", long_answer, long_answer.replace("word7", "other")),  # 39 of 40 alike
         pair("c", "The mufilo is red.", "The mufilo is blue."),  # a minimal pair: fine
         pair("d", "Completely different.", "Nothing in common here."),
+        pair("e", "x < 0", "x > 0"),  # symbols are words here: they differ
     ]
     found = check(examine(write(tmp_path / "t.jsonl", rows)), "near-identical pairs")
     assert found.status == "warning" and found.count == 2
     assert found.examples == [
-        f"{tmp_path / 't.jsonl'}:1: chosen/rejected: the same words (case, spacing or "
-        "punctuation aside)",
+        f"{tmp_path / 't.jsonl'}:1: chosen/rejected: the same words (case and spacing aside)",
         f"{tmp_path / 't.jsonl'}:2: chosen/rejected: 98% of the words alike",
     ]
+    assert "keep minimal pairs made on purpose" in found.advice
 
 
 # -- leakage -------------------------------------------------------------------------------
@@ -104,6 +105,9 @@ def test_truncation_at_the_run_limits(tmp_path: Path, tiny_model: Path) -> None:
                           max_prompt_length=8), "truncation")  # fmt: skip
     assert found.status == "warning" and (found.count, found.total) == (1, 2)
     assert "completions truncated 1" in found.finding and "max_length 24" in found.finding
+    alone = check(examine(train, tokenizer=tokenizer, tokenizer_name="tiny", max_length=24),
+                  "truncation")  # fmt: skip
+    assert "max_length 24, max_prompt_length 12" in alone.finding  # as training resolves it
     roomy = check(examine(train, tokenizer=tokenizer, tokenizer_name="tiny"), "truncation")
     assert roomy.status == "ok" and roomy.count == 0
     assert check(examine(train), "truncation").status == "skipped"

@@ -101,6 +101,14 @@ def test_displacement_on_the_eval_pairs_fires_at_the_evaluation() -> None:
     assert "-56.3 nats on average, -17.9 under the reference" in found[0].message
 
 
+def test_displacement_at_the_closing_evaluation_alone() -> None:
+    """No evaluation during training, one at the end: measured against step 0 (margin 0)."""
+    closing = {"eval_loss": 0.4, "eval_rewards/margins": 1.5,
+               "eval_logps/chosen_shift_per_token": -0.9}  # fmt: skip
+    found = run(steps(rewards__margins=[0.1, 0.4]), evaluation=((20, closing),))
+    assert rules(found) == ["likelihood-displacement"] and found[0].step == 20
+
+
 def test_displacement_threshold_comes_from_the_config() -> None:
     trajectory = steps(rewards__margins=[0.1, 0.5], logps__chosen_shift_per_token=[0.0, -0.2])
     assert rules(run(trajectory)) == []
@@ -148,8 +156,12 @@ def test_flat_loss_at_ln2_fires_after_the_configured_steps() -> None:
 def test_flat_loss_stays_quiet_when_the_loss_moves_or_too_early() -> None:
     moving = [{"loss": math.log(2) - 0.01 * i, "rewards/margins": 0.05 * i} for i in range(5)]
     assert "flat-loss" not in rules(run(moving))
-    early = [{"loss": math.log(2)} for _ in range(3)]
+    early = [{"loss": math.log(2), "rewards/margins": 0.0} for _ in range(3)]
     assert "flat-loss" not in rules(run(early, every=5))  # 15 steps < 20
+    once = [{"loss": math.log(2), "rewards/margins": 0.0}]
+    assert "flat-loss" not in rules(run(once, every=25))  # one value has not stayed anywhere
+    sft = [{"loss": 1.83}, {"loss": 1.8305}, {"loss": 1.8301}]  # no margins: not a DPO loss
+    assert "flat-loss" not in rules(run(sft))
 
 
 # -- length exploitation -------------------------------------------------------------------
@@ -241,6 +253,36 @@ def test_train_eval_gap_stays_quiet_when_close() -> None:
         max_steps=1000,
     )
     assert found == []
+
+
+def test_the_length_window_survives_a_checkpoint() -> None:
+    import torch
+
+    from prefopt.training.step_metrics import LengthWatch
+
+    watch = LengthWatch()
+    watch.add(torch.tensor([0.5, -0.25, 1.0] * 20), torch.tensor([3.0, -1.0, 5.0] * 20))
+    restored = LengthWatch()
+    restored.load_state_dict(json.loads(json.dumps(watch.state_dict())))
+    assert restored.correlation() == watch.correlation() is not None
+    assert list(restored.margins) == list(watch.margins)
+
+
+def test_pairs_per_second_leaves_out_what_follows_a_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock restarts at the next training batch: an evaluation or a checkpoint after a
+    logged step is not counted as training."""
+    from prefopt.training import step_metrics
+
+    now = [0.0]
+    monkeypatch.setattr(step_metrics.time, "perf_counter", lambda: now[0])
+    rate = step_metrics.PairsPerSecond(pairs_per_step=8)
+    rate.start(0)
+    now[0] = 2.0
+    assert rate.rate(4) == pytest.approx(4 * 8 / 2.0)
+    now[0] = 12.0  # ten seconds of evaluation and saving
+    rate.start(4)
+    now[0] = 14.0
+    assert rate.rate(8) == pytest.approx(4 * 8 / 2.0)
 
 
 # -- the monitor -------------------------------------------------------------------------

@@ -83,6 +83,38 @@ def test_the_page_holds_every_section_and_nothing_external(tmp_path: Path) -> No
     assert not re.search(r"<script|<link|<img|src=|https?://(?!www\.w3\.org/2000/svg)", page)
 
 
+def test_a_torn_last_line_is_left_out_and_said(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "live", steps(3))
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 4, "lo')  # a run still writing, or killed mid-line
+    page = build_report([load_run(run)])
+    assert "line 4) is cut short and was left out" in page
+    assert '<svg class="chart" id="loss"' in page
+
+
+def test_runs_in_folders_of_the_same_name_keep_their_own_label_and_colour(
+    tmp_path: Path,
+) -> None:
+    first = write_run(tmp_path / "sweepA" / "delta5", steps(2))
+    second = write_run(tmp_path / "sweepB" / "delta5", steps(2))
+    page = build_report([load_run(first), load_run(second)])
+    assert "sweepA/delta5" in page and "sweepB/delta5" in page
+    assert PALETTE[0] in page and PALETTE[1] in page
+
+
+def test_a_run_without_a_logged_step_says_so(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "early", [{"summary": {"global_step": 2}}])
+    assert "No logged training step yet" in build_report([load_run(run)])
+
+
+def test_a_long_run_is_thinned_to_the_pixels(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "long", steps(20_000))
+    page = build_report([load_run(run)])
+    assert len(page) < 200_000  # 20k points a curve, drawn as a few per pixel column
+    polyline = re.search(r'id="loss".*?<polyline points="([^"]+)"', page, re.S)
+    assert polyline is not None and len(polyline.group(1).split()) <= 4 * 440
+
+
 def test_a_sweep_folder_is_its_runs(tmp_path: Path) -> None:
     for name in ("run_delta20", "run_delta5"):
         write_run(tmp_path / "sweep" / name, steps(3))
@@ -106,7 +138,7 @@ def test_refusals_exit_2_and_write_nothing(tmp_path: Path) -> None:
     assert code == 2 and "no metrics.jsonl" in stderr
     broken = write_run(tmp_path / "broken", steps(2))
     with (broken / "metrics.jsonl").open("a") as handle:
-        handle.write('{"step": 3, "loss": \n')
+        handle.write('{"step": 3, "loss": \n{"step": 4, "loss": 0.5}\n')
     code, _, stderr = run_cli("report", str(broken), "-o", str(out))
     assert code == 2 and f"{broken / 'metrics.jsonl'}:3: invalid JSON" in stderr
     assert not out.exists() and "Traceback" not in stderr

@@ -186,6 +186,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     if algorithm == "dynamic-beta":
         assert after[-1]["beta"] != after[0]["beta"]  # β moved after the warmup
         assert "tau" in after[-1]
+    window = json.loads((out / f"checkpoint-{STEPS}" / "prefopt_length_window.json").read_text())
+    assert len(window["margins"]) == len(window["length_gaps"]) == STEPS * 4  # batches of 4
 
 
 def test_latest_checkpoint_skips_a_save_cut_short(tmp_path: Path) -> None:

@@ -29,6 +29,14 @@ import yaml
 
 #: ``data.max_prompt_length`` when no layer sets it (half of ``max_length`` if smaller).
 DEFAULT_MAX_PROMPT = 512
+
+
+def default_prompt_length(max_length: int) -> int:
+    """The prompt budget when only ``max_length`` is given: 512, or half of ``max_length``
+    when that is smaller (room is left for a completion)."""
+    return min(DEFAULT_MAX_PROMPT, max(1, max_length // 2))
+
+
 SECTIONS = ("model", "lora", "data", "training", "algorithm", "reference", "health")
 
 

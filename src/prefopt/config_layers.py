@@ -20,7 +20,6 @@ import yaml
 
 from prefopt.config import (
     _SECTION_CLASSES,
-    DEFAULT_MAX_PROMPT,
     SECTIONS,
     TRAINING_DEFAULTS,
     DataConfig,
@@ -29,6 +28,7 @@ from prefopt.config import (
     ModelConfig,
     ReferenceConfig,
     RunConfig,
+    default_prompt_length,
     field_types,
     local_path_or_id,
     model_short_name,
@@ -156,7 +156,7 @@ class ConfigBuilder:
         data = values["data"]
         if "data.max_prompt_length" not in self._given and isinstance(data["max_length"], int):
             # the default prompt budget leaves room for a completion in a short max_length
-            data["max_prompt_length"] = min(DEFAULT_MAX_PROMPT, max(1, data["max_length"] // 2))
+            data["max_prompt_length"] = default_prompt_length(data["max_length"])
         check_values(values)  # the numbers as given, before typing may import transformers
         if self._pending_training:
             table = training_argument_table() if self._training_types is None else {}

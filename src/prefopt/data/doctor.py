@@ -8,11 +8,14 @@ model learn from it?". Each check gives counts, a verdict and examples located a
   mean chosen/rejected length ratio. When "prefer the longer answer" already picks the chosen
   one in :data:`LENGTH_BIAS_SHARE` of the pairs or more (or the shorter one does), length
   alone separates the data, and DPO learns it first;
-- **near-identical pairs**: chosen and rejected with the same words once case, spacing and
-  punctuation are folded, or whose word sequences have a similarity ratio
-  (:class:`difflib.SequenceMatcher`) of :data:`NEAR_IDENTICAL` or more. Such pairs carry
-  little signal and push both answers down together. A short minimal pair ("is red" against
-  "is blue") differs in a sixth of its words and is not one of them;
+- **near-identical pairs**: chosen and rejected with the same words and symbols once case and
+  spacing are folded, or whose word sequences have a similarity ratio
+  (:class:`difflib.SequenceMatcher`) of :data:`NEAR_IDENTICAL` or more. The gradient of such a
+  pair sits on the few tokens that differ and pushes the shared ones down in both answers
+  (Razin et al. 2024 tie likelihood displacement to such pairs). A minimal pair made on
+  purpose (one fact corrected in a long answer) is one too: the advice says to keep those and
+  watch the displacement check. A short pair ("is red" against "is blue") differs in a sixth
+  of its words and is not counted;
 - **leakage**: eval prompts that also occur in the training file (folded the same way);
 - **truncation**: with a tokenizer, the share of pairs that training's limits would truncate
   or drop (the trainer's own tokenization, :mod:`prefopt.data.validate`);
@@ -24,7 +27,8 @@ model learn from it?". Each check gives counts, a verdict and examples located a
   weighting (docs/results.md found exactly this); Δh = −1 pairs need ``prefopt data flip``.
 
 One streaming pass over the training file (plus one for the eval file, and the validator's
-pass with a tokenizer); memory grows by 8 bytes per distinct training prompt.
+pass with a tokenizer); memory grows by about 80 bytes per distinct training prompt (an
+8-byte digest in a set).
 """
 
 from __future__ import annotations
@@ -91,8 +95,8 @@ def fold(text: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """The words of ``text``, case folded, without spacing or punctuation."""
-    return re.findall(r"\w+", text.casefold())
+    """The words and symbols of ``text`` (``x < 0`` is three), case folded, spacing aside."""
+    return re.findall(r"\w+|[^\w\s]", text.casefold())
 
 
 def _digest(text: str) -> bytes:
@@ -121,7 +125,8 @@ class _TrainScan:
         self.pairs = 0
         self.longer = self.shorter = 0
         self.ratio_sum = 0.0
-        self.length_examples: list[str] = []
+        self.longer_examples: list[str] = []  # pairs whose chosen answer is the longer one
+        self.shorter_examples: list[str] = []
         self.similar = 0
         self.similar_examples: list[str] = []
         self.prompts: set[bytes] = set()
@@ -147,10 +152,14 @@ class _TrainScan:
         self.longer += len(chosen) > len(rejected)
         self.shorter += len(chosen) < len(rejected)
         self.ratio_sum += len(chosen) / max(1, len(rejected))
-        if len(self.length_examples) < EXAMPLES and len(chosen) != len(rejected):
-            self.length_examples.append(
-                f"{self.path}:{line}: chosen {len(chosen)} characters, rejected {len(rejected)}"
+        if len(chosen) != len(rejected):
+            examples = (
+                self.longer_examples if len(chosen) > len(rejected) else (self.shorter_examples)
             )
+            if len(examples) < EXAMPLES:
+                examples.append(
+                    f"{self.path}:{line}: chosen {len(chosen)} characters, rejected {len(rejected)}"
+                )
 
     def _similarity(self, line: int, chosen: str, rejected: str) -> None:
         a, b = words(chosen), words(rejected)
@@ -169,7 +178,7 @@ class _TrainScan:
         self.similar += 1
         if len(self.similar_examples) < EXAMPLES:
             what = (
-                "the same words (case, spacing or punctuation aside)"
+                "the same words (case and spacing aside)"
                 if ratio == 1.0
                 else f"{ratio:.0%} of the words alike"
             )
@@ -245,7 +254,9 @@ def length_bias(scan: _TrainScan) -> Check:
         finding,
         max(scan.longer, scan.shorter),
         total,
-        scan.length_examples if biased else [],
+        (scan.longer_examples if scan.longer >= scan.shorter else scan.shorter_examples)
+        if biased
+        else [],
         "Length alone tells chosen from rejected: DPO will learn to prefer "
         + ("longer" if scan.longer >= scan.shorter else "shorter")
         + " answers. Add pairs where the preferred answer is the other length, or train a "
@@ -265,8 +276,10 @@ def near_identical(scan: _TrainScan) -> Check:
         found,
         scan.pairs,
         scan.similar_examples,
-        "Pairs that barely differ carry little signal and push both answers' likelihood down "
-        "together; drop them or check how they were made."
+        "The gradient of a pair that barely differs sits on the differing tokens and pushes the "
+        "shared ones down in both answers. Drop pairs that differ by accident (sampling noise, "
+        "formatting); keep minimal pairs made on purpose (a corrected fact) and watch the "
+        "likelihood-displacement health check."
         if found
         else "",
     )

@@ -319,12 +319,13 @@ def validate_file(
             return report
     measurer = None
     if tokenizer is not None:
+        from prefopt.config import default_prompt_length
         from prefopt.data.tokenize import TokenizationSettings
 
-        defaults = TokenizationSettings()
-        settings = TokenizationSettings(
-            max_length=max_length or defaults.max_length,
-            max_prompt_length=max_prompt_length or defaults.max_prompt_length,
+        length = max_length or TokenizationSettings().max_length
+        settings = TokenizationSettings(  # the limits training would resolve from these
+            max_length=length,
+            max_prompt_length=max_prompt_length or default_prompt_length(length),
         )
         report.lengths = LengthReport(
             tokenizer_name, settings.max_length, settings.max_prompt_length

@@ -79,6 +79,8 @@ class RunRecord:
     findings: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    #: The number of a last line cut short (a run still writing, or killed), left out.
+    torn_line: int = 0
 
     def series(self, key: str) -> list[tuple[float, float | None]]:
         """``(step, value)`` of every logged step that has ``key``."""
@@ -125,12 +127,16 @@ def load_run(path: Path) -> RunRecord:
 
     record = RunRecord(path, path.resolve().name)
     metrics = path / METRICS
-    for number, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), 1):
+    lines = metrics.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
+            if number == len(lines):  # a line cut short: a run still writing, or killed
+                record.torn_line = number
+                continue
             raise UsageError(f"{metrics}:{number}: invalid JSON ({exc.msg})") from None
         if "summary" in item:
             record.summary = item["summary"]
@@ -155,10 +161,33 @@ def _results(path: Path) -> dict[str, Any]:
 
 
 # -- the page --------------------------------------------------------------------------------
+def distinct_names(runs: list[RunRecord]) -> None:
+    """Runs in folders of the same name (``a/delta5``, ``b/delta5``) get their parent's name
+    in front (``a/delta5``), so that each keeps its own label and colour."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.name] = counts.get(run.name, 0) + 1
+    for run in runs:
+        if counts[run.name] > 1:
+            run.name = f"{run.path.resolve().parent.name}/{run.name}"
+    seen: dict[str, int] = {}
+    for run in runs:  # still the same (a/x and a/x given twice): number them
+        seen[run.name] = seen.get(run.name, 0) + 1
+        if seen[run.name] > 1:
+            run.name = f"{run.name} #{seen[run.name]}"
+
+
 def build_report(runs: list[RunRecord], title: str = "prefopt report") -> str:
+    distinct_names(runs)
     colors = {run.name: PALETTE[index % len(PALETTE)] for index, run in enumerate(runs)}
     charts = [_chart(spec, runs, colors) for spec in CHARTS]
     drawn = [chart for chart in charts if chart]
+    curves = (
+        f'<div class="charts">{"".join(drawn)}</div>'
+        if drawn
+        else '<p class="meta">No logged training step yet (training.logging_steps is larger than '
+        "the steps run, or the run stopped before its first log).</p>"
+    )
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [
         f"<h1>{escape(title)}</h1>",
@@ -168,7 +197,7 @@ def build_report(runs: list[RunRecord], title: str = "prefopt report") -> str:
         "<h2>Health</h2>",
         _findings(runs),
         "<h2>Curves</h2>",
-        f'<div class="charts">{"".join(drawn)}</div>',
+        curves,
         _evaluation(runs),
         "<h2>Timing</h2>",
         _timing(runs),
@@ -239,8 +268,15 @@ def _overview(runs: list[RunRecord], colors: dict[str, str]) -> str:
 
 
 def _findings(runs: list[RunRecord]) -> str:
+    torn = "".join(
+        f'<p class="meta">{escape(run.name)}: the last line of metrics.jsonl (line '
+        f"{run.torn_line}) is cut short and was left out: the run is still writing it, or was "
+        "stopped.</p>"
+        for run in runs
+        if run.torn_line
+    )
     if not any(run.findings for run in runs):
-        return '<p class="ok">No health finding in any run.</p>'
+        return torn + '<p class="ok">No health finding in any run.</p>'
     items = []
     for run in runs:
         for finding in run.findings:
@@ -250,7 +286,7 @@ def _findings(runs: list[RunRecord]) -> str:
                 f"<p>{escape(str(finding.get('message', '')))}.</p>"
                 f'<p class="advice">{_code(str(finding.get("advice", "")))}</p></li>'
             )
-    return f'<ul class="findings">{"".join(items)}</ul>'
+    return torn + f'<ul class="findings">{"".join(items)}</ul>'
 
 
 def _evaluation(runs: list[RunRecord]) -> str:

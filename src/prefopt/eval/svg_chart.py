@@ -43,10 +43,12 @@ class Series:
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """About ``count`` round tick values covering ``[low, high]``."""
+    """About ``count`` round tick values covering ``[low, high]``. Values equal but for
+    float rounding (a constant metric averaged over windows of different sizes) count as one
+    value, which gets an axis around it."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return []
-    if high <= low:
+    if high - low <= 1e-9 * max(abs(low), abs(high), 1e-300):
         span = abs(low) or 1.0
         low, high = low - span / 2, high + span / 2
     raw = (high - low) / max(count - 1, 1)
@@ -54,12 +56,11 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.floor(low / step) * step
     ticks = []
-    value = first
-    while value <= high + step * 1e-9:
+    for index in range(2 * count + 2):  # bounded: at most count + 2 are ever needed
+        value = first + index * step
         ticks.append(0.0 if abs(value) < step * 1e-9 else value)
-        value += step
-    if ticks[-1] < high:
-        ticks.append(ticks[-1] + step)
+        if value >= high - step * 1e-9:
+            break
     return ticks
 
 
@@ -175,6 +176,7 @@ class _Frame:
                 stretches[-1].append((self.px(x), self.py(y)))
             elif stretches[-1]:
                 stretches.append([])
+        stretches = [thin(stretch) for stretch in stretches]
         dash = ' stroke-dasharray="6 4"' if series.dashed else ""
         out = []
         for stretch in stretches:
@@ -188,6 +190,28 @@ class _Frame:
                     f'stroke-width="2"{dash} class="series"/>'
                 )
         return "".join(out)
+
+
+def thin(pixels: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A long line as at most four points per pixel column (the first, lowest, highest and
+    last in it, in order): the same picture, a page that stays small for a 100k-step run."""
+    if len(pixels) <= 4 * (WIDTH - MARGIN_LEFT - MARGIN_RIGHT):
+        return pixels
+    kept: list[tuple[float, float]] = []
+    column: list[tuple[float, float]] = []
+    for point in pixels:
+        if column and int(point[0]) != int(column[0][0]):
+            kept += _column_extremes(column)
+            column = []
+        column.append(point)
+    return kept + _column_extremes(column)
+
+
+def _column_extremes(column: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    chosen = {0, len(column) - 1}
+    chosen.add(min(range(len(column)), key=lambda i: column[i][1]))
+    chosen.add(max(range(len(column)), key=lambda i: column[i][1]))
+    return [column[i] for i in sorted(chosen)]
 
 
 def _legend(entries: Sequence[LegendEntry]) -> str:

@@ -102,10 +102,13 @@ def likelihood_displacement(history: History, config: HealthConfig) -> Finding |
         split = "eval" if prefix else "train"
         shifts = history.values(f"{prefix}logps/chosen_shift_per_token", split)
         margins = history.values(f"{prefix}rewards/margins", split)
-        if not shifts or len(margins) < 2:
+        if not shifts or not margins or (len(margins) < 2 and not prefix):
             continue
         step, shift = shifts[-1]
-        first_margin, margin = margins[0][1], margins[-1][1]
+        # An evaluation alone (the closing one) is measured against step 0, where the policy
+        # is the reference and every margin 0.
+        first_margin = margins[0][1] if len(margins) > 1 else 0.0
+        margin = margins[-1][1]
         if shift > -config.displacement_nats_per_token or margin <= max(first_margin, 0.0):
             continue
         if prefix and history.train and int(history.train[-1]["step"]) > step:
@@ -155,13 +158,15 @@ def accuracy_pinned(history: History, config: HealthConfig) -> Finding | None:
 
 
 def flat_loss(history: History, config: HealthConfig) -> Finding | None:
+    """A preference loss only (it needs the reward margins: an SFT loss is not judged), over
+    two logged steps at least (one value has not "stayed" anywhere yet)."""
     losses = history.values("loss")
-    if not losses or losses[-1][0] < config.flat_loss_steps:
+    margins = history.values("rewards/margins")
+    if len(losses) < 2 or not margins or losses[-1][0] < config.flat_loss_steps:
         return None
     first = losses[0][1]
     if any(abs(value - first) > config.flat_loss_tolerance for _, value in losses):
         return None
-    margins = history.values("rewards/margins")
     if any(abs(value) > config.flat_loss_tolerance for _, value in margins):
         return None
     at = f"ln 2 = {LN2:.4f}" if abs(first - LN2) <= config.flat_loss_tolerance else f"{first:.4f}"

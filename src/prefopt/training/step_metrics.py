@@ -75,6 +75,13 @@ class LengthWatch:
         self.margins.extend(margins.tolist())
         self.length_gaps.extend(length_gaps.tolist())
 
+    def state_dict(self) -> dict[str, list[float]]:
+        return {"margins": list(self.margins), "length_gaps": list(self.length_gaps)}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        self.margins = deque(state["margins"], maxlen=LENGTH_WINDOW)
+        self.length_gaps = deque(state["length_gaps"], maxlen=LENGTH_WINDOW)
+
     def correlation(self) -> float | None:
         if len(self.margins) < LENGTH_MIN_PAIRS:
             return None
@@ -95,12 +102,14 @@ class PairsPerSecond:
             self._mark = (time.perf_counter(), step)
 
     def rate(self, step: int) -> float | None:
-        """Pairs per second since the mark (``None`` before any batch); the mark moves here."""
+        """Pairs per second since the mark (``None`` before any batch). The next training
+        batch sets a new mark, so the evaluation and checkpoint that follow a logged step are
+        not counted as training."""
         if self._mark is None:
             return None
         now = time.perf_counter()
         since, first = self._mark
-        self._mark = (now, step)
+        self._mark = None
         if step <= first or now <= since:
             return None
         return (step - first) * self.pairs_per_step / (now - since)

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from prefopt.training.stages import Run, RunData
 
 LOSS_STATE_FILE = "prefopt_loss_state.json"
+#: The recent pairs behind ``rewards/length_correlation``, so that a resumed run logs what an
+#: uninterrupted one does.
+LENGTH_STATE_FILE = "prefopt_length_window.json"
 
 
 class PreferenceTrainer(Trainer):
@@ -281,9 +284,11 @@ class PreferenceTrainer(Trainer):
         step = self.state.global_step
         staging = staging_folder(run_dir, step)
         staged = staging / f"{PREFIX_CHECKPOINT_DIR}-{step}"
-        if isinstance(self.loss_fn, StatefulLoss) and self.args.should_save:
+        if self.args.should_save:
             staged.mkdir(parents=True, exist_ok=True)
-            write_loss_state(str(staged), self.loss_fn.state_dict())
+            write_json_state(staged / LENGTH_STATE_FILE, self._length_watch.state_dict())
+            if isinstance(self.loss_fn, StatefulLoss):
+                write_loss_state(str(staged), self.loss_fn.state_dict())
         self._checkpoint_staging = staging
         try:
             super()._save_checkpoint(model, trial)  # its rotation sees only the staged one
@@ -324,6 +329,10 @@ class PreferenceTrainer(Trainer):
             if isinstance(self.loss_fn, StatefulLoss) and os.path.isfile(path):
                 with open(path, encoding="utf-8") as handle:
                     self.loss_fn.load_state_dict(json.load(handle))
+            window = os.path.join(resume_from_checkpoint, LENGTH_STATE_FILE)
+            if os.path.isfile(window):  # absent in checkpoints of earlier versions
+                with open(window, encoding="utf-8") as handle:
+                    self._length_watch.load_state_dict(json.load(handle))
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
 
@@ -386,8 +395,12 @@ def disable_dropout(model: Any) -> int:
 
 def write_loss_state(folder: str, state: dict[str, Any]) -> None:
     """Write a loss's state next to a checkpoint, atomically."""
-    path = os.path.join(folder, LOSS_STATE_FILE)
-    temporary = path + ".tmp"
+    write_json_state(Path(folder) / LOSS_STATE_FILE, state)
+
+
+def write_json_state(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` as JSON at ``path``, atomically."""
+    temporary = str(path) + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(state, handle)
     os.replace(temporary, path)
