@@ -114,7 +114,8 @@ def convert(
         str,
         typer.Option(
             "--from",
-            help="Input format: hh, ultrafeedback, shp, messages, columns, or a plugin's.",
+            help="Input format: hh, ultrafeedback, shp, messages, columns (pairs); "
+            "ultrafeedback-raw, nectar (lists of ranked responses); or a plugin's.",
         ),
     ],
     output: Annotated[
@@ -130,6 +131,13 @@ def convert(
     rejected_key: Annotated[
         str, typer.Option(help="Rejected field (columns, messages).")
     ] = "rejected",
+    score_key: Annotated[
+        str,
+        typer.Option(
+            help="The completion's score field (ultrafeedback-raw): overall_score or "
+            "fine-grained_score."
+        ),
+    ] = "overall_score",
     skip_invalid: Annotated[
         bool,
         typer.Option("--skip-invalid", help="Leave out rows that cannot be converted; count them."),
@@ -145,7 +153,7 @@ def convert(
     target = output if output is not None else _default_convert_output(source, split)
     check_writable(target, force)
     report = ConvertReport()
-    options = ConvertOptions(prompt_key, chosen_key, rejected_key)
+    options = ConvertOptions(prompt_key, chosen_key, rejected_key, score_key)
     records = convert_rows(
         load_rows(source, split), spec, source, options, text, skip_invalid, report
     )
@@ -360,6 +368,15 @@ def stats(
         lengths.add_row(bucket_label(index), *(_bar(s.buckets[index], s.count) for s in parts))
     out.print(lengths)
 
+    if result.list_sizes:
+        sizes = _table("lists (responses per prompt)", "responses", "lists")
+        for count, lists in sorted(result.list_sizes.items()):
+            sizes.add_row(str(count), f"{lists:,}")
+        sizes.add_section()
+        answers = result.responses
+        sizes.add_row("response length", f"min {answers.minimum}, mean {answers.mean:,.1f}, "
+                      f"max {answers.maximum:,} characters")  # fmt: skip
+        out.print(sizes)
     if result.prompt_turns:
         turns = _table("prompt messages (conversational)", "messages", "rows")
         for count, rows in sorted(result.prompt_turns.items()):
@@ -383,6 +400,42 @@ def stats(
 def _bar(count: int, total: int, width: int = 12) -> str:
     filled = round(width * count / total) if total else 0
     return f"{count:>7,} {'█' * filled}"
+
+
+# -- pairs ---------------------------------------------------------------------------------
+
+
+PAIRS_HELP = (
+    "Turn list records (a prompt, N responses, scores or a ranking) into preference pairs: "
+    "best-worst (one pair a list), best-rest (the best against each lower one) or all (every "
+    "two responses with different scores). Tied responses form no pair; pair records pass "
+    "through. Each pair keeps the list's other fields and gets its score_gap."
+)
+
+
+@app.command(help=PAIRS_HELP)
+@run_command
+def pairs(
+    input: InputArg,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Output JSONL. Default: <stem>_pairs.jsonl."),
+    ] = None,
+    pairing: Annotated[str, typer.Option(help="best-worst, best-rest or all.")] = "best-worst",
+    force: ForceOpt = False,
+) -> None:
+    """Expand lists into pairs (see ``PAIRS_HELP``)."""
+    from prefopt.data.lists import write_pairs_file
+
+    stem = input.name.split(".")[0]
+    output = output or input.with_name(f"{stem}_pairs.jsonl")
+    summary = write_pairs_file(input, output, pairing, force=force)
+    tied = f"; {summary.all_tied:,} lists all tied gave none" if summary.all_tied else ""
+    copied = f"; {summary.passed_through:,} pair records copied" if summary.passed_through else ""
+    _say(
+        f"{summary.lists:,} lists → {summary.pairs:,} pairs ({pairing}){tied}{copied}; "
+        f"wrote {output}"
+    )
 
 
 # -- doctor (its own module; registered here so that `prefopt data --help` lists it) -------

@@ -92,6 +92,9 @@ class DataStats:
     h_counts: Counter = field(default_factory=Counter)
     h_invalid: int = 0
     identical: int = 0
+    #: List records: how many responses each list has, and every response's length.
+    list_sizes: Counter = field(default_factory=Counter)
+    responses: LengthStats = field(default_factory=LengthStats)
     workers: int = 1  # processes that read the file (not part of the statistics)
 
     def add_row(self, row: dict[str, Any]) -> None:
@@ -104,7 +107,13 @@ class DataStats:
             length = text_length(row.get(part))
             if length is not None:
                 self.lengths[part].add(length)
-        if kind == "conversational":
+        if kind == "list":
+            self.list_sizes[len(row["responses"])] += 1
+            for response in row["responses"]:
+                length = text_length(response)
+                if length is not None:
+                    self.responses.add(length)
+        if kind == "conversational" or kind == "list" and isinstance(row["prompt"], list):
             self.prompt_turns[len(row["prompt"])] += 1
         if "chosen" in row and row.get("chosen") == row.get("rejected"):
             self.identical += 1
@@ -119,12 +128,13 @@ class DataStats:
     def merge(self, other: DataStats) -> None:
         """Add the counts of ``other`` (the statistics of another part of the file)."""
         self.rows += other.rows
-        for counter in ("kinds", "fields", "prompt_turns", "h_counts"):
+        for counter in ("kinds", "fields", "prompt_turns", "h_counts", "list_sizes"):
             getattr(self, counter).update(getattr(other, counter))
         for part, lengths in other.lengths.items():
             self.lengths[part].merge(lengths)
         self.h_invalid += other.h_invalid
         self.identical += other.identical
+        self.responses.merge(other.responses)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +156,13 @@ class DataStats:
             "h_flags": {f"{hw},{hl}": n for (hw, hl), n in sorted(self.h_counts.items())},
             "h_invalid": self.h_invalid,
             "identical": self.identical,
+            "list_sizes": dict(sorted(self.list_sizes.items())),
+            "list_responses": {
+                "count": self.responses.count,
+                "min": self.responses.minimum,
+                "mean": round(self.responses.mean, 1),
+                "max": self.responses.maximum,
+            },
         }
 
 
@@ -164,6 +181,9 @@ def text_length(value: Any) -> int | None:
 
 
 def record_kind(row: dict[str, Any]) -> str:
+    """``standard``, ``conversational``, ``list`` (N ranked responses) or ``other``."""
+    if isinstance(row.get("responses"), list):
+        return "list"
     values = [row.get(part) for part in PARTS]
     if all(isinstance(v, str) for v in values):
         return "standard"

@@ -36,6 +36,7 @@ import orjson
 from prefopt.data import jsonl_ranges
 from prefopt.data.flip import h_value
 from prefopt.data.io import EMPTY_PROBLEM, file_format, iter_jsonl_lines, iter_rows, parse_line
+from prefopt.data.lists import is_list_record, validate_list_record
 from prefopt.data.records import is_conversational, validate_record
 from prefopt.errors import DataError
 from prefopt.modeling.threads import choose_threads
@@ -45,7 +46,7 @@ ISSUE_KINDS = {
     "unreadable": "lines that are not a JSON object",
     "schema": "records with a missing or mistyped field",
     "empty": "empty prompt or response",
-    "identical": "chosen identical to rejected",
+    "identical": "chosen identical to rejected (or a response repeated in a list)",
     "duplicate": "pair repeated from an earlier row",
     "h_flags": "h_w/h_l not 0/1",
     "orientation": "(h_w, h_l) = (1, 0): factually wrong response preferred",
@@ -237,7 +238,12 @@ def _shift(line: int | None, by: int) -> int | None:
 
 
 def _pair_digest(row: dict[str, Any]) -> bytes:
-    key = orjson.dumps([row["prompt"], row["chosen"], row["rejected"]], option=orjson.OPT_SORT_KEYS)
+    parts = (
+        [row["prompt"], row["responses"]]
+        if is_list_record(row)
+        else [row["prompt"], row["chosen"], row["rejected"]]
+    )
+    key = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(key, digest_size=8).digest()
 
 
@@ -250,6 +256,8 @@ def _check_row(
 ) -> bool:
     """Record the issues of one row but duplicates (:func:`_check_duplicate`); True when it
     is a valid record (worth tokenizing, and comparing with the others)."""
+    if is_list_record(row):
+        return _check_list_row(row, line, path, report)
     valid = True
     try:
         validate_record(row, path, line, extra_columns)
@@ -273,6 +281,27 @@ def _check_row(
                     Issue("orientation", line, "h_w", "h_w = 1, h_l = 0 (run prefopt data flip)")
                 )
     return valid
+
+
+def _check_list_row(
+    row: dict[str, Any], line: int, path: str | Path, report: ValidationReport
+) -> bool:
+    """A list record's issues: schema, empty responses, a response repeated in the list."""
+    try:
+        validate_list_record(row, path, line)
+    except DataError as exc:
+        kind = "empty" if exc.problem.startswith(("empty string", "empty response")) else "schema"
+        report.add(Issue(kind, line, exc.field, exc.problem))
+        return False
+    report.record_kinds["list"] += 1
+    seen: dict[str, int] = {}
+    for index, response in enumerate(row["responses"]):
+        first = seen.setdefault(orjson.dumps(response).decode(), index)
+        if first != index:
+            report.add(
+                Issue("identical", line, f"responses[{index}]", f"identical to responses[{first}]")
+            )
+    return True
 
 
 def _check_duplicate(
@@ -335,7 +364,7 @@ def validate_file(
         report.rows += 1
         if _check_row(row, line, path, report, extra_columns):
             _check_duplicate(_pair_digest(row), line, report, seen)
-            if measurer is not None:
+            if measurer is not None and not is_list_record(row):  # lists: not measured yet
                 measurer.add(line, row)
     if measurer is not None:
         measurer.flush()

@@ -18,8 +18,10 @@ collected through the ``prefopt_converters`` hook::
     def prefopt_converters():
         return [ConverterSpec("mine", "my lab's format", convert_mine)]
 
-A converter may return strings or message lists; :func:`convert_rows` makes the output
-conversational (or plain text with ``text=True``) and validates every record.
+A converter may return strings or message lists, and a pair record or a list record
+(``prompt``/``responses``/``scores`` or ``ranking``, :mod:`prefopt.data.lists`);
+:func:`convert_rows` makes the output conversational (or plain text with ``text=True``) and
+validates every record.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.data.converters.spec import ConversionError, ConverterSpec, ConvertOptions
-from prefopt.data.records import to_conversational, to_standard, validate_record
+from prefopt.data.lists import (
+    is_list_record,
+    list_to_conversational,
+    list_to_standard,
+    validate_list_record,
+)
+from prefopt.data.records import RECORD_FIELDS, to_conversational, to_standard, validate_record
 from prefopt.errors import DataError, UsageError
 
 
@@ -103,8 +111,12 @@ def convert_rows(
         report.read += 1
         try:
             record = _convert_one(spec, row, options, source, line)
-            record = to_standard(record) if text else to_conversational(record)
-            validate_record(record, source, line)
+            if is_list_record(record):
+                record = list_to_standard(record) if text else list_to_conversational(record)
+                validate_list_record(record, source, line)
+            else:
+                record = to_standard(record) if text else to_conversational(record)
+                validate_record(record, source, line)
         except DataError as exc:
             if not skip_invalid:
                 raise
@@ -131,7 +143,7 @@ def _convert_one(
         raise DataError(
             source, line, None, f"converter '{spec.name}' returned {type(record).__name__}"
         )
-    for name in ("prompt", "chosen", "rejected"):
+    for name in ("prompt", "responses") if is_list_record(record) else RECORD_FIELDS:
         if name not in record:
             raise DataError(source, line, name, f"converter '{spec.name}' produced no {name}")
     return record

@@ -1,4 +1,5 @@
-"""The built-in converters: ``hh``, ``ultrafeedback``, ``shp``, ``messages``, ``columns``.
+"""The built-in converters: ``hh``, ``ultrafeedback``, ``shp``, ``messages``, ``columns`` (one
+pair a row) and ``ultrafeedback-raw``, ``nectar`` (one list of ranked responses a row).
 
 Each function turns one input row into a record; the fields it did not read travel along
 after ``prompt``/``chosen``/``rejected`` in their input order. This module is registered as
@@ -142,6 +143,95 @@ def convert_ultrafeedback(row: dict[str, Any], options: ConvertOptions) -> dict[
     return _record(prompt, chosen_reply, rejected_reply, row, used)
 
 
+# -- lists: ultrafeedback-raw, nectar -----------------------------------------------------
+
+
+def _list_record(
+    prompt: Any, responses: list[Any], field: str, values: list[Any], row: dict[str, Any],
+    used: Iterable[str], **extra: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """A list record (``scores`` or ``ranking`` in ``field``), then the row's unused fields."""
+    record = {"prompt": prompt, "responses": responses, field: values, **extra}
+    skip = set(used) | set(record)
+    record.update((key, value) for key, value in row.items() if key not in skip)
+    return record
+
+
+def _rating(value: Any) -> float | None:
+    """An UltraFeedback aspect rating (``"4"``, ``4``, ``"N/A"``) as a number or ``None``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None
+
+
+def convert_ultrafeedback_raw(row: dict[str, Any], options: ConvertOptions) -> dict[str, Any]:
+    """UltraFeedback as released (openbmb/UltraFeedback): an ``instruction`` and its
+    ``completions``, each with a ``response``, the ``model`` that wrote it, an
+    ``overall_score``, a ``fine-grained_score`` and per-aspect ``annotations``. Every completion
+    is kept: ``scores`` from ``--score-key`` (``overall_score`` by default), ``models`` and the
+    per-aspect ``ratings`` (helpfulness, honesty, ...) alongside."""
+    instruction = _text(row, "instruction")
+    completions = _field(row, "completions")
+    if not isinstance(completions, list) or len(completions) < 2:
+        raise ConversionError("completions", "expected a list of 2 or more completions")
+    responses, scores, models, ratings = [], [], [], []
+    for index, completion in enumerate(completions):
+        where = f"completions[{index}]"
+        if not isinstance(completion, dict):
+            raise ConversionError(where, "expected an object")
+        response = completion.get("response")
+        if not isinstance(response, str):
+            raise ConversionError(f"{where}.response", "missing or not a string")
+        score = completion.get(options.score_key)
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise ConversionError(
+                f"{where}.{options.score_key}", f"expected a number, got {score!r}"
+            )
+        responses.append([{"role": "assistant", "content": response}])
+        scores.append(score)
+        models.append(completion.get("model"))
+        annotations = completion.get("annotations") or {}
+        ratings.append(
+            {
+                aspect: _rating(value.get("Rating") if isinstance(value, dict) else value)
+                for aspect, value in annotations.items()
+            }
+        )
+    prompt = [{"role": "user", "content": instruction}]
+    used = ("instruction", "completions")
+    return _list_record(prompt, responses, "scores", scores, row, used, models=models,
+                        ratings=ratings)  # fmt: skip
+
+
+def convert_nectar(row: dict[str, Any], options: ConvertOptions) -> dict[str, Any]:
+    """Nectar (berkeley-nest/Nectar): an HH-style ``prompt`` transcript ending in an empty
+    ``Assistant:`` turn, and ``answers`` ranked by GPT-4, each ``{"answer", "model", "rank"}``
+    (1 is best). Every answer is kept, ``ranking`` from the ranks, ``models`` alongside."""
+    messages = parse_hh_transcript(_text(row, "prompt"), "prompt")
+    if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+        messages = messages[:-1]
+    if not messages or messages[-1]["role"] != "user":
+        raise ConversionError("prompt", "transcript does not end with a 'Human:' turn to answer")
+    answers = _field(row, "answers")
+    if not isinstance(answers, list) or len(answers) < 2:
+        raise ConversionError("answers", "expected a list of 2 or more answers")
+    responses, ranks, models = [], [], []
+    for index, answer in enumerate(answers):
+        where = f"answers[{index}]"
+        if not isinstance(answer, dict) or not isinstance(answer.get("answer"), str):
+            raise ConversionError(f"{where}.answer", "missing or not a string")
+        rank = answer.get("rank")
+        if isinstance(rank, bool) or not isinstance(rank, int | float):
+            raise ConversionError(f"{where}.rank", f"expected a rank 1, 2, ..., got {rank!r}")
+        responses.append([{"role": "assistant", "content": answer["answer"].strip()}])
+        ranks.append(int(rank) if float(rank).is_integer() else rank)
+        models.append(answer.get("model"))
+    used = ("prompt", "answers")
+    return _list_record(messages, responses, "ranking", ranks, row, used, models=models)
+
+
 # -- shp -----------------------------------------------------------------------------------
 
 
@@ -196,6 +286,16 @@ def prefopt_converters() -> list[ConverterSpec]:
             "messages",
             "chosen/rejected whole conversations; their shared prefix is the prompt",
             convert_messages,
+        ),
+        ConverterSpec(
+            "ultrafeedback-raw",
+            "UltraFeedback as released: an instruction and all its scored completions (a list)",
+            convert_ultrafeedback_raw,
+        ),
+        ConverterSpec(
+            "nectar",
+            "Nectar: an HH-style prompt and its answers ranked 1 (best) to 7 (a list)",
+            convert_nectar,
         ),
         ConverterSpec(
             "columns",

@@ -18,6 +18,8 @@ class ConvertOptions:
     prompt_key: str = "prompt"
     chosen_key: str = "chosen"
     rejected_key: str = "rejected"
+    #: The completion field that scores a response (``ultrafeedback-raw``).
+    score_key: str = "overall_score"
 
 
 @dataclass(frozen=True)
