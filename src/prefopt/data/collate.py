@@ -22,7 +22,7 @@ when every pair knows its place in the data set, ``pair_index`` (B,).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prefopt.data.tokenize import TokenizedPair
@@ -152,11 +152,36 @@ def first_fit_decreasing(lengths: Sequence[int], budget: int) -> list[list[int]]
 def build_segment_batch(
     pairs: Sequence[TokenizedPair], rows: Sequence[Sequence[int]], pad_token_id: int
 ) -> dict[str, Any]:
-    """Tensors of the prefix-shared/packed layouts for ``pairs`` placed in ``rows``."""
+    """Tensors of the prefix-shared/packed layouts for ``pairs`` placed in ``rows``: a pair is
+    a prompt with two responses, chosen (output sequence ``i``) and rejected (``B + i``)."""
+    count = len(pairs)
+    return build_response_segments(
+        [(pair.prompt_ids, [pair.chosen_ids, pair.rejected_ids]) for pair in pairs],
+        rows,
+        pad_token_id,
+        sequence_of=lambda index, response: index + response * count,
+        sequence_count=2 * count,
+    )
+
+
+def build_response_segments(
+    items: Sequence[tuple[list[int], Sequence[list[int]]]],
+    rows: Sequence[Sequence[int]],
+    pad_token_id: int,
+    sequence_of: Callable[[int, int], int],
+    sequence_count: int,
+) -> dict[str, Any]:
+    """Segments ``[prompt | response 1 | ... | response N]`` of ``items`` (prompt ids and
+    response ids) placed in ``rows`` (item indices per row).
+
+    Response ``j`` (0-based) is part ``j + 1``; its tokens continue the prompt's positions, as
+    in its own ``prompt + response`` sequence, and the mask (part 0 seen by all, a response
+    part by itself only) hides the other responses. Response ``j`` of item ``i`` is output
+    sequence ``sequence_of(i, j)`` of ``sequence_count``.
+    """
     import torch
 
-    count = len(pairs)
-    width = max(sum(pair_length(pairs[index]) for index in row) for row in rows)
+    width = max(sum(segment_length(items[index]) for index in row) for row in rows)
     shape = (len(rows), width)
     input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
     position_ids = torch.zeros(shape, dtype=torch.long)
@@ -169,39 +194,28 @@ def build_segment_batch(
     for row, members in enumerate(rows):
         offset = 0
         for segment, index in enumerate(members):
-            pair = pairs[index]
-            prompt, chosen, rejected = (
-                len(pair.prompt_ids),
-                len(pair.chosen_ids),
-                len(pair.rejected_ids),
-            )
-            end = offset + prompt + chosen + rejected
-            input_ids[row, offset:end] = torch.tensor(
-                pair.prompt_ids + pair.chosen_ids + pair.rejected_ids, dtype=torch.long
-            )
-            position_ids[row, offset : offset + prompt + chosen] = torch.arange(prompt + chosen)
-            position_ids[row, offset + prompt + chosen : end] = torch.arange(
-                prompt, prompt + rejected
-            )
-            segment_ids[row, offset:end] = segment
-            parts[row, offset + prompt : offset + prompt + chosen] = 1
-            parts[row, offset + prompt + chosen : end] = 2
-            # Token j of a completion is predicted by the hidden state before it; the first
-            # rejected token's predecessor is the prompt's last token, not the last chosen one.
-            # With an empty prompt the first token has no predecessor (as in the padded layout).
-            first = 0 if prompt else 1
+            prompt_ids, responses = items[index]
+            prompt = len(prompt_ids)
+            input_ids[row, offset : offset + prompt] = torch.tensor(prompt_ids, dtype=torch.long)
+            position_ids[row, offset : offset + prompt] = torch.arange(prompt)
             start = offset + prompt
-            for j in range(first, chosen):
-                score_positions.append(start + j - 1)
-                score_targets.append(pair.chosen_ids[j])
-            score_index.extend([index] * (chosen - first))
-            start = offset + prompt + chosen
-            for j in range(first, rejected):
-                score_positions.append(start + j - 1 if j else offset + prompt - 1)
-                score_targets.append(pair.rejected_ids[j])
-            score_index.extend([count + index] * (rejected - first))
-            score_rows.extend([row] * (chosen + rejected - 2 * first))
-            offset = end
+            # Token j of a response is predicted by the hidden state before it: the response's
+            # previous token, or the prompt's last one for its first token. With an empty prompt
+            # the first token has no predecessor (as in the padded layout).
+            first = 0 if prompt else 1
+            for number, response in enumerate(responses):
+                length = len(response)
+                input_ids[row, start : start + length] = torch.tensor(response, dtype=torch.long)
+                position_ids[row, start : start + length] = torch.arange(prompt, prompt + length)
+                parts[row, start : start + length] = number + 1
+                for j in range(first, length):
+                    score_positions.append(start + j - 1 if j else offset + prompt - 1)
+                    score_targets.append(response[j])
+                score_index.extend([sequence_of(index, number)] * (length - first))
+                score_rows.extend([row] * (length - first))
+                start += length
+            segment_ids[row, offset:start] = segment
+            offset = start
     return {
         "input_ids": input_ids,
         "position_ids": position_ids,
@@ -211,8 +225,14 @@ def build_segment_batch(
         "score_positions": torch.tensor(score_positions, dtype=torch.long),
         "score_targets": torch.tensor(score_targets, dtype=torch.long),
         "score_index": torch.tensor(score_index, dtype=torch.long),
-        "sequence_count": 2 * count,
+        "sequence_count": sequence_count,
     }
+
+
+def segment_length(item: tuple[list[int], Sequence[list[int]]]) -> int:
+    """Tokens of a prompt and all its responses in one segment."""
+    prompt_ids, responses = item
+    return len(prompt_ids) + sum(len(response) for response in responses)
 
 
 def make_collator(

@@ -56,23 +56,35 @@ def render_texts(
     row: dict[str, Any], tokenizer: Any, where: str = "<record>"
 ) -> tuple[str, str, str, bool]:
     """``(prompt, chosen, rejected, is_chat)`` as text; chat records go through the template."""
-    prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+    prompt, completions, is_chat = render_responses(
+        row["prompt"], [("chosen", row["chosen"]), ("rejected", row["rejected"])], tokenizer, where
+    )
+    return prompt, completions[0], completions[1], is_chat
+
+
+def render_responses(
+    prompt: Any, responses: Sequence[tuple[str, Any]], tokenizer: Any, where: str = "<record>"
+) -> tuple[str, list[str], bool]:
+    """``(prompt, [response, ...], is_chat)`` as text for a prompt and its named responses.
+
+    A chat prompt is rendered with the generation prompt; each response is the text the
+    template adds after it for that answer turn (TRL's convention)."""
     if isinstance(prompt, str):
-        return prompt, str(chosen), str(rejected), False
+        return prompt, [str(response) for _, response in responses], False
     if getattr(tokenizer, "chat_template", None) is None:
         raise DataError(
             where, None, "prompt", "conversational record but the tokenizer has no chat template"
         )
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     completions = []
-    for name, messages in (("chosen", chosen), ("rejected", rejected)):
+    for name, messages in responses:
         full = tokenizer.apply_chat_template(list(prompt) + list(messages), tokenize=False)
         if not full.startswith(prompt_text):
             raise DataError(
                 where, None, name, "chat template output does not start with the rendered prompt"
             )
         completions.append(full[len(prompt_text) :])
-    return prompt_text, completions[0], completions[1], True
+    return prompt_text, completions, True
 
 
 def tokenize_pairs(

@@ -1,17 +1,19 @@
 """Attention masks for the prefix-shared and packed layouts, and who can take them.
 
-A row of those layouts holds one or more pair segments ``[prompt | chosen | rejected]``. Each
-token carries a *segment id* (which pair of the row it belongs to, ``-1`` for padding) and a
-*part* (``0`` prompt, ``1`` chosen, ``2`` rejected). Query ``q`` may attend key ``k`` when
+A row of those layouts holds one or more segments ``[prompt | response 1 | ... | response N]``
+(a pair is ``[prompt | chosen | rejected]``, a list of N ranked responses has N). Each token
+carries a *segment id* (which segment of the row it belongs to, ``-1`` for padding) and a
+*part* (``0`` prompt, ``j`` response ``j``: chosen is 1, rejected 2). Query ``q`` may attend key
+``k`` when
 
-    seg[q] == seg[k]  and  k <= q  and  not (part[q] == 2 and part[k] == 1)      (or q == k)
+    seg[q] == seg[k]  and  k <= q  and  (part[k] == 0 or part[k] == part[q])      (or q == k)
 
-i.e. causal attention inside a pair, except that rejected tokens do not see the chosen ones: a
-rejected token sees the prompt and the earlier rejected tokens, exactly what it would see in its
-own ``prompt + rejected`` row. ``q == k`` keeps every row of the mask non-empty (padding attends
-to itself), so no softmax runs over an empty set. Rejected tokens keep the *positions* they
-would have in their own row (they continue from the end of the prompt), so the collators pass
-``position_ids`` explicitly.
+i.e. causal attention inside a segment, except that a response does not see the other
+responses: its tokens see the prompt and its own earlier tokens, exactly what they would see in
+their own ``prompt + response`` row. ``q == k`` keeps every row of the mask non-empty (padding
+attends to itself), so no softmax runs over an empty set. Every response keeps the
+*positions* it would have in its own row (they continue from the end of the prompt), so the
+collators pass ``position_ids`` explicitly.
 
 The same rule is given three ways: a dense boolean 4D mask ``(R, 1, T, T)`` for the SDPA
 attention implementation, an additive float 4D mask for ``eager``, and a FlexAttention
@@ -117,8 +119,9 @@ def allowed(segment_ids: Any, parts: Any) -> Any:
     width = segment_ids.shape[1]
     same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)
     causal = torch.ones(width, width, dtype=torch.bool, device=segment_ids.device).tril()
-    rejected_sees_chosen = (parts.unsqueeze(2) == 2) & (parts.unsqueeze(1) == 1)
-    mask = same & causal & ~rejected_sees_chosen
+    key_part = parts.unsqueeze(1)
+    visible = (key_part == 0) | (key_part == parts.unsqueeze(2))
+    mask = same & causal & visible
     mask |= torch.eye(width, dtype=torch.bool, device=segment_ids.device)
     return mask.unsqueeze(1)
 
@@ -138,8 +141,8 @@ def block_mask(segment_ids: Any, parts: Any) -> Any:
 
     def mask_mod(b: Any, h: Any, q: Any, k: Any) -> Any:
         same = segment_ids[b, q] == segment_ids[b, k]
-        blocked = (parts[b, q] == 2) & (parts[b, k] == 1)
-        return (same & (k <= q) & ~blocked) | (q == k)
+        visible = (parts[b, k] == 0) | (parts[b, k] == parts[b, q])
+        return (same & (k <= q) & visible) | (q == k)
 
     rows, width = segment_ids.shape
     return create_block_mask(mask_mod, rows, None, width, width, device=segment_ids.device)

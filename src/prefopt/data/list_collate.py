@@ -1,0 +1,97 @@
+"""Collation of tokenized lists (a prompt and N responses) into model inputs.
+
+The layouts are the pairs' (:mod:`prefopt.data.collate`), generalised to N responses:
+
+- ``padded``: one right-padded row ``prompt + response`` per response;
+- ``prefix``: one row per list, ``[prompt | response 1 | ... | response N]``: the prompt runs
+  once, every response attends to the prompt and to itself only, with the positions it would
+  have in its own sequence;
+- ``packed``: such list segments packed several to a row up to a token budget.
+
+Output sequences are numbered list by list: response ``j`` of list ``i`` is sequence
+``list_offsets[i] + j``. Besides the layout's tensors a batch carries ``list_offsets`` (L + 1,),
+``quality`` (S,) (higher is better), ``flags`` (S,) when every list has hallucination flags,
+and ``list_index`` (L,) when every list knows its place in the data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import accumulate
+from typing import Any
+
+from prefopt.data.collate import LAYOUTS, build_response_segments, first_fit_decreasing
+from prefopt.data.list_tokenize import TokenizedList
+
+
+def list_length(item: TokenizedList, layout: str = "prefix") -> int:
+    """Tokens a list occupies in ``layout`` (``padded``: its longest row)."""
+    if layout == "padded":
+        return len(item.prompt_ids) + max(len(ids) for ids in item.response_ids)
+    return len(item.prompt_ids) + sum(len(ids) for ids in item.response_ids)
+
+
+class ListCollator:
+    """Collate lists into ``layout`` (``padded``, ``prefix`` or ``packed``)."""
+
+    def __init__(self, layout: str, pad_token_id: int, pack_tokens: int = 0) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        self.layout = layout
+        self.pad_token_id = pad_token_id
+        self.pack_tokens = pack_tokens
+
+    def rows(self, lists: Sequence[TokenizedList]) -> list[list[int]]:
+        """Which lists (indices into ``lists``) share each row (prefix and packed)."""
+        if self.layout != "packed":
+            return [[index] for index in range(len(lists))]
+        lengths = [list_length(item) for item in lists]
+        return first_fit_decreasing(lengths, max(self.pack_tokens, max(lengths)))
+
+    def __call__(self, lists: Sequence[TokenizedList]) -> dict[str, Any]:
+        import torch
+
+        offsets = [0, *accumulate(len(item.response_ids) for item in lists)]
+        if self.layout == "padded":
+            batch = self._padded(lists)
+        else:
+            batch = build_response_segments(
+                [(item.prompt_ids, item.response_ids) for item in lists],
+                self.rows(lists),
+                self.pad_token_id,
+                sequence_of=lambda index, response: offsets[index] + response,
+                sequence_count=offsets[-1],
+            )
+        batch["list_offsets"] = torch.tensor(offsets, dtype=torch.long)
+        batch["quality"] = torch.tensor(
+            [value for item in lists for value in item.quality], dtype=torch.float32
+        )
+        if lists and all(item.flags is not None for item in lists):
+            batch["flags"] = torch.tensor(
+                [flag for item in lists for flag in item.flags or ()], dtype=torch.float32
+            )
+        if lists and all(item.index is not None for item in lists):
+            batch["list_index"] = torch.tensor([item.index for item in lists], dtype=torch.long)
+        return batch
+
+    def _padded(self, lists: Sequence[TokenizedList]) -> dict[str, Any]:
+        import torch
+
+        sequences = [
+            (item.prompt_ids + response, len(item.prompt_ids))
+            for item in lists
+            for response in item.response_ids
+        ]
+        width = max(len(ids) for ids, _ in sequences)
+        input_ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        completion_mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+        for row, (ids, prompt) in enumerate(sequences):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+            completion_mask[row, prompt : len(ids)] = True
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "completion_mask": completion_mask,
+        }
