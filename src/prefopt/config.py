@@ -9,6 +9,7 @@ A run config has these sections::
     algorithm: the algorithm's own config dataclass
     reference: ReferenceConfig      (online, cached or auto reference log-probs)
     health:    HealthConfig         (thresholds of the health checks, or off)
+    lists:     ListsConfig          (the pairs a pair loss takes from lists of responses)
 
 Precedence, lowest first: built-in defaults < the algorithm's ``defaults`` < YAML file <
 CLI flags < ``--set key.path=value``. Every value passes through
@@ -37,7 +38,7 @@ def default_prompt_length(max_length: int) -> int:
     return min(DEFAULT_MAX_PROMPT, max(1, max_length // 2))
 
 
-SECTIONS = ("model", "lora", "data", "training", "algorithm", "reference", "health")
+SECTIONS = ("model", "lora", "data", "training", "algorithm", "reference", "health", "lists")
 
 
 @dataclass
@@ -150,6 +151,18 @@ class ReferenceConfig:
 
 
 @dataclass
+class ListsConfig:
+    pairs: str = field(
+        default="best-worst",
+        metadata={
+            "help": "Which pairs a pair loss trains on when the data holds lists of ranked "
+            "responses: best-worst (one a list), best-rest (the best against each lower one) "
+            "or all (every two responses with different scores)."
+        },
+    )
+
+
+@dataclass
 class HealthConfig:
     """Thresholds of the health checks (:mod:`prefopt.training.health`); see
     docs/configuration.md#health for what each rule looks at."""
@@ -228,6 +241,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "data": DataConfig,
     "reference": ReferenceConfig,
     "health": HealthConfig,
+    "lists": ListsConfig,
 }
 
 
@@ -243,6 +257,7 @@ class RunConfig:
     algorithm: Any
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    lists: ListsConfig = field(default_factory=ListsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -252,6 +267,7 @@ class RunConfig:
             "data": dataclasses.asdict(self.data),
             "reference": dataclasses.asdict(self.reference),
             "health": dataclasses.asdict(self.health),
+            "lists": dataclasses.asdict(self.lists),
             "training": dict(self.training),
             "algorithm": dataclasses.asdict(self.algorithm),
         }

@@ -24,6 +24,7 @@ from prefopt.config import (
     TRAINING_DEFAULTS,
     DataConfig,
     HealthConfig,
+    ListsConfig,
     LoraSettings,
     ModelConfig,
     ReferenceConfig,
@@ -72,6 +73,7 @@ class ConfigBuilder:
             "data": dataclasses.asdict(DataConfig()),
             "reference": dataclasses.asdict(ReferenceConfig()),
             "health": dataclasses.asdict(HealthConfig()),
+            "lists": dataclasses.asdict(ListsConfig()),
             "training": copy.deepcopy(TRAINING_DEFAULTS),
             "algorithm": dataclasses.asdict(algorithm_config_class()),
         }
@@ -179,6 +181,7 @@ class ConfigBuilder:
             algorithm=algorithm,
             reference=ReferenceConfig(**values["reference"]),
             health=HealthConfig(**values["health"]),
+            lists=ListsConfig(**values["lists"]),
         )
 
 

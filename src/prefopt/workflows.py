@@ -42,7 +42,7 @@ SHORT_KEYS = {
     "run_name": "training.run_name",
     "max_steps": "training.max_steps",
 }
-SECTIONS = ("model", "lora", "data", "training", "reference", "health", "algorithm")
+SECTIONS = ("model", "lora", "data", "training", "reference", "health", "lists", "algorithm")
 
 
 def train(

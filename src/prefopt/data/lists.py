@@ -145,9 +145,14 @@ def quality(row: dict[str, Any]) -> list[float]:
 
 def list_pairs(row: dict[str, Any], pairing: str = "best-worst") -> list[tuple[int, int]]:
     """The ``(better, worse)`` index pairs of a (valid) list record; tied responses form none."""
+    return pairs_of(quality(row), pairing)
+
+
+def pairs_of(values: Sequence[float], pairing: str = "best-worst") -> list[tuple[int, int]]:
+    """The ``(better, worse)`` index pairs of responses of quality ``values`` (higher is
+    better) under ``pairing``; tied responses form none."""
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}")
-    values = quality(row)
     order = sorted(range(len(values)), key=lambda index: (-values[index], index))
     best, worst = order[0], max(order, key=lambda index: (-values[index], -index))
     if values[best] == values[worst]:

@@ -98,9 +98,15 @@ def load_pairs(
 
 def load_pair_dataset(
     source: str, split: str, tokenizer: Any, run: Run, progress: bool
-) -> tuple[PairDataset, int]:
+) -> tuple[Any, int]:
     """:func:`load_pairs` as a dataset whose pairs know their place in it (``pair_index``: the
-    first epoch's reference fills the cache by it, see :mod:`prefopt.training.reference_fill`)."""
+    first epoch's reference fills the cache by it, see :mod:`prefopt.training.reference_fill`);
+    a source of lists of ranked responses as a :class:`~prefopt.training.list_data.ListDataset`."""
+    from prefopt.training.list_data import is_list_source, load_list_dataset
+
+    if is_list_source(source, split):
+        run.list_data = True
+        return load_list_dataset(source, split, tokenizer, run, progress)
     pairs, dropped = load_pairs(source, split, tokenizer, run.config, run.spec, progress)
     for index, pair in enumerate(pairs):
         pair.index = index
@@ -123,14 +129,24 @@ def build_preference_trainer(
     from prefopt.modeling.head_check import self_check
 
     config, spec = run.config, run.spec
-    pairs = data.train.pairs
-    longest = max(config.data.pack_tokens, max(pair_length(pair) for pair in pairs))
+    lists = getattr(data.train, "lists", None)
+    if lists is not None:
+        from prefopt.data.list_collate import ListCollator, list_length
+
+        longest = max(config.data.pack_tokens, max(list_length(item) for item in lists))
+        items: list[Any] = lists
+    else:
+        items = data.train.pairs
+        longest = max(config.data.pack_tokens, max(pair_length(pair) for pair in items))
     layout, why = choose_layout(config.data.layout, model, longest)
     if why:
         log.warning("data.layout=%s: %s; using the padded layout", config.data.layout, why)
-    collator = make_collator(
-        layout, data.tokenizer.pad_token_id, spec.extra_columns, config.data.pack_tokens
-    )
+    if lists is not None:
+        collator: Any = ListCollator(layout, data.tokenizer.pad_token_id, config.data.pack_tokens)
+    else:
+        collator = make_collator(
+            layout, data.tokenizer.pad_token_id, spec.extra_columns, config.data.pack_tokens
+        )
     trainer = trainer_class(
         model=model,
         args=run.args,
@@ -141,9 +157,10 @@ def build_preference_trainer(
         make_loss=functools.partial(spec.make_loss, config.algorithm),
         reference=reference,
         extra_columns=spec.extra_columns,
+        list_pairing=config.lists.pairs,
         callbacks=callbacks,
     )
     if not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
         frozen = None if reference is None else reference.model
-        self_check([trainer.model, frozen], collator(pairs[:2]))
+        self_check([trainer.model, frozen], collator(items[:2]))
     return trainer

@@ -220,12 +220,16 @@ class CachedReference(Reference):
 
 
 def choose_reference(
-    config: RunConfig, frozen_copy: Any = None, starting_policy: bool = False
+    config: RunConfig,
+    frozen_copy: Any = None,
+    starting_policy: bool = False,
+    online_only: bool = False,
 ) -> Reference:
     """The run's reference: the frozen copy when there is one (full fine-tuning), the policy
     before its first step where no copy can be held (``starting_policy``: full fine-tuning
     under ZeRO-3, scored into the cache when training begins), else the adapter switched off;
-    behind the cache unless ``reference.mode`` is ``online``."""
+    behind the cache unless ``reference.mode`` is ``online`` or the data holds lists
+    (``online_only``: the cache keys pairs)."""
     from prefopt.training.reference_cache import check_mode
 
     if starting_policy:
@@ -233,6 +237,6 @@ def choose_reference(
     online: Reference = (
         FrozenCopyReference(frozen_copy) if frozen_copy is not None else AdapterOffReference()
     )
-    if check_mode(config.reference.mode) == "online":
+    if check_mode(config.reference.mode) == "online" or online_only:
         return online
     return CachedReference(online, config)

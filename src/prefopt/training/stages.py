@@ -108,6 +108,9 @@ class Run:
     replace_existing: bool = False
     #: The callbacks every run has (:func:`build_trainer` sets them).
     watch: Watch | None = None
+    #: The data holds lists of ranked responses (set when it is loaded): the reference runs
+    #: online (no cache for lists yet).
+    list_data: bool = False
 
     @property
     def output_dir(self) -> Path:
@@ -269,7 +272,9 @@ def build_reference(run: Run, model: BuiltModel) -> Reference | None:
     starting_policy = run.config.lora is None and frozen_copy is None
     if starting_policy:
         note_zero3_reference(run)
-    return choose_reference(run.config, frozen_copy, starting_policy=starting_policy)
+    return choose_reference(
+        run.config, frozen_copy, starting_policy=starting_policy, online_only=run.list_data
+    )
 
 
 def note_zero3_reference(run: Run) -> None:
@@ -339,7 +344,7 @@ def prepare_reference(run: Run, trainer: Any, data: RunData) -> None:
     """The reference's cache read, computed (``cached``) or planned to be filled by the first
     epoch (:meth:`Reference.prepare`), now that the trainer's forward and collator exist."""
     reference = getattr(trainer, "reference", None)
-    if reference is not None:
+    if reference is not None and not run.list_data:
         evaluation = None if data.evaluation is None else data.evaluation.pairs
         reference.prepare(trainer, data.train.pairs, evaluation, run.quiet)
     run.timer.lap("reference")

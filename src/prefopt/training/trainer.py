@@ -21,6 +21,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from prefopt.api import Loss, LossContext, LossOutput, PreferenceBatch, StatefulLoss
 from prefopt.modeling.logprobs import sequence_logps
 from prefopt.training.guards import check_loss
+from prefopt.training.list_data import list_preference_batch
 from prefopt.training.reference import Reference
 from prefopt.training.step_metrics import LengthWatch, PairsPerSecond, pair_metrics
 
@@ -89,6 +90,7 @@ class PreferenceTrainer(Trainer):
         make_loss: Callable[[LossContext], Loss],
         reference: Reference | None,
         extra_columns: Sequence[str] = (),
+        list_pairing: str = "best-worst",
         **kwargs: Any,
     ) -> None:
         self._checkpoint_staging: Path | None = None  # see _save_checkpoint
@@ -105,6 +107,8 @@ class PreferenceTrainer(Trainer):
         self.training_batches = self.online_reference_batches = 0
         self.add_callback(_ReferenceEvents(self))
         self.extra_columns = tuple(extra_columns)
+        #: ``lists.pairs``: which pairs of a list batch the loss trains on.
+        self.list_pairing = list_pairing
         self._metric_sums: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
@@ -200,6 +204,8 @@ class PreferenceTrainer(Trainer):
         if model.training:
             self._throughput.start(self.state.global_step)
         logps, lengths = self.policy_logps(model, inputs)
+        if "list_offsets" in inputs:  # lists of responses: their pairs, from this one forward
+            return list_preference_batch(logps, lengths, reference_logps, inputs, self.list_pairing)
         half = logps.shape[0] // 2
         return PreferenceBatch(
             policy_chosen_logps=logps[:half],

@@ -98,6 +98,10 @@ def describe(summary: dict[str, Any]) -> str:
 def mean_sequence_tokens(dataset: Any) -> float:
     """Tokens one example needs the model for: prompt + chosen + rejected of a preference pair
     (the prompt once), the ``input_ids`` of an SFT example."""
+    lists = getattr(dataset, "lists", None)
+    if lists is not None:
+        sizes = [len(i.prompt_ids) + sum(len(r) for r in i.response_ids) for i in lists]
+        return sum(sizes) / max(1, len(sizes))
     pairs = getattr(dataset, "pairs", None)
     if pairs is not None:
         sizes = [len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs]

@@ -1,0 +1,159 @@
+"""Lists of ranked responses in a run: the dataset, and the pairs a pair loss takes from one
+forward over whole lists.
+
+A list batch (:class:`~prefopt.data.list_collate.ListCollator`) yields one log-prob per
+response. :func:`list_preference_batch` picks the ``(better, worse)`` index pairs of every list
+(``lists.pairs``: best-worst, best-rest or all; tied responses form none) and hands the loss a
+:class:`~prefopt.api.PreferenceBatch` of those pairs, so that every registered pair loss
+trains on lists unchanged: the forward ran once per list, not once per pair. A list's
+hallucination flags become each pair's ``h_w``/``h_l`` (Factual-DPO's margin then applies to
+the pairs whose flags differ), and its score gap ``score_gap``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from prefopt.api import PreferenceBatch
+from prefopt.data.lists import pairs_of
+from prefopt.data.lists import quality as quality_of
+from prefopt.errors import UsageError
+
+if TYPE_CHECKING:
+    from prefopt.data.list_tokenize import TokenizedList
+    from prefopt.training.stages import Run
+
+log = logging.getLogger("prefopt")
+
+
+class ListDataset:
+    """Tokenized lists as a map-style dataset (the collator builds tensors)."""
+
+    def __init__(self, lists: list[TokenizedList]) -> None:
+        self.lists = lists
+
+    def __len__(self) -> int:
+        return len(self.lists)
+
+    def __getitem__(self, index: int) -> TokenizedList:
+        return self.lists[index]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens per list in one row, for length-grouped sampling."""
+        from prefopt.data.list_collate import list_length
+
+        return [list_length(item) for item in self.lists]
+
+
+def is_list_source(source: str, split: str) -> bool:
+    """Whether a data source holds list records (its first record has ``responses``)."""
+    from prefopt.data.io import load_rows
+    from prefopt.data.lists import is_list_record
+
+    for _, row in load_rows(source, split=split):
+        return is_list_record(row)
+    return False
+
+
+def load_list_dataset(
+    source: str, split: str, tokenizer: Any, run: Run, progress: bool
+) -> tuple[ListDataset, int]:
+    """Read, validate and tokenize a source of list records."""
+    from prefopt.data.io import load_rows
+    from prefopt.data.list_tokenize import tokenize_lists
+    from prefopt.data.lists import is_list_record, validate_list_record
+    from prefopt.data.tokenize import TokenizationSettings
+    from prefopt.training.callbacks import TaskProgress
+
+    config = run.config
+    if config.reference.mode == "cached":
+        raise UsageError(
+            f"{source}: reference.mode=cached is not available for lists of responses yet; "
+            "use reference.mode=online (auto is online for lists)"
+        )
+    rows = []
+    for line, row in load_rows(source, split=split):
+        if not is_list_record(row):
+            from prefopt.errors import DataError
+
+            raise DataError(source, line, "responses", "a pair in a file of lists: one kind a file")
+        validate_list_record(row, source, line)
+        rows.append((line, row))
+    _check_columns(run, source, rows)
+    tied = [line for line, row in rows if not pairs_of(quality_of(row), config.lists.pairs)]
+    if tied:
+        log.warning("%s: %d lists whose responses are all tied give no pair; left out (line %d "
+                    "first)", source, len(tied), tied[0])  # fmt: skip
+        left_out = set(tied)
+        rows = [(line, row) for line, row in rows if line not in left_out]
+    settings = TokenizationSettings(config.data.max_length, config.data.max_prompt_length)
+    with TaskProgress(f"tokenize {source}", unit="lists", enabled=progress) as shown:
+        lists, report = tokenize_lists(shown.counting(rows), tokenizer, settings, source)
+    if not lists:
+        raise UsageError(f"{source}: no list left to train on (all tied, or dropped by "
+                         "truncation: raise data.max_length)")  # fmt: skip
+    for index, item in enumerate(lists):
+        item.index = index
+    return ListDataset(lists), report.dropped
+
+
+LIST_COLUMNS = ("h_w", "h_l", "score_gap")
+
+
+def _check_columns(run: Run, source: str, rows: list[tuple[int, dict[str, Any]]]) -> None:
+    """The algorithm's extra columns must be ones a list gives its pairs: ``h_w``/``h_l``
+    (from ``h``, on every list) and ``score_gap``."""
+    from prefopt.errors import DataError
+
+    needed = tuple(run.spec.extra_columns)
+    unknown = [name for name in needed if name not in LIST_COLUMNS]
+    if unknown:
+        raise UsageError(
+            f"{source}: algorithm '{run.spec.name}' needs {', '.join(unknown)}, which the pairs "
+            f"of a list do not carry (they carry {', '.join(LIST_COLUMNS)})"
+        )
+    if {"h_w", "h_l"} & set(needed):
+        for line, row in rows:
+            if "h" not in row:
+                raise DataError(source, line, "h", f"missing field (algorithm "
+                                f"'{run.spec.name}' needs each response's flag)")  # fmt: skip
+
+
+def index_pairs(offsets: list[int], quality: list[float], pairing: str) -> list[tuple[int, int]]:
+    """``(better, worse)`` response indices into the batch's sequences, list by list."""
+    found = []
+    for start, end in zip(offsets, offsets[1:], strict=False):
+        found += [(start + a, start + b) for a, b in pairs_of(quality[start:end], pairing)]
+    return found
+
+
+def list_preference_batch(
+    logps: Any, lengths: Any, reference_logps: Any, inputs: dict[str, Any], pairing: str
+) -> PreferenceBatch:
+    """The pairs of a list batch (see the module docstring) as a :class:`PreferenceBatch`."""
+    import torch
+
+    offsets = inputs["list_offsets"].tolist()
+    quality = inputs["quality"].tolist()
+    pairs = index_pairs(offsets, quality, pairing)
+    device = logps.device
+    better = torch.tensor([a for a, _ in pairs], dtype=torch.long, device=device)
+    worse = torch.tensor([b for _, b in pairs], dtype=torch.long, device=device)
+    extras: dict[str, Any] = {
+        "score_gap": torch.tensor([quality[a] - quality[b] for a, b in pairs], device=device)
+    }
+    flags = inputs.get("flags")
+    if flags is not None:
+        flags = flags.to(device)
+        extras["h_w"], extras["h_l"] = flags[better], flags[worse]
+    return PreferenceBatch(
+        policy_chosen_logps=logps[better],
+        policy_rejected_logps=logps[worse],
+        reference_chosen_logps=None if reference_logps is None else reference_logps[better],
+        reference_rejected_logps=None if reference_logps is None else reference_logps[worse],
+        chosen_lengths=lengths[better],
+        rejected_lengths=lengths[worse],
+        extras=extras,
+    )

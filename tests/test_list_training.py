@@ -1,0 +1,152 @@
+"""Training on lists of ranked responses: a list of two is exactly a pair (same losses, same
+gradients), lists of four train every pair loss from one forward, the pairs and their flags
+by hand, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
+from prefopt.training.list_data import index_pairs, list_preference_batch
+
+RUN = [
+    "--max-steps", "4", "--set", "training.logging_steps=1", "--set", "training.bf16=false",
+    "--set", "training.per_device_train_batch_size=8",
+]  # fmt: skip
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def logged(out: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [line for line in lines if "loss" in line]
+
+
+def as_lists(pairs_file: Path, path: Path) -> Path:
+    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    return write(
+        path,
+        [{"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]], "scores": [1, 0]}
+         for r in rows],
+    )  # fmt: skip
+
+
+def test_a_list_of_two_is_exactly_a_pair(
+    tiny_model: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    lists = as_lists(pairs_file, tmp_path / "lists.jsonl")
+    runs = {}
+    for name, data in (("pairs", pairs_file), ("lists", lists)):
+        out = tmp_path / name
+        code, _, stderr = run_cli("train", "dpo", "--model", str(tiny_model), "--train-file",
+                                  str(data), "--output-dir", str(out), *RUN)  # fmt: skip
+        assert code == 0, stderr
+        runs[name] = logged(out)
+    assert abs(runs["lists"][0]["loss"] - math.log(2)) < 1e-6
+    for pair_step, list_step in zip(runs["pairs"], runs["lists"], strict=True):
+        for key in ("loss", "grad_norm", "rewards/margins", "logps/chosen", "logps/rejected"):
+            assert list_step[key] == pair_step[key], (pair_step["step"], key)  # bit for bit
+
+
+def test_lists_of_four_train_dpo_and_factual(
+    tiny_model: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    lists = write(tmp_path / "lists4.jsonl", [
+        {"prompt": a["prompt"], "responses": [a["chosen"], a["rejected"], b["rejected"],
+         "I do not know."], "scores": [3, 1, 1, 0], "h": [0, 1, 1, 0]}
+        for a, b in zip(rows[::2], rows[1::2], strict=True)
+    ])  # fmt: skip
+    for algorithm in ("dpo", "factual"):
+        out = tmp_path / algorithm
+        code, _, stderr = run_cli("train", algorithm, "--model", str(tiny_model), "--train-file",
+                                  str(lists), "--output-dir", str(out), *RUN,
+                                  "--set", "lists.pairs=all")  # fmt: skip
+        assert code == 0, stderr
+        steps = logged(out)
+        assert abs(steps[0]["loss"] - math.log(2)) < 1e-6 and steps[-1]["loss"] < math.log(2)
+        if algorithm == "factual":
+            # all: (0,1) Δh 1, (0,2) Δh 1, (0,3) 0, (1,3) −1, (2,3) −1 — two in five.
+            assert steps[0]["factual/delta_h_fraction"] == pytest.approx(0.4)
+
+
+def test_index_pairs_per_list() -> None:
+    offsets = [0, 4, 6, 9]
+    quality = [3.0, 1.0, 1.0, 0.0, 5.0, 5.0, -1.0, -3.0, -2.0]  # list 2 all tied; list 3 ranks
+    assert index_pairs(offsets, quality, "best-worst") == [(0, 3), (6, 7)]
+    assert index_pairs(offsets, quality, "best-rest") == [(0, 1), (0, 2), (0, 3), (6, 8), (6, 7)]
+    assert index_pairs(offsets, quality, "all") == [
+        (0, 1), (0, 2), (0, 3), (1, 3), (2, 3), (6, 8), (6, 7), (8, 7),
+    ]  # fmt: skip
+
+
+def test_the_pairs_of_a_list_batch_carry_their_logps_flags_and_gap() -> None:
+    logps = torch.tensor([-1.0, -2.0, -3.0, -4.0, -5.0], dtype=torch.float64)
+    reference = logps - 0.5
+    lengths = torch.tensor([3, 4, 5, 6, 7])
+    inputs = {
+        "list_offsets": torch.tensor([0, 3, 5]),
+        "quality": torch.tensor([0.0, 2.0, 1.0, 1.0, 4.0]),
+        "flags": torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0]),
+    }
+    batch = list_preference_batch(logps, lengths, reference, inputs, "best-rest")
+    assert batch.policy_chosen_logps.tolist() == [-2.0, -2.0, -5.0]
+    assert batch.policy_rejected_logps.tolist() == [-3.0, -1.0, -4.0]
+    assert batch.reference_chosen_logps.tolist() == [-2.5, -2.5, -5.5]
+    assert batch.chosen_lengths.tolist() == [4, 4, 7]
+    assert batch.extras["h_w"].tolist() == [0.0, 0.0, 0.0]
+    assert batch.extras["h_l"].tolist() == [0.0, 1.0, 1.0]
+    assert batch.extras["score_gap"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_refusals_name_the_problem(tiny_model: Path, tmp_path: Path) -> None:
+    good = {"prompt": "Question: q?\nAnswer: ", "responses": ["a.", "b."], "scores": [1, 0]}
+    lists = write(tmp_path / "lists.jsonl", [good, good])
+    mixed = write(tmp_path / "mixed.jsonl",
+                  [good, {"prompt": "p", "chosen": "a", "rejected": "b"}])  # fmt: skip
+    cases = [
+        (
+            lists,
+            "dpo",
+            ["--set", "reference.mode=cached"],
+            "reference.mode=cached is not available for lists",
+        ),
+        (lists, "factual", [], f"{lists}:1: h: missing field (algorithm 'factual' needs"),
+        (mixed, "dpo", [], f"{mixed}:2: responses: a pair in a file of lists"),
+        (lists, "dpo", ["--set", "lists.pairs=some"], "lists.pairs: expected best-worst"),
+    ]
+    for data, algorithm, extra, message in cases:
+        out = tmp_path / f"out-{algorithm}"
+        code, _, stderr = run_cli("train", algorithm, "--model", str(tiny_model), "--train-file",
+                                  str(data), "--output-dir", str(out), *RUN, *extra)  # fmt: skip
+        assert code == 2, (message, stderr)
+        assert message in stderr and "Traceback" not in stderr
+        assert not out.exists()
+
+
+def test_lists_all_tied_are_left_out(tiny_model: Path, tmp_path: Path, caplog: Any) -> None:
+    good = {
+        "prompt": "Question: q?\nAnswer: ",
+        "responses": ["a.", "b.", "c."],
+        "scores": [2, 1, 0],
+    }
+    tied = {**good, "scores": [1, 1, 1]}
+    lists = write(tmp_path / "lists.jsonl", [good, tied, good])
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="prefopt"):
+        code, _, stderr = run_cli("train", "dpo", "--model", str(tiny_model), "--train-file",
+                                  str(lists), "--output-dir", str(out), *RUN)  # fmt: skip
+    assert code == 0, stderr
+    assert "1 lists whose responses are all tied give no pair; left out (line 2 first)" in (
+        caplog.text
+    )
+    assert "tokenize" in stderr and "2 lists" in stderr
