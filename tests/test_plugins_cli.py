@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from prefopt.api import PLUGIN_API_VERSION
 from prefopt.testing import run_cli, write_distribution
 
 CONFIG = """
@@ -50,7 +51,7 @@ BROKEN = {
         "fakecli_api",
         CONFIG + 'PREFOPT_PLUGIN_API = "99"\n\n@prefopt.hookimpl\ndef prefopt_algorithms():\n'
         "    return [AlgorithmSpec('from-the-future', 'Needs API 99.', Config, make_loss)]\n",
-        "written for plugin API 99, but this prefopt provides 1.1; refused",
+        f"written for plugin API 99, but this prefopt provides {PLUGIN_API_VERSION}; refused",
     ),
 }
 
@@ -118,9 +119,9 @@ def test_plugins_show_an_algorithm() -> None:
 
 
 def test_plugins_show_unknown_name() -> None:
-    code, stdout, stderr = run_cli("plugins", "show", "dpp")
+    code, stdout, stderr = run_cli("plugins", "show", "dpx")
     assert code == 2 and stdout == ""
-    assert stderr.startswith("error: no algorithm or plugin named 'dpp'. Did you mean 'dpo'?")
+    assert stderr.startswith("error: no algorithm or plugin named 'dpx'. Did you mean 'dpo'?")
 
 
 def test_config_fields_lists_flags_as_train_names_them() -> None:

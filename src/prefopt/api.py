@@ -44,7 +44,37 @@ ConfigT = TypeVar("ConfigT")
 
 #: Version of this plugin API. A plugin may declare ``PREFOPT_PLUGIN_API = "1"`` (the major
 #: version it was written for) in its module; a plugin asking for another major is refused.
-PLUGIN_API_VERSION = "1.1"
+PLUGIN_API_VERSION = "1.2"
+
+
+@dataclass
+class ResponseLists:
+    """The whole lists of ranked responses behind a batch's pairs (list data only), for losses
+    that use the full ranking (``dpo-pl``).
+
+    Tensors run over the batch's S responses, list by list: list ``i`` is responses
+    ``offsets[i]:offsets[i + 1]`` (``offsets`` has L + 1 entries). ``quality`` is higher for
+    better responses; equal values are ties. ``pair_list`` (B,) says which list each of the
+    batch's pairs comes from.
+    """
+
+    policy_logps: torch.Tensor
+    reference_logps: torch.Tensor | None
+    lengths: torch.Tensor
+    quality: torch.Tensor
+    offsets: torch.Tensor
+    pair_list: torch.Tensor
+
+    def log_ratios(self) -> torch.Tensor:
+        """``π − ref`` per response (``π`` alone without a reference): the unscaled reward."""
+        if self.reference_logps is None:
+            return self.policy_logps
+        return self.policy_logps - self.reference_logps
+
+    @property
+    def count(self) -> int:
+        """L, the number of lists."""
+        return int(self.offsets.shape[0]) - 1
 
 
 @dataclass
@@ -54,6 +84,8 @@ class PreferenceBatch:
     Log-probabilities are summed over the completion tokens (EOS included). Reference
     log-probs are ``None`` for reference-free algorithms (``needs_reference=False``).
     ``extras`` holds the algorithm's ``extra_columns`` as float tensors (e.g. ``h_w``, ``h_l``).
+    With list data the pairs are index pairs into lists of ranked responses (``lists.pairs``)
+    and ``lists`` holds the whole lists; ``None`` for pair data.
     """
 
     policy_chosen_logps: torch.Tensor
@@ -63,6 +95,7 @@ class PreferenceBatch:
     chosen_lengths: torch.Tensor
     rejected_lengths: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    lists: ResponseLists | None = None
 
     def policy_log_ratio(self) -> torch.Tensor:
         """``π_c − π_r``: the policy's log-prob difference, chosen minus rejected."""
@@ -224,6 +257,7 @@ class AlgorithmSpec(Generic[ConfigT]):
 
 __all__ = [
     "PLUGIN_API_VERSION",
+    "ResponseLists",
     "AlgorithmSpec",
     "Loss",
     "LossContext",

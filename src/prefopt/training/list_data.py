@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from prefopt.api import PreferenceBatch
+from prefopt.api import PreferenceBatch, ResponseLists
 from prefopt.data.lists import pairs_of
 from prefopt.data.lists import quality as quality_of
 from prefopt.errors import UsageError
@@ -121,12 +121,18 @@ def _check_columns(run: Run, source: str, rows: list[tuple[int, dict[str, Any]]]
                                 f"'{run.spec.name}' needs each response's flag)")  # fmt: skip
 
 
-def index_pairs(offsets: list[int], quality: list[float], pairing: str) -> list[tuple[int, int]]:
-    """``(better, worse)`` response indices into the batch's sequences, list by list."""
-    found = []
-    for start, end in zip(offsets, offsets[1:], strict=False):
-        found += [(start + a, start + b) for a, b in pairs_of(quality[start:end], pairing)]
-    return found
+def index_pairs(
+    offsets: list[int], quality: list[float], pairing: str, with_lists: bool = False
+) -> Any:
+    """``(better, worse)`` response indices into the batch's sequences, list by list (and,
+    ``with_lists``, the list each pair comes from)."""
+    found: list[tuple[int, int]] = []
+    owners: list[int] = []
+    for number, (start, end) in enumerate(zip(offsets, offsets[1:], strict=False)):
+        pairs = pairs_of(quality[start:end], pairing)
+        found += [(start + a, start + b) for a, b in pairs]
+        owners += [number] * len(pairs)
+    return (found, owners) if with_lists else found
 
 
 def list_preference_batch(
@@ -137,7 +143,7 @@ def list_preference_batch(
 
     offsets = inputs["list_offsets"].tolist()
     quality = inputs["quality"].tolist()
-    pairs = index_pairs(offsets, quality, pairing)
+    pairs, pair_list = index_pairs(offsets, quality, pairing, with_lists=True)
     device = logps.device
     better = torch.tensor([a for a, _ in pairs], dtype=torch.long, device=device)
     worse = torch.tensor([b for _, b in pairs], dtype=torch.long, device=device)
@@ -156,4 +162,12 @@ def list_preference_batch(
         chosen_lengths=lengths[better],
         rejected_lengths=lengths[worse],
         extras=extras,
+        lists=ResponseLists(
+            policy_logps=logps,
+            reference_logps=reference_logps,
+            lengths=lengths,
+            quality=inputs["quality"].to(device),
+            offsets=inputs["list_offsets"].to(device),
+            pair_list=torch.tensor(pair_list, dtype=torch.long, device=device),
+        ),
     )
