@@ -160,7 +160,7 @@ def pairs(
     show.print(
         _metric_table(f"{info['model']} on {info['data']} (β={info['beta']})", info["metrics"])
     )
-    if info["by_delta_h"]:
+    if info.get("by_delta_h"):
         show.print(_delta_h_table(info["by_delta_h"]))
     show.print(f"results: {results_path}" + (f", per pair: {out}" if out else ""))
 

@@ -44,6 +44,15 @@ def is_list_record(row: dict[str, Any]) -> bool:
     return isinstance(row, dict) and "responses" in row
 
 
+def is_list_source(source: str | Path, split: str = "train") -> bool:
+    """Whether a data source holds list records (its first record has ``responses``)."""
+    from prefopt.data.io import load_rows
+
+    for _, row in load_rows(str(source), split=split):
+        return is_list_record(row)
+    return False
+
+
 def validate_list_record(row: dict[str, Any], path: str | Path, line: int | None) -> None:
     """Check one list record; ``DataError(path, line, field, problem)`` on the first fault."""
     for field in LIST_FIELDS:

@@ -210,6 +210,13 @@ def evaluate(
         raise UsageError(f"--dtype must be float32, bfloat16 or float16, got '{dtype}'")
 
     tokenizer = merging.load_tokenizer_for(plan.chain, plan.trust_remote_code)
+    from prefopt.data.lists import is_list_source
+
+    if is_list_source(data, split):
+        return _evaluate_lists(
+            plan, data, tokenizer, beta, batch_size, max_length, max_prompt_length, dtype,
+            split, progress, say,
+        )  # fmt: skip
     loaded = load_eval_pairs(data, tokenizer, max_length, max_prompt_length, split)
     if loaded.dropped:
         say(f"{loaded.dropped} pairs dropped: no completion tokens left after truncation")
@@ -262,6 +269,60 @@ def evaluate(
         "by_delta_h": split_by_delta_h(scores, beta, length_normalize),
     }
     return EvalOutput(results, per_pair_rows(scores, loaded, beta))
+
+
+def _evaluate_lists(
+    plan: ModelPlan,
+    data: str,
+    tokenizer: Any,
+    beta: float,
+    batch_size: int,
+    max_length: int,
+    max_prompt_length: int,
+    dtype: str,
+    split: str,
+    progress: Callable[[int, str, int], Any] | None,
+    say: Callable[[str], Any],
+) -> EvalOutput:
+    """:func:`evaluate` for a file of lists of ranked responses (:mod:`prefopt.eval.list_eval`)."""
+    import torch
+
+    from prefopt.eval.list_eval import list_results, load_eval_lists, response_logps
+
+    lists, dropped = load_eval_lists(data, tokenizer, max_length, max_prompt_length, split)
+    if dropped:
+        say(f"{dropped} lists dropped: no completion tokens left after truncation")
+    if plan.reference is None:
+        say("no reference model: rewards are β·log π (reference-free); pass --ref to set one")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_policy(plan, dtype).to(device)
+    pad = tokenizer.pad_token_id
+    scores = response_logps(policy, lists, pad, batch_size, _ticker(progress, "policy", len(lists)))
+    reference = None
+    if plan.reference is not None:
+        tick = _ticker(progress, "reference", len(lists))
+        if plan.reference_is_base:
+            with policy.disable_adapter():
+                reference = response_logps(policy, lists, pad, batch_size, tick)
+        else:
+            del policy
+            model = load_reference(plan, dtype).to(device)
+            reference = response_logps(model, lists, pad, batch_size, tick)
+    metrics, rows = list_results(scores, reference, lists, beta)
+    results = {
+        "kind": RESULTS_KIND,
+        "model": plan.model,
+        "reference": plan.reference,
+        "data": data,
+        "beta": beta,
+        "max_length": max_length,
+        "max_prompt_length": max_prompt_length,
+        "lists": len(lists),
+        "dropped": dropped,
+        "run": plan.run,
+        "metrics": metrics,
+    }
+    return EvalOutput(results, rows)
 
 
 def _ticker(

@@ -47,16 +47,6 @@ class ListDataset:
         return [list_length(item) for item in self.lists]
 
 
-def is_list_source(source: str, split: str) -> bool:
-    """Whether a data source holds list records (its first record has ``responses``)."""
-    from prefopt.data.io import load_rows
-    from prefopt.data.lists import is_list_record
-
-    for _, row in load_rows(source, split=split):
-        return is_list_record(row)
-    return False
-
-
 def load_list_dataset(
     source: str, split: str, tokenizer: Any, run: Run, progress: bool
 ) -> tuple[ListDataset, int]:

@@ -102,7 +102,8 @@ def load_pair_dataset(
     """:func:`load_pairs` as a dataset whose pairs know their place in it (``pair_index``: the
     first epoch's reference fills the cache by it, see :mod:`prefopt.training.reference_fill`);
     a source of lists of ranked responses as a :class:`~prefopt.training.list_data.ListDataset`."""
-    from prefopt.training.list_data import is_list_source, load_list_dataset
+    from prefopt.data.lists import is_list_source
+    from prefopt.training.list_data import load_list_dataset
 
     if is_list_source(source, split):
         run.list_data = True

@@ -1,0 +1,90 @@
+"""``prefopt eval MODEL --data LISTS``: lists of ranked responses, scored as training scores
+them (:mod:`prefopt.data.list_tokenize`, one padded row per response), ranked by the implicit
+rewards and compared with the true order (:mod:`prefopt.eval.list_metrics`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prefopt.data.list_tokenize import TokenizedList
+from prefopt.eval.list_metrics import ranking_metrics
+
+
+def load_eval_lists(
+    source: str, tokenizer: Any, max_length: int, max_prompt_length: int, split: str = "test"
+) -> tuple[list[TokenizedList], int]:
+    """Read, validate and tokenize a file of list records; the lists and the dropped count."""
+    from prefopt.data.io import load_rows
+    from prefopt.data.list_tokenize import tokenize_lists
+    from prefopt.data.lists import validate_list_record
+    from prefopt.data.tokenize import TokenizationSettings
+    from prefopt.errors import UsageError
+
+    rows = []
+    for line, row in load_rows(source, split=split):
+        validate_list_record(row, source, line)
+        rows.append((line, row))
+    settings = TokenizationSettings(max_length, max_prompt_length)
+    lists, report = tokenize_lists(rows, tokenizer, settings, source)
+    if not lists:
+        raise UsageError(f"{source}: every list was dropped by truncation; raise --max-length")
+    return lists, report.dropped
+
+
+def response_logps(
+    model: Any,
+    lists: Sequence[TokenizedList],
+    pad_token_id: int,
+    batch_size: int = 16,
+    on_batch: Any = None,
+) -> list[list[float]]:
+    """Every response's summed log-prob, list by list, in eval mode, ``batch_size`` lists a
+    batch (padded rows, one per response)."""
+    import torch
+
+    from prefopt.data.list_collate import ListCollator
+    from prefopt.modeling.logprobs import sequence_logps
+    from prefopt.modeling.sdpa_gqa import native_gqa_on_cpu
+
+    collator = ListCollator("padded", pad_token_id)
+    device = next(model.parameters()).device
+    out: list[list[float]] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), native_gqa_on_cpu(device.type):
+            for start in range(0, len(lists), batch_size):
+                chunk = lists[start : start + batch_size]
+                batch = collator(chunk)
+                inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
+                logps, _ = sequence_logps(model, inputs)
+                values = logps.float().cpu().tolist()
+                offsets = batch["list_offsets"].tolist()
+                out += [values[a:b] for a, b in zip(offsets, offsets[1:], strict=False)]
+                if on_batch is not None:
+                    on_batch(len(chunk))
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+def list_results(
+    policy: list[list[float]],
+    reference: list[list[float]] | None,
+    lists: Sequence[TokenizedList],
+    beta: float,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ranking metrics and one row per list (its rewards and true quality)."""
+    baseline = reference if reference is not None else [[0.0] * len(v) for v in policy]
+    rewards = [
+        [beta * (p - r) for p, r in zip(values, base, strict=True)]
+        for values, base in zip(policy, baseline, strict=True)
+    ]
+    qualities = [item.quality for item in lists]
+    rows = [
+        {"list": index, "rewards": reward, "quality": quality}
+        for index, (reward, quality) in enumerate(zip(rewards, qualities, strict=True))
+    ]
+    return ranking_metrics(rewards, qualities), rows
