@@ -200,3 +200,16 @@ def test_a_malformed_row_exits_2_naming_file_line_and_field(tmp_path: Path) -> N
     code, stdout, stderr = run_cli("data", "doctor", str(train))
     assert code == 2
     assert f"{train}:2: rejected" in stderr and "Traceback" not in stderr
+
+
+def test_a_file_of_lists_is_checked_as_best_against_worst(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": f"q{i}", "responses": ["short", "a long fluent answer here", "mid one"],
+         "scores": [0, 5, 2], "h": [1, 0, 0]}
+        for i in range(5)
+    ]  # fmt: skip
+    report = examine(write(tmp_path / "lists.jsonl", rows))
+    assert report.pairs == 5
+    bias = check(report, "length bias")
+    assert bias.status == "warning" and bias.count == 5  # best (long) against worst (short)
+    assert "Δh = 1: 5" in check(report, "Δh (factual)").finding

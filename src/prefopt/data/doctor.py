@@ -26,9 +26,10 @@ model learn from it?". Each check gives counts, a verdict and examples located a
   pair at Δh = 0, Factual-DPO's margin shifts every pair alike and changes only their
   weighting (docs/results.md found exactly this); Δh = −1 pairs need ``prefopt data flip``.
 
-One streaming pass over the training file (plus one for the eval file, and the validator's
-pass with a tokenizer); memory grows by about 80 bytes per distinct training prompt (an
-8-byte digest in a set).
+A file of lists of ranked responses is checked as each list's best-against-worst pair (a list
+all tied has none). One streaming pass over the training file (plus one for the eval file,
+and the validator's pass with a tokenizer); memory grows by about 80 bytes per distinct
+training prompt (an 8-byte digest in a set).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.data.io import iter_rows
+from prefopt.data.lists import is_list_record, to_pair_records, validate_list_record
 from prefopt.data.records import render_prompt, render_reply, validate_record
 
 #: "Prefer the longer (or the shorter) answer" right this often: length alone separates.
@@ -211,6 +213,11 @@ def examine(
     tags = SPECIAL_TAGS + tuple(_tokenizer_tags(tokenizer))
     scan = _TrainScan(str(train), tuple(dict.fromkeys(tags)))
     for line, row in iter_rows(train):
+        if is_list_record(row):  # a list is checked as its best-against-worst pair
+            validate_list_record(row, train, line)
+            for pair in to_pair_records(row, "best-worst"):
+                scan.add(line, pair)
+            continue
         validate_record(row, train, line)
         scan.add(line, row)
     checks = [
@@ -291,7 +298,10 @@ def leakage(scan: _TrainScan, evaluation: str | Path | None) -> Check:
     shared = total = 0
     examples: list[str] = []
     for line, row in iter_rows(evaluation):
-        validate_record(row, evaluation, line)
+        if is_list_record(row):
+            validate_list_record(row, evaluation, line)
+        else:
+            validate_record(row, evaluation, line)
         total += 1
         if _digest(_text(row["prompt"], prompt=True)) in scan.prompts:
             shared += 1
