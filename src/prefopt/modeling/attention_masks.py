@@ -15,6 +15,11 @@ attends to itself), so no softmax runs over an empty set. Every response keeps t
 *positions* it would have in its own row (they continue from the end of the prompt), so the
 collators pass ``position_ids`` explicitly.
 
+A per-turn conversation is a tree (:mod:`prefopt.data.turns`): the conversation with its chosen
+answers is part 0, each turn's rejected answer a branch part after it, and a per-token *fork*
+limits what a branch sees of part 0 to the tokens before its turn's answer: with ``forks``,
+``part[k] == 0`` reads ``part[k] == 0 and k < fork[q]``.
+
 The same rule is given three ways: a dense boolean 4D mask ``(R, 1, T, T)`` for the SDPA
 attention implementation, an additive float 4D mask for ``eager``, and a FlexAttention
 ``BlockMask`` (CUDA only). transformers 5 passes a ready 4D mask through untouched
@@ -112,15 +117,20 @@ def flex_attention_available() -> bool:
     return True
 
 
-def allowed(segment_ids: Any, parts: Any) -> Any:
-    """Dense boolean ``(R, 1, T, T)`` mask of the rule above (True = may attend)."""
+def allowed(segment_ids: Any, parts: Any, forks: Any = None) -> Any:
+    """Dense boolean ``(R, 1, T, T)`` mask of the rule above (True = may attend); with
+    ``forks`` (per token), a part-0 key is visible only before the query's fork."""
     import torch
 
     width = segment_ids.shape[1]
     same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)
     causal = torch.ones(width, width, dtype=torch.bool, device=segment_ids.device).tril()
     key_part = parts.unsqueeze(1)
-    visible = (key_part == 0) | (key_part == parts.unsqueeze(2))
+    shared = key_part == 0
+    if forks is not None:
+        keys = torch.arange(width, device=segment_ids.device)
+        shared = shared & (keys.view(1, 1, width) < forks.unsqueeze(2))
+    visible = shared | (key_part == parts.unsqueeze(2))
     mask = same & causal & visible
     mask |= torch.eye(width, dtype=torch.bool, device=segment_ids.device)
     return mask.unsqueeze(1)
@@ -135,25 +145,32 @@ def additive(mask: Any, dtype: Any) -> Any:
     return torch.where(mask, zeros, blocked)
 
 
-def block_mask(segment_ids: Any, parts: Any) -> Any:
+def block_mask(segment_ids: Any, parts: Any, forks: Any = None) -> Any:
     """The same rule as a FlexAttention ``BlockMask`` (CUDA; untested on the CPU-only CI)."""
+    import torch
     from torch.nn.attention.flex_attention import create_block_mask
+
+    if forks is None:
+        forks = torch.full_like(segment_ids, segment_ids.shape[1])
 
     def mask_mod(b: Any, h: Any, q: Any, k: Any) -> Any:
         same = segment_ids[b, q] == segment_ids[b, k]
-        visible = (parts[b, k] == 0) | (parts[b, k] == parts[b, q])
+        shared = (parts[b, k] == 0) & (k < forks[b, q])
+        visible = shared | (parts[b, k] == parts[b, q])
         return (same & (k <= q) & visible) | (q == k)
 
     rows, width = segment_ids.shape
     return create_block_mask(mask_mod, rows, None, width, width, device=segment_ids.device)
 
 
-def mask_for(model: Any, segment_ids: Any, parts: Any, compute_dtype: Any) -> Any:
+def mask_for(
+    model: Any, segment_ids: Any, parts: Any, compute_dtype: Any, forks: Any = None
+) -> Any:
     """The mask object ``model``'s attention implementation takes for these rows."""
     implementation = attention_implementation(model)
     if implementation == FLEX_ATTENTION:
-        return block_mask(segment_ids, parts)
-    mask = allowed(segment_ids, parts)
+        return block_mask(segment_ids, parts, forks)
+    mask = allowed(segment_ids, parts, forks)
     if implementation == "eager":
         return additive(mask, compute_dtype)
     return mask

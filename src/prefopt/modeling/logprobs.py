@@ -178,7 +178,9 @@ def model_inputs(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
     return {
         "input_ids": batch["input_ids"],
         "position_ids": batch["position_ids"],
-        "attention_mask": mask_for(inner, batch["segment_ids"], batch["parts"], dtype),
+        "attention_mask": mask_for(
+            inner, batch["segment_ids"], batch["parts"], dtype, batch.get("forks")
+        ),
         **extra,
     }
 

@@ -1,0 +1,289 @@
+"""Per-turn preferences: a conversation whose assistant turns may carry a rejected alternative.
+
+The record::
+
+    {"messages": [
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello, how can I help?", "rejected": "What?"},
+        {"role": "user", "content": "The capital of France?"},
+        {"role": "assistant", "content": "Paris.", "rejected": "Lyon."}]}
+
+An assistant message's ``content`` is its chosen answer, and the chosen answers form the
+context of every later turn; ``rejected`` (a non-empty string) makes the turn a preference
+pair: at turn t, chosen against rejected, each in the context of the messages before t.
+Other fields travel along. A conversation needs a chat template to render.
+
+**One row per conversation** (:func:`build_turn_segments`): the conversation with its chosen
+answers (the trunk, part 0), then each turn's rejected answer as a branch (part t). The mask
+(:mod:`prefopt.modeling.attention_masks`, with per-token forks) lets a branch see the trunk
+only before its turn's answer, and itself; later turns see the earlier chosen answers, never a
+rejected one. Each turn's log-probs equal a separate forward of that turn's own conversation
+(its messages before t, then the answer), the pair a trainer would otherwise build.
+
+Output sequences: the chosen answers of every turn of the batch first, then their rejected
+answers in the same order, as pairs are ordered, so every pair loss trains on turns: the loss
+is the mean over the batch's turns (a conversation with more preference turns weighs more).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefopt.data.records import _repr
+from prefopt.data.tokenize import (
+    TokenizationReport,
+    TokenizationSettings,
+    TokenizedPair,
+    _encode,
+)
+from prefopt.errors import DataError
+
+
+def is_turns_record(row: Any) -> bool:
+    """Whether ``row`` is a per-turn conversation (it has ``messages``, no ``chosen``)."""
+    return isinstance(row, dict) and "messages" in row and "chosen" not in row
+
+
+def validate_turns_record(row: dict[str, Any], path: str | Path, line: int | None) -> None:
+    """Check one conversation; ``DataError(path, line, field, problem)`` on the first fault."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise DataError(
+            path, line, "messages", f"expected a list of messages, got {_repr(messages)}"
+        )
+    preferences = 0
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise DataError(path, line, where, f"expected a message object, got {_repr(message)}")
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                raise DataError(path, line, f"{where}.{key}", f"expected a string, got "
+                                f"{_repr(message.get(key))}")  # fmt: skip
+        if "rejected" in message:
+            if message["role"] != "assistant":
+                raise DataError(
+                    path, line, f"{where}.rejected", "only an assistant turn can be rejected"
+                )
+            rejected = message["rejected"]
+            if not isinstance(rejected, str) or not rejected.strip():
+                raise DataError(path, line, f"{where}.rejected",
+                                f"expected a non-empty string, got {_repr(rejected)}")  # fmt: skip
+            if not message["content"].strip():
+                raise DataError(path, line, f"{where}.content", "empty chosen answer")
+            if index == 0:
+                raise DataError(path, line, where, "a preference turn needs a message before it")
+            preferences += 1
+    if not preferences:
+        raise DataError(path, line, "messages", "no assistant turn has a rejected alternative")
+
+
+@dataclass
+class TurnSpan:
+    """One preference turn of a tokenized conversation: its chosen answer is
+    ``trunk_ids[start:end]``; its rejected answer is ``rejected_ids``."""
+
+    start: int
+    end: int
+    rejected_ids: list[int]
+
+
+@dataclass
+class TokenizedTurns:
+    """A conversation as token ids: the trunk (every message, chosen answers) and its turns."""
+
+    trunk_ids: list[int]
+    turns: list[TurnSpan]
+    index: int | None = None
+    extras: dict[str, float] = field(default_factory=dict)
+
+    def pairs(self) -> list[TokenizedPair]:
+        """Each turn as the pair a separate forward would score: the trunk before its answer,
+        the chosen answer, the rejected one."""
+        return [
+            TokenizedPair(
+                self.trunk_ids[: t.start], self.trunk_ids[t.start : t.end], t.rejected_ids
+            )
+            for t in self.turns
+        ]
+
+
+def _plain(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def tokenize_turns(
+    rows: Sequence[tuple[int, dict[str, Any]]],
+    tokenizer: Any,
+    settings: TokenizationSettings,
+    source: str = "<data>",
+) -> tuple[list[TokenizedTurns], TokenizationReport]:
+    """Render and tokenize conversations; ``report.pairs`` counts turns. A conversation longer
+    than ``max_length`` keeps the turns that fit (later ones are dropped and counted); a
+    turn's rejected answer is cut to the room its chosen answer had."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise DataError(
+            source, None, "messages", "per-turn data needs a tokenizer with a chat template"
+        )
+    report = TokenizationReport()
+    out = []
+    for line, row in rows:
+        item = _tokenize_one(row, tokenizer, settings, f"{source}:{line}", report)
+        if item is None:
+            report.dropped += 1
+            continue
+        out.append(item)
+    return out, report
+
+
+def _render(tokenizer: Any, messages: Sequence[dict[str, Any]], generation: bool) -> str:
+    return str(
+        tokenizer.apply_chat_template(
+            _plain(messages), tokenize=False, add_generation_prompt=generation
+        )
+    )
+
+
+def _tokenize_one(
+    row: dict[str, Any],
+    tokenizer: Any,
+    settings: TokenizationSettings,
+    where: str,
+    report: TokenizationReport,
+) -> TokenizedTurns | None:
+    messages = row["messages"]
+    trunk: list[int] = []
+    turns: list[TurnSpan] = []
+    for index, message in enumerate(messages):
+        if "rejected" not in message:
+            continue
+        prompt_text = _render(tokenizer, messages[:index], generation=True)
+        (prompt_ids,) = _encode(tokenizer, [prompt_text], special=False)
+        if prompt_ids[: len(trunk)] != trunk:
+            raise DataError(
+                where, None, f"messages[{index}]",
+                "the chat template renders the earlier turns differently once this one is "
+                "added (e.g. it drops earlier reasoning): turns cannot share one row",
+            )  # fmt: skip
+        answers = []
+        for name, content in (("content", message["content"]), ("rejected", message["rejected"])):
+            full = _render(tokenizer, [*messages[:index], {**message, "content": content}], False)
+            if not full.startswith(prompt_text):
+                problem = "chat template output does not start with the rendered prompt"
+                raise DataError(where, None, f"messages[{index}].{name}", problem)
+            answers.append(full[len(prompt_text) :])
+        chosen_ids, rejected_ids = _encode(tokenizer, answers, special=False)
+        room = settings.max_length - len(prompt_ids)
+        if room <= 0 or not chosen_ids or not rejected_ids:
+            report.dropped += 1  # this turn and the later ones do not fit
+            break
+        if len(chosen_ids) > room or len(rejected_ids) > room:
+            report.completions_truncated += 1
+            chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
+        trunk = prompt_ids + chosen_ids
+        turns.append(TurnSpan(len(prompt_ids), len(trunk), rejected_ids))
+        report.pairs += 1
+    if not turns:
+        return None
+    return TokenizedTurns(trunk, turns)
+
+
+def turns_length(item: TokenizedTurns) -> int:
+    """Tokens a conversation occupies in one row: the trunk and every rejected branch."""
+    return len(item.trunk_ids) + sum(len(t.rejected_ids) for t in item.turns)
+
+
+def build_turn_segments(
+    items: Sequence[TokenizedTurns], rows: Sequence[Sequence[int]], pad_token_id: int
+) -> dict[str, Any]:
+    """Tensors of the tree layout for ``items`` placed in ``rows`` (see the module docstring);
+    the batch's turns are numbered conversation by conversation: turn ``p`` of ``P`` has its
+    chosen answer in output sequence ``p`` and its rejected one in ``P + p``."""
+    import torch
+
+    first_turn = [0]
+    for item in items:
+        first_turn.append(first_turn[-1] + len(item.turns))
+    count = first_turn[-1]
+    width = max(sum(turns_length(items[i]) for i in row) for row in rows)
+    shape = (len(rows), width)
+    input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros(shape, dtype=torch.long)
+    segment_ids = torch.full(shape, -1, dtype=torch.long)
+    parts = torch.zeros(shape, dtype=torch.long)
+    forks = torch.full(shape, width, dtype=torch.long)
+    scored: dict[str, list[int]] = {"rows": [], "positions": [], "targets": [], "index": []}
+
+    def score(row: int, position: int, target: int, sequence: int) -> None:
+        scored["rows"].append(row)
+        scored["positions"].append(position)
+        scored["targets"].append(target)
+        scored["index"].append(sequence)
+
+    for row, members in enumerate(rows):
+        offset = 0
+        for segment, number in enumerate(members):
+            item = items[number]
+            trunk = len(item.trunk_ids)
+            input_ids[row, offset : offset + trunk] = torch.tensor(item.trunk_ids)
+            position_ids[row, offset : offset + trunk] = torch.arange(trunk)
+            start = offset + trunk
+            for turn_number, turn in enumerate(item.turns):
+                pair = first_turn[number] + turn_number
+                for j in range(max(turn.start, 1), turn.end):  # the chosen answer, in the trunk
+                    score(row, offset + j - 1, item.trunk_ids[j], pair)
+                length = len(turn.rejected_ids)
+                input_ids[row, start : start + length] = torch.tensor(turn.rejected_ids)
+                position_ids[row, start : start + length] = torch.arange(
+                    turn.start, turn.start + length
+                )
+                parts[row, start : start + length] = turn_number + 1
+                forks[row, start : start + length] = offset + turn.start
+                first = 0 if turn.start else 1
+                for j in range(first, length):
+                    before = start + j - 1 if j else offset + turn.start - 1
+                    score(row, before, turn.rejected_ids[j], count + pair)
+                start += length
+            segment_ids[row, offset:start] = segment
+            offset = start
+    return {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "segment_ids": segment_ids,
+        "parts": parts,
+        "forks": forks,
+        "score_rows": torch.tensor(scored["rows"], dtype=torch.long),
+        "score_positions": torch.tensor(scored["positions"], dtype=torch.long),
+        "score_targets": torch.tensor(scored["targets"], dtype=torch.long),
+        "score_index": torch.tensor(scored["index"], dtype=torch.long),
+        "sequence_count": 2 * count,
+    }
+
+
+class TurnCollator:
+    """Collate conversations: the tree layout (``prefix``: a row each, ``packed``: several to
+    a row), or ``padded``: every turn as its own pair (two rows, the context run twice)."""
+
+    def __init__(self, layout: str, pad_token_id: int, pack_tokens: int = 0) -> None:
+        self.layout = layout
+        self.pad_token_id = pad_token_id
+        self.pack_tokens = pack_tokens
+
+    def rows(self, items: Sequence[TokenizedTurns]) -> list[list[int]]:
+        from prefopt.data.collate import first_fit_decreasing
+
+        if self.layout != "packed":
+            return [[index] for index in range(len(items))]
+        lengths = [turns_length(item) for item in items]
+        return first_fit_decreasing(lengths, max(self.pack_tokens, max(lengths)))
+
+    def __call__(self, items: Sequence[TokenizedTurns]) -> dict[str, Any]:
+        if self.layout == "padded":
+            from prefopt.data.collate import PaddedCollator
+
+            pairs = [pair for item in items for pair in item.pairs()]
+            return PaddedCollator(self.pad_token_id)(pairs)
+        return build_turn_segments(items, self.rows(items), self.pad_token_id)
