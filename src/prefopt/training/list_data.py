@@ -1,5 +1,6 @@
-"""Lists of ranked responses in a run: the dataset, and the pairs a pair loss takes from one
-forward over whole lists.
+"""Lists of ranked responses and per-turn conversations in a run: their datasets, and the
+pairs a pair loss takes from one forward over whole lists (per-turn batches are ordered as
+pairs already, :mod:`prefopt.data.turns`).
 
 A list batch (:class:`~prefopt.data.list_collate.ListCollator`) yields one log-prob per
 response. :func:`list_preference_batch` picks the ``(better, worse)`` index pairs of every list
@@ -47,6 +48,81 @@ class ListDataset:
         return [list_length(item) for item in self.lists]
 
 
+def source_kind(source: str, split: str) -> str:
+    """``pairs``, ``lists`` or ``turns``: what the first record of a data source is."""
+    from prefopt.data.io import load_rows
+    from prefopt.data.lists import is_list_record
+    from prefopt.data.turns import is_turns_record
+
+    for _, row in load_rows(source, split=split):
+        return "lists" if is_list_record(row) else "turns" if is_turns_record(row) else "pairs"
+    return "pairs"
+
+
+class TurnsDataset:
+    """Tokenized per-turn conversations as a map-style dataset."""
+
+    def __init__(self, conversations: list[Any]) -> None:
+        self.conversations = conversations
+
+    def __len__(self) -> int:
+        return len(self.conversations)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.conversations[index]
+
+    @property
+    def lengths(self) -> list[int]:
+        from prefopt.data.turns import turns_length
+
+        return [turns_length(item) for item in self.conversations]
+
+
+def load_turns_dataset(
+    source: str, split: str, tokenizer: Any, run: Run, progress: bool
+) -> tuple[TurnsDataset, int]:
+    """Read, validate and tokenize a source of per-turn conversations (:mod:`prefopt.data.turns`):
+    each preference turn trains as a pair, all turns of a conversation in one row."""
+    from prefopt.data.io import load_rows
+    from prefopt.data.tokenize import TokenizationSettings
+    from prefopt.data.turns import is_turns_record, tokenize_turns, validate_turns_record
+    from prefopt.errors import DataError
+    from prefopt.training.callbacks import TaskProgress
+
+    config = run.config
+    _refuse_cached_reference(run, source, "per-turn conversations")
+    if run.spec.extra_columns:
+        raise UsageError(
+            f"{source}: algorithm '{run.spec.name}' needs {', '.join(run.spec.extra_columns)}, "
+            "which per-turn conversations do not carry"
+        )
+    rows = []
+    for line, row in load_rows(source, split=split):
+        if not is_turns_record(row):
+            raise DataError(source, line, "messages", "a pair in a file of conversations: one "
+                            "kind a file")  # fmt: skip
+        validate_turns_record(row, source, line)
+        rows.append((line, row))
+    settings = TokenizationSettings(config.data.max_length, config.data.max_prompt_length)
+    with TaskProgress(f"tokenize {source}", unit="turns", enabled=progress) as shown:
+        conversations, report = tokenize_turns(rows, tokenizer, settings, source)
+        shown.count = report.pairs
+    if report.dropped:
+        log.warning("%s: %d turns left out: no room after their context at data.max_length",
+                    source, report.dropped)  # fmt: skip
+    if not conversations:
+        raise UsageError(f"{source}: no turn left to train on; raise data.max_length")
+    return TurnsDataset(conversations), report.dropped
+
+
+def _refuse_cached_reference(run: Run, source: str, what: str) -> None:
+    if run.config.reference.mode == "cached":
+        raise UsageError(
+            f"{source}: reference.mode=cached is not available for {what} yet; use "
+            f"reference.mode=online (auto is online for {what})"
+        )
+
+
 def load_list_dataset(
     source: str, split: str, tokenizer: Any, run: Run, progress: bool
 ) -> tuple[ListDataset, int]:
@@ -58,11 +134,7 @@ def load_list_dataset(
     from prefopt.training.callbacks import TaskProgress
 
     config = run.config
-    if config.reference.mode == "cached":
-        raise UsageError(
-            f"{source}: reference.mode=cached is not available for lists of responses yet; "
-            "use reference.mode=online (auto is online for lists)"
-        )
+    _refuse_cached_reference(run, source, "lists")
     rows = []
     for line, row in load_rows(source, split=split):
         if not is_list_record(row):

@@ -101,13 +101,15 @@ def load_pair_dataset(
 ) -> tuple[Any, int]:
     """:func:`load_pairs` as a dataset whose pairs know their place in it (``pair_index``: the
     first epoch's reference fills the cache by it, see :mod:`prefopt.training.reference_fill`);
-    a source of lists of ranked responses as a :class:`~prefopt.training.list_data.ListDataset`."""
-    from prefopt.data.lists import is_list_source
-    from prefopt.training.list_data import load_list_dataset
+    a source of lists of ranked responses or of per-turn conversations as the dataset of
+    :mod:`prefopt.training.list_data`."""
+    from prefopt.training.list_data import load_list_dataset, load_turns_dataset, source_kind
 
-    if is_list_source(source, split):
-        run.list_data = True
-        return load_list_dataset(source, split, tokenizer, run, progress)
+    kind = source_kind(source, split)
+    if kind != "pairs":
+        run.shared_rows = True
+        load = load_list_dataset if kind == "lists" else load_turns_dataset
+        return load(source, split, tokenizer, run, progress)
     pairs, dropped = load_pairs(source, split, tokenizer, run.config, run.spec, progress)
     for index, pair in enumerate(pairs):
         pair.index = index
@@ -131,11 +133,17 @@ def build_preference_trainer(
 
     config, spec = run.config, run.spec
     lists = getattr(data.train, "lists", None)
+    conversations = getattr(data.train, "conversations", None)
     if lists is not None:
         from prefopt.data.list_collate import ListCollator, list_length
 
         longest = max(config.data.pack_tokens, max(list_length(item) for item in lists))
         items: list[Any] = lists
+    elif conversations is not None:
+        from prefopt.data.turns import TurnCollator, turns_length
+
+        longest = max(config.data.pack_tokens, max(turns_length(c) for c in conversations))
+        items = conversations
     else:
         items = data.train.pairs
         longest = max(config.data.pack_tokens, max(pair_length(pair) for pair in items))
@@ -144,6 +152,8 @@ def build_preference_trainer(
         log.warning("data.layout=%s: %s; using the padded layout", config.data.layout, why)
     if lists is not None:
         collator: Any = ListCollator(layout, data.tokenizer.pad_token_id, config.data.pack_tokens)
+    elif conversations is not None:
+        collator = TurnCollator(layout, data.tokenizer.pad_token_id, config.data.pack_tokens)
     else:
         collator = make_collator(
             layout, data.tokenizer.pad_token_id, spec.extra_columns, config.data.pack_tokens

@@ -108,9 +108,9 @@ class Run:
     replace_existing: bool = False
     #: The callbacks every run has (:func:`build_trainer` sets them).
     watch: Watch | None = None
-    #: The data holds lists of ranked responses (set when it is loaded): the reference runs
-    #: online (no cache for lists yet).
-    list_data: bool = False
+    #: The data holds lists of ranked responses or per-turn conversations (set when it is
+    #: loaded): the reference runs online (the cache keys pairs).
+    shared_rows: bool = False
 
     @property
     def output_dir(self) -> Path:
@@ -273,7 +273,7 @@ def build_reference(run: Run, model: BuiltModel) -> Reference | None:
     if starting_policy:
         note_zero3_reference(run)
     return choose_reference(
-        run.config, frozen_copy, starting_policy=starting_policy, online_only=run.list_data
+        run.config, frozen_copy, starting_policy=starting_policy, online_only=run.shared_rows
     )
 
 
@@ -344,7 +344,7 @@ def prepare_reference(run: Run, trainer: Any, data: RunData) -> None:
     """The reference's cache read, computed (``cached``) or planned to be filled by the first
     epoch (:meth:`Reference.prepare`), now that the trainer's forward and collator exist."""
     reference = getattr(trainer, "reference", None)
-    if reference is not None and not run.list_data:
+    if reference is not None and not run.shared_rows:
         evaluation = None if data.evaluation is None else data.evaluation.pairs
         reference.prepare(trainer, data.train.pairs, evaluation, run.quiet)
     run.timer.lap("reference")

@@ -98,6 +98,11 @@ def describe(summary: dict[str, Any]) -> str:
 def mean_sequence_tokens(dataset: Any) -> float:
     """Tokens one example needs the model for: prompt + chosen + rejected of a preference pair
     (the prompt once), the ``input_ids`` of an SFT example."""
+    conversations = getattr(dataset, "conversations", None)
+    if conversations is not None:
+        from prefopt.data.turns import turns_length
+
+        return sum(map(turns_length, conversations)) / max(1, len(conversations))
     lists = getattr(dataset, "lists", None)
     if lists is not None:
         sizes = [len(i.prompt_ids) + sum(len(r) for r in i.response_ids) for i in lists]

@@ -1,0 +1,97 @@
+"""Training on per-turn preferences: each turn of a conversation trains as the pair it is, all
+turns in one row; the same turns written out as pairs give the same losses."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from prefopt.testing.cli_runner import run_cli_in_process as run_cli
+from prefopt.testing.world import synthetic_pairs
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def conversations(count: int) -> list[dict[str, Any]]:
+    """Two preference turns each: the second asked after the first's chosen answer."""
+    pairs = synthetic_pairs(2 * count, seed=3)
+    rows = []
+    for first, second in zip(pairs[::2], pairs[1::2], strict=True):
+        rows.append({"messages": [
+            {"role": "user", "content": first["prompt"]},
+            {"role": "assistant", "content": first["chosen"], "rejected": first["rejected"]},
+            {"role": "user", "content": second["prompt"]},
+            {"role": "assistant", "content": second["chosen"], "rejected": second["rejected"]},
+        ]})  # fmt: skip
+    return rows
+
+
+def as_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every turn as its own conversational pair: the messages before it, then the answers."""
+    out = []
+    for row in rows:
+        messages = row["messages"]
+        for index, message in enumerate(messages):
+            if "rejected" in message:
+                context = [{"role": m["role"], "content": m["content"]} for m in messages[:index]]
+                out.append({
+                    "prompt": context,
+                    "chosen": [{"role": "assistant", "content": message["content"]}],
+                    "rejected": [{"role": "assistant", "content": message["rejected"]}],
+                })  # fmt: skip
+    return out
+
+
+def losses(out: Path) -> list[float]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [line["loss"] for line in lines if "loss" in line]
+
+
+def test_turns_train_as_their_pairs(tiny_model: Path, tmp_path: Path) -> None:
+    rows = conversations(8)
+    turns = write(tmp_path / "turns.jsonl", rows)
+    pairs = write(tmp_path / "pairs.jsonl", as_pairs(rows))
+    common = ["--model", str(tiny_model), "--max-steps", "4", "--set", "training.logging_steps=1",
+              "--set", "training.bf16=false", "--set", "reference.mode=online",
+              "--set", "training.train_sampling_strategy=sequential"]  # fmt: skip
+    code, _, stderr = run_cli("train", "dpo", "--train-file", str(turns), "--output-dir",
+                              str(tmp_path / "turns"), *common,
+                              "--set", "training.per_device_train_batch_size=2")  # fmt: skip
+    assert code == 0, stderr
+    code, _, stderr = run_cli("train", "dpo", "--train-file", str(pairs), "--output-dir",
+                              str(tmp_path / "pairs"), *common,
+                              "--set", "training.per_device_train_batch_size=4")  # fmt: skip
+    assert code == 0, stderr
+    from_turns, from_pairs = losses(tmp_path / "turns"), losses(tmp_path / "pairs")
+    assert abs(from_turns[0] - math.log(2)) < 1e-6
+    assert len(from_turns) == len(from_pairs) == 4
+    for a, b in zip(from_turns, from_pairs, strict=True):
+        assert abs(a - b) < 1e-5  # the tree row and the separate pair rows: float rounding
+
+
+def test_turns_refuse_what_they_cannot_give(tiny_model: Path, tmp_path: Path) -> None:
+    turns = write(tmp_path / "turns.jsonl", conversations(2))
+    cases = [
+        (
+            "dpo",
+            ["--set", "reference.mode=cached"],
+            "reference.mode=cached is not available for per-turn conversations",
+        ),
+        (
+            "factual",
+            [],
+            "algorithm 'factual' needs h_w, h_l, which per-turn conversations do not carry",
+        ),
+    ]
+    for algorithm, extra, message in cases:
+        out = tmp_path / algorithm
+        code, _, stderr = run_cli("train", algorithm, "--model", str(tiny_model), "--train-file",
+                                  str(turns), "--output-dir", str(out), "--max-steps", "1",
+                                  *extra)  # fmt: skip
+        assert code == 2 and message in stderr, stderr
+        assert not out.exists()
