@@ -150,3 +150,21 @@ def test_lists_all_tied_are_left_out(tiny_model: Path, tmp_path: Path, caplog: A
         caplog.text
     )
     assert "tokenize" in stderr and "2 lists" in stderr
+
+
+def test_gap_weighting_is_the_weighted_mean_of_the_pair_losses() -> None:
+    from prefopt.algorithms.dpo import DPOConfig, DPOLoss
+    from prefopt.training.list_data import gap_weighted
+
+    logps = torch.tensor([-1.0, -2.5, -3.0, -4.0], dtype=torch.float64)
+    inputs = {"list_offsets": torch.tensor([0, 4]), "quality": torch.tensor([3.0, 2.0, 0.0, 1.0])}
+    batch = list_preference_batch(logps, torch.ones(4, dtype=torch.long), logps * 0.9, inputs,
+                                  "all")  # fmt: skip
+    output = DPOLoss(DPOConfig(beta=0.5))(batch)
+    weighted = gap_weighted(output, batch)
+    gaps = batch.extras["score_gap"].tolist()
+    assert gaps == [1.0, 2.0, 3.0, 1.0, 2.0, 1.0]  # (0,1) (0,3) (0,2) (1,3) (1,2) (3,2)
+    losses = output.per_pair.tolist()
+    expected = sum(g * ell for g, ell in zip(gaps, losses, strict=True)) / sum(gaps)
+    assert weighted.loss.item() == pytest.approx(expected, rel=1e-12)
+    assert output.loss.item() == pytest.approx(sum(losses) / 6, rel=1e-12)  # unweighted: mean

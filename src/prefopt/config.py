@@ -160,6 +160,13 @@ class ListsConfig:
             "or all (every two responses with different scores)."
         },
     )
+    weight: str = field(
+        default="none",
+        metadata={
+            "help": "none, or gap: weigh each pair of a list by its score gap (rank difference "
+            "for a ranking) in the mean over pairs."
+        },
+    )
 
 
 @dataclass

@@ -38,6 +38,9 @@ def check_values(values: Mapping[str, Any]) -> None:
         _at_least_one(lora.get("r"), "lora.r", "expected a positive integer (the LoRA rank)")
     check_quantized_sharding(values.get("model") or {}, training)
     _check_health(values.get("health") or {})
+    weight = (values.get("lists") or {}).get("weight")
+    if isinstance(weight, str) and weight not in ("none", "gap"):
+        raise ConfigError(f"lists.weight: expected none or gap, got '{weight}'")
     pairing = (values.get("lists") or {}).get("pairs")
     if isinstance(pairing, str) and pairing not in ("best-worst", "best-rest", "all"):
         raise ConfigError(f"lists.pairs: expected best-worst, best-rest or all, got '{pairing}'")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from prefopt.api import PreferenceBatch, ResponseLists
+from prefopt.api import LossOutput, PreferenceBatch, ResponseLists
 from prefopt.data.lists import pairs_of
 from prefopt.data.lists import quality as quality_of
 from prefopt.errors import UsageError
@@ -232,4 +232,27 @@ def list_preference_batch(
             offsets=inputs["list_offsets"].to(device),
             pair_list=torch.tensor(pair_list, dtype=torch.long, device=device),
         ),
+    )
+
+
+def gap_weighted(output: LossOutput, batch: PreferenceBatch) -> LossOutput:
+    """``lists.weight: gap``: the loss as the mean of the pairs' losses weighted by their
+    score gaps (and the loss's own weights)::
+
+        loss = Σ_i g_i·w_i·ℓ_i / Σ_i g_i·w_i
+
+    with ``ℓ`` the loss's ``per_pair`` and ``w`` its ``weights``. This replaces the loss's own
+    reduction (a filtering loss's normalisation included); under data parallelism each process
+    normalises by its own pairs."""
+    gap = batch.extras["score_gap"].to(output.per_pair.dtype)
+    weights = output.weights.to(output.per_pair.dtype) * gap
+    total = weights.sum()
+    loss = (weights * output.per_pair).sum() / total.clamp_min(1e-12)
+    return LossOutput(
+        loss=loss,
+        per_pair=output.per_pair,
+        weights=weights,
+        metrics=output.metrics,
+        chosen_rewards=output.chosen_rewards,
+        rejected_rewards=output.rejected_rewards,
     )

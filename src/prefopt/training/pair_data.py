@@ -169,6 +169,7 @@ def build_preference_trainer(
         reference=reference,
         extra_columns=spec.extra_columns,
         list_pairing=config.lists.pairs,
+        list_weight=config.lists.weight,
         callbacks=callbacks,
     )
     if not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):

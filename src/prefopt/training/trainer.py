@@ -21,7 +21,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from prefopt.api import Loss, LossContext, LossOutput, PreferenceBatch, StatefulLoss
 from prefopt.modeling.logprobs import sequence_logps
 from prefopt.training.guards import check_loss
-from prefopt.training.list_data import list_preference_batch
+from prefopt.training.list_data import gap_weighted, list_preference_batch
 from prefopt.training.reference import Reference
 from prefopt.training.step_metrics import LengthWatch, PairsPerSecond, pair_metrics
 
@@ -91,6 +91,7 @@ class PreferenceTrainer(Trainer):
         reference: Reference | None,
         extra_columns: Sequence[str] = (),
         list_pairing: str = "best-worst",
+        list_weight: str = "none",
         **kwargs: Any,
     ) -> None:
         self._checkpoint_staging: Path | None = None  # see _save_checkpoint
@@ -109,6 +110,8 @@ class PreferenceTrainer(Trainer):
         self.extra_columns = tuple(extra_columns)
         #: ``lists.pairs``: which pairs of a list batch the loss trains on.
         self.list_pairing = list_pairing
+        #: ``lists.weight``: ``gap`` weighs each pair of a list by its score gap.
+        self.list_weight = list_weight
         self._metric_sums: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
@@ -226,6 +229,8 @@ class PreferenceTrainer(Trainer):
     ) -> Any:
         batch = self.preference_batch(model, inputs)
         output: LossOutput = self.loss_fn(batch)
+        if self.list_weight == "gap" and batch.lists is not None:
+            output = gap_weighted(output, batch)
         if model.training:  # the non-finite guard: stop before backward and optimizer step
             check_loss(output.loss, self.state.global_step + 1)
         self._record(batch, output, "train" if model.training else "eval")
