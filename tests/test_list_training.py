@@ -123,6 +123,7 @@ def test_refusals_name_the_problem(tiny_model: Path, tmp_path: Path) -> None:
         (lists, "factual", [], f"{lists}:1: h: missing field (algorithm 'factual' needs"),
         (mixed, "dpo", [], f"{mixed}:2: responses: a pair in a file of lists"),
         (lists, "dpo", ["--set", "lists.pairs=some"], "lists.pairs: expected best-worst"),
+        (lists, "dpo", ["--set", "lists.weight=heavy"], "lists.weight: expected none or gap"),
     ]
     for data, algorithm, extra, message in cases:
         out = tmp_path / f"out-{algorithm}"
