@@ -86,7 +86,7 @@ def test_pairings_with_ties() -> None:
 def test_a_ranking_is_best_first_and_equal_ranks_tie() -> None:
     ranked = {"prompt": "q", "responses": ["a", "b", "c"], "ranking": [1, 1, 3]}
     assert list_pairs(ranked, "all") == [(0, 2), (1, 2)]
-    assert list_pairs(ranked, "best-rest") == [(0, 2)]
+    assert list_pairs(ranked, "best-rest") == [(0, 2), (1, 2)]  # each tied best
     assert pair_weights(ranked, [(0, 2)]) == [2.0]
 
 

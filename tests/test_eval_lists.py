@@ -71,3 +71,9 @@ def test_eval_on_lists_end_to_end(tiny_model: Path, pairs_file: Path, tmp_path: 
     assert recomputed == metrics
     assert metrics["ranking_accuracy"] > 0.5  # trained toward the order
     assert "kendall_tau" in stdout and "top1_accuracy" in stdout
+
+
+def test_top1_shares_credit_among_tied_rewards_and_skips_lists_all_tied() -> None:
+    # rewards tie between a best (q 5) and a worse (q 1) response: half a hit
+    metrics = ranking_metrics([[0.5, 0.5, 0.1], [0.2, 0.2]], [[5, 1, 0], [3, 3]])
+    assert metrics["top1_accuracy"] == 0.5  # the second list, all tied, has no best to find

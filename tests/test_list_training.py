@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from prefopt.testing.cli_runner import run_cli_in_process as run_cli
-from prefopt.training.list_data import index_pairs, list_preference_batch
+from prefopt.training.list_data import list_preference_batch
 
 RUN = [
     "--max-steps", "4", "--set", "training.logging_steps=1", "--set", "training.bf16=false",
@@ -79,26 +79,52 @@ def test_lists_of_four_train_dpo_and_factual(
             assert steps[0]["factual/delta_h_fraction"] == pytest.approx(0.4)
 
 
-def test_index_pairs_per_list() -> None:
-    offsets = [0, 4, 6, 9]
-    quality = [3.0, 1.0, 1.0, 0.0, 5.0, 5.0, -1.0, -3.0, -2.0]  # list 2 all tied; list 3 ranks
-    assert index_pairs(offsets, quality, "best-worst") == [(0, 3), (6, 7)]
-    assert index_pairs(offsets, quality, "best-rest") == [(0, 1), (0, 2), (0, 3), (6, 8), (6, 7)]
-    assert index_pairs(offsets, quality, "all") == [
+def collated(qualities: list[list[float]], pairing: str) -> dict[str, Any]:
+    from prefopt.data.list_collate import ListCollator
+    from prefopt.data.list_tokenize import TokenizedList
+
+    items = [TokenizedList([1], [[2]] * len(q), q) for q in qualities]
+    return ListCollator("prefix", 0, pairing=pairing)(items)
+
+
+def index_pairs(qualities: list[list[float]], pairing: str) -> list[tuple[int, int]]:
+    batch = collated(qualities, pairing)
+    return list(zip(batch["pair_better"].tolist(), batch["pair_worse"].tolist(), strict=True))
+
+
+def test_the_collator_picks_the_pairs_per_list() -> None:
+    # sequences 0-3, 4-5 (all tied), 6-8 (a ranking: -1 best, then -2, then -3)
+    qualities = [[3.0, 1.0, 1.0, 0.0], [5.0, 5.0], [-1.0, -3.0, -2.0]]
+    assert index_pairs(qualities, "best-worst") == [(0, 3), (6, 7)]
+    assert index_pairs(qualities, "best-rest") == [(0, 1), (0, 2), (0, 3), (6, 8), (6, 7)]
+    assert index_pairs(qualities, "all") == [
         (0, 1), (0, 2), (0, 3), (1, 3), (2, 3), (6, 8), (6, 7), (8, 7),
     ]  # fmt: skip
+    batch = collated(qualities, "all")
+    assert batch["pair_list"].tolist() == [0, 0, 0, 0, 0, 2, 2, 2]
+    assert batch["pair_gap"].tolist() == [2.0, 2.0, 3.0, 1.0, 1.0, 1.0, 2.0, 1.0]
+    assert batch["list_ranks"].tolist() == [0, 1, 1, 2, 0, 0, 0, 2, 1]
+    tied_best = collated([[2.0, 2.0, 0.0]], "best-rest")
+    assert tied_best["pair_better"].tolist() == [0, 1]  # each tied best against the rest
+
+
+def test_ties_are_exact_whatever_the_batch_dtype() -> None:
+    """Scores that float32 (or bf16, as DeepSpeed casts float inputs) would merge still form
+    their pairs: the collator decides from the exact values and passes integers."""
+    batch = collated([[16777217.0, 16777216.0], [0.8123, 0.8130, 0.1]], "all")
+    assert index_pairs([[16777217.0, 16777216.0], [0.8123, 0.8130, 0.1]], "all") == [
+        (0, 1), (3, 2), (3, 4), (2, 4),
+    ]  # fmt: skip
+    assert batch["list_ranks"].dtype == torch.long
 
 
 def test_the_pairs_of_a_list_batch_carry_their_logps_flags_and_gap() -> None:
     logps = torch.tensor([-1.0, -2.0, -3.0, -4.0, -5.0], dtype=torch.float64)
     reference = logps - 0.5
     lengths = torch.tensor([3, 4, 5, 6, 7])
-    inputs = {
-        "list_offsets": torch.tensor([0, 3, 5]),
-        "quality": torch.tensor([0.0, 2.0, 1.0, 1.0, 4.0]),
-        "flags": torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0]),
-    }
-    batch = list_preference_batch(logps, lengths, reference, inputs, "best-rest")
+    inputs = collated([[0.0, 2.0, 1.0], [1.0, 4.0]], "best-rest")
+    inputs["flags"] = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0])
+    batch = list_preference_batch(logps, lengths, reference, inputs)
     assert batch.policy_chosen_logps.tolist() == [-2.0, -2.0, -5.0]
     assert batch.policy_rejected_logps.tolist() == [-3.0, -1.0, -4.0]
     assert batch.reference_chosen_logps.tolist() == [-2.5, -2.5, -5.5]
@@ -106,6 +132,7 @@ def test_the_pairs_of_a_list_batch_carry_their_logps_flags_and_gap() -> None:
     assert batch.extras["h_w"].tolist() == [0.0, 0.0, 0.0]
     assert batch.extras["h_l"].tolist() == [0.0, 1.0, 1.0]
     assert batch.extras["score_gap"].tolist() == [1.0, 2.0, 3.0]
+    assert batch.lists is not None and batch.lists.pair_list.tolist() == [0, 0, 1]
 
 
 def test_refusals_name_the_problem(tiny_model: Path, tmp_path: Path) -> None:
@@ -158,9 +185,8 @@ def test_gap_weighting_is_the_weighted_mean_of_the_pair_losses() -> None:
     from prefopt.training.list_data import gap_weighted
 
     logps = torch.tensor([-1.0, -2.5, -3.0, -4.0], dtype=torch.float64)
-    inputs = {"list_offsets": torch.tensor([0, 4]), "quality": torch.tensor([3.0, 2.0, 0.0, 1.0])}
-    batch = list_preference_batch(logps, torch.ones(4, dtype=torch.long), logps * 0.9, inputs,
-                                  "all")  # fmt: skip
+    inputs = collated([[3.0, 2.0, 0.0, 1.0]], "all")
+    batch = list_preference_batch(logps, torch.ones(4, dtype=torch.long), logps * 0.9, inputs)
     output = DPOLoss(DPOConfig(beta=0.5))(batch)
     weighted = gap_weighted(output, batch)
     gaps = batch.extras["score_gap"].tolist()
@@ -169,3 +195,28 @@ def test_gap_weighting_is_the_weighted_mean_of_the_pair_losses() -> None:
     expected = sum(g * ell for g, ell in zip(gaps, losses, strict=True)) / sum(gaps)
     assert weighted.loss.item() == pytest.approx(expected, rel=1e-12)
     assert output.loss.item() == pytest.approx(sum(losses) / 6, rel=1e-12)  # unweighted: mean
+
+
+def test_an_eval_file_of_another_kind_is_refused_before_training(
+    tiny_model: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    lists = as_lists(pairs_file, tmp_path / "lists.jsonl")
+    out = tmp_path / "out"
+    code, _, stderr = run_cli("train", "dpo", "--model", str(tiny_model), "--train-file",
+                              str(pairs_file), "--eval-file", str(lists), "--output-dir",
+                              str(out), *RUN)  # fmt: skip
+    assert code == 2 and f"{lists} holds lists but the training file holds pairs" in stderr
+    assert not out.exists()
+
+
+def test_several_processes_take_best_worst_lists_only() -> None:
+    from types import SimpleNamespace
+
+    from prefopt.errors import UsageError
+    from prefopt.training.list_data import _refuse_uneven_processes
+
+    one = SimpleNamespace(args=SimpleNamespace(world_size=1))
+    _refuse_uneven_processes(one, "f.jsonl", "lists")  # type: ignore[arg-type]
+    two = SimpleNamespace(args=SimpleNamespace(world_size=2))
+    with pytest.raises(UsageError, match="train on one process, or with lists.pairs=best-worst"):
+        _refuse_uneven_processes(two, "f.jsonl", "lists")  # type: ignore[arg-type]

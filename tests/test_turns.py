@@ -156,3 +156,27 @@ def test_each_turn_equals_its_own_forward_on_the_real_model() -> None:
     )
     with torch.no_grad():
         check(model, items, tokenizer.pad_token_id or 0, 2e-3)
+
+
+def test_turns_that_do_not_fit_are_counted_each() -> None:
+    rows = conversations()[2:]  # three preference turns
+    settings = TokenizationSettings(max_length=24, max_prompt_length=12)
+    items, report = tokenize_turns(list(enumerate(rows, 1)), tiny_tokenizer(), settings)
+    kept = sum(len(item.turns) for item in items)
+    assert kept + report.dropped == 3 and report.dropped >= 1
+
+
+def test_validate_and_doctor_understand_conversations(tmp_path: Any) -> None:
+    import json
+
+    from prefopt.data.doctor import examine
+    from prefopt.data.validate import validate_file
+
+    path = tmp_path / "turns.jsonl"
+    row = conversations()[0]
+    row["messages"][3]["rejected"] = row["messages"][3]["content"]
+    path.write_text(json.dumps(conversations()[2]) + "\n" + json.dumps(row) + "\n")
+    report = validate_file(path)
+    assert report.record_kinds["conversation"] == 2
+    assert report.counts["identical"] == 1 and not report.clean
+    assert examine(path).pairs == 3 + 2  # every turn as the pair it trains as

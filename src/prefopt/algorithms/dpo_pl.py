@@ -9,9 +9,10 @@ A list of K responses ranked ``τ(1) ≻ τ(2) ≻ ... ≻ τ(K)`` (best first),
 
     loss(list) = −Σ_{k=1}^{K−1} [ r_τ(k) − log Σ_{j=k}^{K} exp(r_τ(j)) ]
 
-averaged over the lists of the batch. **Ties** (equal scores or ranks) follow Breslow's rule:
-a response's denominator holds every response not better than it, tied ones included, and a
-response better than none (the last, or the tied last) adds no term. With K = 2 the loss is
+averaged over the lists of the batch. **Ties** (equal scores or ranks) follow Breslow's rule
+for the denominators: a response's denominator holds every response not better than it, tied
+ones included. Unlike plain Breslow, a response better than none (the last, or each of a
+tied last group) adds no term, so tied responses are never pushed apart. With K = 2 the loss is
 ``−log σ(β·m)``, plain DPO, exactly; on pair data every pair is such a list of two.
 
 Parameter: ``beta`` (β) the inverse temperature, 0.01–0.5 (0.1 common). Shapes: responses

@@ -27,9 +27,10 @@ model learn from it?". Each check gives counts, a verdict and examples located a
   weighting (docs/results.md found exactly this); Δh = −1 pairs need ``prefopt data flip``.
 
 A file of lists of ranked responses is checked as each list's best-against-worst pair (a list
-all tied has none). One streaming pass over the training file (plus one for the eval file,
-and the validator's pass with a tokenizer); memory grows by about 80 bytes per distinct
-training prompt (an 8-byte digest in a set).
+all tied has none); a file of per-turn conversations as the pairs its turns train as. One
+streaming pass over the training file (plus one for the eval file, and the validator's pass
+with a tokenizer); memory grows by about 80 bytes per distinct training prompt (an 8-byte
+digest in a set).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from typing import Any
 from prefopt.data.io import iter_rows
 from prefopt.data.lists import is_list_record, to_pair_records, validate_list_record
 from prefopt.data.records import render_prompt, render_reply, validate_record
+from prefopt.data.turns import is_turns_record, turn_pairs, validate_turns_record
 
 #: "Prefer the longer (or the shorter) answer" right this often: length alone separates.
 LENGTH_BIAS_SHARE = 0.8
@@ -218,6 +220,11 @@ def examine(
             for pair in to_pair_records(row, "best-worst"):
                 scan.add(line, pair)
             continue
+        if is_turns_record(row):  # a conversation as the pairs its turns train as
+            validate_turns_record(row, train, line)
+            for pair in turn_pairs(row):
+                scan.add(line, pair)
+            continue
         validate_record(row, train, line)
         scan.add(line, row)
     checks = [
@@ -300,6 +307,9 @@ def leakage(scan: _TrainScan, evaluation: str | Path | None) -> Check:
     for line, row in iter_rows(evaluation):
         if is_list_record(row):
             validate_list_record(row, evaluation, line)
+        elif is_turns_record(row):
+            validate_turns_record(row, evaluation, line)
+            row = {"prompt": row["messages"][:1]}  # the conversation's opening
         else:
             validate_record(row, evaluation, line)
         total += 1

@@ -10,8 +10,12 @@ The layouts are the pairs' (:mod:`prefopt.data.collate`), generalised to N respo
 
 Output sequences are numbered list by list: response ``j`` of list ``i`` is sequence
 ``list_offsets[i] + j``. Besides the layout's tensors a batch carries ``list_offsets`` (L + 1,),
-``quality`` (S,) (higher is better), ``flags`` (S,) when every list has hallucination flags,
-and ``list_index`` (L,) when every list knows its place in the data set.
+``list_ranks`` (S,) (each response's rank in its list among the distinct quality values, 0 the
+best, ties sharing one: integers, so no float cast of the batch can merge or split a tie), the
+pairs of ``pairing`` as ``pair_better``/``pair_worse`` (P,) sequence indices with their
+``pair_list`` (P,) and score gaps ``pair_gap`` (P,) (computed here from the exact values),
+``flags`` (S,) when every list has hallucination flags, and ``list_index`` (L,) when every list
+knows its place in the data set.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from prefopt.data.collate import LAYOUTS, build_response_segments, first_fit_decreasing
 from prefopt.data.list_tokenize import TokenizedList
+from prefopt.data.lists import dense_ranks, pairs_of
 
 
 def list_length(item: TokenizedList, layout: str = "prefix") -> int:
@@ -34,12 +39,15 @@ def list_length(item: TokenizedList, layout: str = "prefix") -> int:
 class ListCollator:
     """Collate lists into ``layout`` (``padded``, ``prefix`` or ``packed``)."""
 
-    def __init__(self, layout: str, pad_token_id: int, pack_tokens: int = 0) -> None:
+    def __init__(
+        self, layout: str, pad_token_id: int, pack_tokens: int = 0, pairing: str = "best-worst"
+    ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
         self.layout = layout
         self.pad_token_id = pad_token_id
         self.pack_tokens = pack_tokens
+        self.pairing = pairing
 
     def rows(self, lists: Sequence[TokenizedList]) -> list[list[int]]:
         """Which lists (indices into ``lists``) share each row (prefix and packed)."""
@@ -63,9 +71,20 @@ class ListCollator:
                 sequence_count=offsets[-1],
             )
         batch["list_offsets"] = torch.tensor(offsets, dtype=torch.long)
-        batch["quality"] = torch.tensor(
-            [value for item in lists for value in item.quality], dtype=torch.float32
+        batch["list_ranks"] = torch.tensor(
+            [rank for item in lists for rank in dense_ranks(item.quality)], dtype=torch.long
         )
+        better, worse, owner, gap = [], [], [], []
+        for number, (item, start) in enumerate(zip(lists, offsets, strict=False)):
+            for a, b in pairs_of(item.quality, self.pairing):
+                better.append(start + a)
+                worse.append(start + b)
+                owner.append(number)
+                gap.append(item.quality[a] - item.quality[b])
+        batch["pair_better"] = torch.tensor(better, dtype=torch.long)
+        batch["pair_worse"] = torch.tensor(worse, dtype=torch.long)
+        batch["pair_list"] = torch.tensor(owner, dtype=torch.long)
+        batch["pair_gap"] = torch.tensor(gap, dtype=torch.float32)
         if lists and all(item.flags is not None for item in lists):
             batch["flags"] = torch.tensor(
                 [flag for item in lists for flag in item.flags or ()], dtype=torch.float32

@@ -18,7 +18,8 @@ A ranking of ``[1, 1, 3]`` is two tied best responses above a third.
 
 - ``best-worst``: the best response against the worst (one pair; with tied bests or worsts,
   the first of them in the list);
-- ``best-rest``: the best response against every response scored strictly lower;
+- ``best-rest``: the best response (each of them, when several tie for best) against every
+  response scored strictly lower;
 - ``all``: every two responses with different scores, the better one first.
 
 The score gap of a pair (``scores[better] − scores[worse]``, or the rank difference) can weight
@@ -169,7 +170,8 @@ def pairs_of(values: Sequence[float], pairing: str = "best-worst") -> list[tuple
     if pairing == "best-worst":
         return [(best, worst)]
     if pairing == "best-rest":
-        return [(best, other) for other in order if values[other] < values[best]]
+        tops = [index for index in order if values[index] == values[best]]
+        return [(top, other) for top in tops for other in order if values[other] < values[best]]
     return [
         (better, worse)
         for position, better in enumerate(order)
@@ -202,7 +204,7 @@ def to_pair_records(row: dict[str, Any], pairing: str) -> list[dict[str, Any]]:
         if "h" in row:
             record["h_w"], record["h_l"] = int(row["h"][better]), int(row["h"][worse])
         record["score_gap"] = gap
-        records.append({**record, **kept})
+        records.append({**kept, **record})  # the pair's own fields win over leftovers
     return records
 
 
@@ -249,3 +251,10 @@ def write_pairs_file(
 
     write_jsonl(output, rows(), force=force)
     return summary
+
+
+def dense_ranks(values: Sequence[float]) -> list[int]:
+    """Each response's rank among the distinct quality values, 0 the best (ties share one):
+    an exact integer form of the order, safe from float casts."""
+    distinct = sorted(set(values), reverse=True)
+    return [distinct.index(value) for value in values]

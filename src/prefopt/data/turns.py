@@ -81,6 +81,21 @@ def validate_turns_record(row: dict[str, Any], path: str | Path, line: int | Non
         raise DataError(path, line, "messages", "no assistant turn has a rejected alternative")
 
 
+def turn_pairs(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each preference turn of a (valid) conversation as the pair record it trains as: the
+    messages before it (chosen answers) as the prompt, then its chosen and rejected answers."""
+    messages = row["messages"]
+    pairs = []
+    for index, message in enumerate(messages):
+        if "rejected" in message:
+            pairs.append({
+                "prompt": _plain(messages[:index]),
+                "chosen": [{"role": "assistant", "content": message["content"]}],
+                "rejected": [{"role": "assistant", "content": message["rejected"]}],
+            })  # fmt: skip
+    return pairs
+
+
 @dataclass
 class TurnSpan:
     """One preference turn of a tokenized conversation: its chosen answer is
@@ -121,9 +136,11 @@ def tokenize_turns(
     settings: TokenizationSettings,
     source: str = "<data>",
 ) -> tuple[list[TokenizedTurns], TokenizationReport]:
-    """Render and tokenize conversations; ``report.pairs`` counts turns. A conversation longer
-    than ``max_length`` keeps the turns that fit (later ones are dropped and counted); a
-    turn's rejected answer is cut to the room its chosen answer had."""
+    """Render and tokenize conversations; ``report.pairs`` and ``report.dropped`` count turns.
+    A conversation longer than ``max_length`` keeps the turns that fit (the later ones are
+    dropped and counted); a turn's answers are cut to the room its context leaves.
+    ``max_prompt_length`` does not apply: a turn's context is the conversation itself, which
+    is never cut from the front (a turn whose context fills ``max_length`` is dropped)."""
     if getattr(tokenizer, "chat_template", None) is None:
         raise DataError(
             source, None, "messages", "per-turn data needs a tokenizer with a chat template"
@@ -132,10 +149,8 @@ def tokenize_turns(
     out = []
     for line, row in rows:
         item = _tokenize_one(row, tokenizer, settings, f"{source}:{line}", report)
-        if item is None:
-            report.dropped += 1
-            continue
-        out.append(item)
+        if item is not None:
+            out.append(item)
     return out, report
 
 
@@ -178,7 +193,8 @@ def _tokenize_one(
         chosen_ids, rejected_ids = _encode(tokenizer, answers, special=False)
         room = settings.max_length - len(prompt_ids)
         if room <= 0 or not chosen_ids or not rejected_ids:
-            report.dropped += 1  # this turn and the later ones do not fit
+            # this turn and the later ones do not fit: all of them are left out
+            report.dropped += sum("rejected" in m for m in messages[index:])
             break
         if len(chosen_ids) > room or len(rejected_ids) > room:
             report.completions_truncated += 1

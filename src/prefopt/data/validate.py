@@ -38,6 +38,7 @@ from prefopt.data.flip import h_value
 from prefopt.data.io import EMPTY_PROBLEM, file_format, iter_jsonl_lines, iter_rows, parse_line
 from prefopt.data.lists import is_list_record, validate_list_record
 from prefopt.data.records import is_conversational, validate_record
+from prefopt.data.turns import is_turns_record, validate_turns_record
 from prefopt.errors import DataError
 from prefopt.modeling.threads import choose_threads
 
@@ -238,11 +239,12 @@ def _shift(line: int | None, by: int) -> int | None:
 
 
 def _pair_digest(row: dict[str, Any]) -> bytes:
-    parts = (
-        [row["prompt"], row["responses"]]
-        if is_list_record(row)
-        else [row["prompt"], row["chosen"], row["rejected"]]
-    )
+    if is_turns_record(row):
+        parts: list[Any] = [row["messages"]]
+    elif is_list_record(row):
+        parts = [row["prompt"], row["responses"]]
+    else:
+        parts = [row["prompt"], row["chosen"], row["rejected"]]
     key = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(key, digest_size=8).digest()
 
@@ -258,6 +260,8 @@ def _check_row(
     is a valid record (worth tokenizing, and comparing with the others)."""
     if is_list_record(row):
         return _check_list_row(row, line, path, report)
+    if is_turns_record(row):
+        return _check_turns_row(row, line, path, report)
     valid = True
     try:
         validate_record(row, path, line, extra_columns)
@@ -301,6 +305,24 @@ def _check_list_row(
             report.add(
                 Issue("identical", line, f"responses[{index}]", f"identical to responses[{first}]")
             )
+    return True
+
+
+def _check_turns_row(
+    row: dict[str, Any], line: int, path: str | Path, report: ValidationReport
+) -> bool:
+    """A per-turn conversation's issues: schema, empty answers, a rejected equal to its chosen."""
+    try:
+        validate_turns_record(row, path, line)
+    except DataError as exc:
+        kind = "empty" if exc.problem.startswith(("empty", "expected a non-empty")) else "schema"
+        report.add(Issue(kind, line, exc.field, exc.problem))
+        return False
+    report.record_kinds["conversation"] += 1
+    for index, message in enumerate(row["messages"]):
+        if "rejected" in message and message["rejected"] == message["content"]:
+            report.add(Issue("identical", line, f"messages[{index}].rejected",
+                             "identical to the chosen answer"))  # fmt: skip
     return True
 
 
@@ -364,7 +386,8 @@ def validate_file(
         report.rows += 1
         if _check_row(row, line, path, report, extra_columns):
             _check_duplicate(_pair_digest(row), line, report, seen)
-            if measurer is not None and not is_list_record(row):  # lists: not measured yet
+            if measurer is not None and not (is_list_record(row) or is_turns_record(row)):
+                # lists and conversations: not measured yet
                 measurer.add(line, row)
     if measurer is not None:
         measurer.flush()

@@ -9,7 +9,8 @@ compared with the true quality ``q`` (scores, or negated ranks; equal values are
   √((n₀ − ties in q)(n₀ − ties in r)) over its n₀ = N(N − 1)/2 response pairs; the mean over the
   lists where it is defined (a list tied throughout has none);
 - **top-1 accuracy**: the share of lists whose highest-reward response is one of the best
-  (any of the tied best);
+  (any of the tied best); when several responses share the highest reward, each counts for
+  its share; lists all tied in quality are left out;
 - **by position** (``ranking_accuracy[position=k]``): the ranking accuracy of the ordered
   pairs whose better response holds true position k (1 = best; a tied response takes the best
   position of its tie group).
@@ -57,7 +58,8 @@ def ranking_metrics(
     rewards: Sequence[Sequence[float]], qualities: Sequence[Sequence[float]]
 ) -> dict[str, Any]:
     """The metrics of the module docstring over lists of ``rewards`` and true ``qualities``."""
-    right = total = top1 = 0
+    right = total = ranked = 0
+    top1 = 0.0
     taus: list[float] = []
     by_position: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for r, q in zip(rewards, qualities, strict=True):
@@ -68,8 +70,10 @@ def ranking_metrics(
             counts = by_position[position(q, i)]
             counts[0] += hit
             counts[1] += 1
-        best = max(range(len(r)), key=lambda index: r[index])
-        top1 += q[best] == max(q)
+        if max(q) != min(q):  # a list all tied has no best to find
+            top = [index for index in range(len(r)) if r[index] == max(r)]
+            top1 += sum(q[index] == max(q) for index in top) / len(top)
+            ranked += 1
         tau = kendall_tau_b(r, q)
         if tau is not None:
             taus.append(tau)
@@ -78,7 +82,7 @@ def ranking_metrics(
         "ordered_pairs": total,
         "ranking_accuracy": right / total if total else None,
         "kendall_tau": sum(taus) / len(taus) if taus else None,
-        "top1_accuracy": top1 / len(rewards) if rewards else None,
+        "top1_accuracy": top1 / ranked if ranked else None,
     }
     for k, (hits, count) in sorted(by_position.items()):
         results[f"ranking_accuracy[position={k}]"] = hits / count

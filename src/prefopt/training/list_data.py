@@ -91,6 +91,7 @@ def load_turns_dataset(
 
     config = run.config
     _refuse_cached_reference(run, source, "per-turn conversations")
+    _refuse_uneven_processes(run, source, "per-turn conversations")
     if run.spec.extra_columns:
         raise UsageError(
             f"{source}: algorithm '{run.spec.name}' needs {', '.join(run.spec.extra_columns)}, "
@@ -115,6 +116,17 @@ def load_turns_dataset(
     return TurnsDataset(conversations), report.dropped
 
 
+def _refuse_uneven_processes(run: Run, source: str, what: str) -> None:
+    """Data-parallel processes gather per-pair values of equal counts; lists paired otherwise
+    than best-worst, and conversations, give each process a different count."""
+    if getattr(run.args, "world_size", 1) > 1:
+        raise UsageError(
+            f"{source}: {what} give each process a different number of pairs, which "
+            "data-parallel training cannot gather yet: train on one process"
+            + (", or with lists.pairs=best-worst" if what == "lists" else "")
+        )
+
+
 def _refuse_cached_reference(run: Run, source: str, what: str) -> None:
     if run.config.reference.mode == "cached":
         raise UsageError(
@@ -135,6 +147,8 @@ def load_list_dataset(
 
     config = run.config
     _refuse_cached_reference(run, source, "lists")
+    if config.lists.pairs != "best-worst":
+        _refuse_uneven_processes(run, source, "lists")
     rows = []
     for line, row in load_rows(source, split=split):
         if not is_list_record(row):
@@ -183,35 +197,15 @@ def _check_columns(run: Run, source: str, rows: list[tuple[int, dict[str, Any]]]
                                 f"'{run.spec.name}' needs each response's flag)")  # fmt: skip
 
 
-def index_pairs(
-    offsets: list[int], quality: list[float], pairing: str, with_lists: bool = False
-) -> Any:
-    """``(better, worse)`` response indices into the batch's sequences, list by list (and,
-    ``with_lists``, the list each pair comes from)."""
-    found: list[tuple[int, int]] = []
-    owners: list[int] = []
-    for number, (start, end) in enumerate(zip(offsets, offsets[1:], strict=False)):
-        pairs = pairs_of(quality[start:end], pairing)
-        found += [(start + a, start + b) for a, b in pairs]
-        owners += [number] * len(pairs)
-    return (found, owners) if with_lists else found
-
-
 def list_preference_batch(
-    logps: Any, lengths: Any, reference_logps: Any, inputs: dict[str, Any], pairing: str
+    logps: Any, lengths: Any, reference_logps: Any, inputs: dict[str, Any]
 ) -> PreferenceBatch:
-    """The pairs of a list batch (see the module docstring) as a :class:`PreferenceBatch`."""
-    import torch
-
-    offsets = inputs["list_offsets"].tolist()
-    quality = inputs["quality"].tolist()
-    pairs, pair_list = index_pairs(offsets, quality, pairing, with_lists=True)
+    """The pairs of a list batch (see the module docstring) as a :class:`PreferenceBatch`; the
+    collator chose them (``pair_better``/``pair_worse``) from the exact quality values."""
     device = logps.device
-    better = torch.tensor([a for a, _ in pairs], dtype=torch.long, device=device)
-    worse = torch.tensor([b for _, b in pairs], dtype=torch.long, device=device)
-    extras: dict[str, Any] = {
-        "score_gap": torch.tensor([quality[a] - quality[b] for a, b in pairs], device=device)
-    }
+    better = inputs["pair_better"].to(device)
+    worse = inputs["pair_worse"].to(device)
+    extras: dict[str, Any] = {"score_gap": inputs["pair_gap"].to(device).float()}
     flags = inputs.get("flags")
     if flags is not None:
         flags = flags.to(device)
@@ -228,9 +222,9 @@ def list_preference_batch(
             policy_logps=logps,
             reference_logps=reference_logps,
             lengths=lengths,
-            quality=inputs["quality"].to(device),
+            quality=-inputs["list_ranks"].to(device).to(logps.dtype),
             offsets=inputs["list_offsets"].to(device),
-            pair_list=torch.tensor(pair_list, dtype=torch.long, device=device),
+            pair_list=inputs["pair_list"].to(device),
         ),
     )
 

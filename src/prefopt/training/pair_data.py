@@ -107,7 +107,6 @@ def load_pair_dataset(
 
     kind = source_kind(source, split)
     if kind != "pairs":
-        run.shared_rows = True
         load = load_list_dataset if kind == "lists" else load_turns_dataset
         return load(source, split, tokenizer, run, progress)
     pairs, dropped = load_pairs(source, split, tokenizer, run.config, run.spec, progress)
@@ -151,7 +150,9 @@ def build_preference_trainer(
     if why:
         log.warning("data.layout=%s: %s; using the padded layout", config.data.layout, why)
     if lists is not None:
-        collator: Any = ListCollator(layout, data.tokenizer.pad_token_id, config.data.pack_tokens)
+        collator: Any = ListCollator(
+            layout, data.tokenizer.pad_token_id, config.data.pack_tokens, config.lists.pairs
+        )
     elif conversations is not None:
         collator = TurnCollator(layout, data.tokenizer.pad_token_id, config.data.pack_tokens)
     else:
@@ -168,7 +169,6 @@ def build_preference_trainer(
         make_loss=functools.partial(spec.make_loss, config.algorithm),
         reference=reference,
         extra_columns=spec.extra_columns,
-        list_pairing=config.lists.pairs,
         list_weight=config.lists.weight,
         callbacks=callbacks,
     )

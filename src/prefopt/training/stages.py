@@ -199,8 +199,23 @@ def prepare_data(run: Run) -> RunData:
     evaluation = None
     if config.data.eval:
         evaluation, _ = load(config.data.eval, config.data.eval_split, tokenizer, run, progress)
+        if type(evaluation) is not type(train):
+            raise UsageError(
+                f"{config.data.eval} holds {_kind_of(evaluation)} but the training file holds "
+                f"{_kind_of(train)}: evaluate on data of the same kind"
+            )
+    run.shared_rows = _kind_of(train) != "pairs"
     run.timer.lap("tokenize")
     return RunData(tokenizer, train, evaluation, dropped)
+
+
+def _kind_of(dataset: Any) -> str:
+    """What a run's dataset holds: pairs, lists (of ranked responses) or conversations."""
+    if hasattr(dataset, "lists"):
+        return "lists"
+    if hasattr(dataset, "conversations"):
+        return "conversations"
+    return "pairs"
 
 
 def build_model(run: Run) -> BuiltModel:
@@ -270,6 +285,12 @@ def build_reference(run: Run, model: BuiltModel) -> Reference | None:
     if frozen_copy is not None:
         frozen_copy = frozen_copy.to(run.args.device)
     starting_policy = run.config.lora is None and frozen_copy is None
+    if starting_policy and run.shared_rows:
+        raise UsageError(
+            "full fine-tuning under ZeRO-3 scores its reference into the cache before the first "
+            "step, and lists and per-turn conversations have no cache yet: train a LoRA "
+            "adapter, or use ZeRO-2 or FSDP"
+        )
     if starting_policy:
         note_zero3_reference(run)
     return choose_reference(

@@ -90,7 +90,6 @@ class PreferenceTrainer(Trainer):
         make_loss: Callable[[LossContext], Loss],
         reference: Reference | None,
         extra_columns: Sequence[str] = (),
-        list_pairing: str = "best-worst",
         list_weight: str = "none",
         **kwargs: Any,
     ) -> None:
@@ -108,8 +107,6 @@ class PreferenceTrainer(Trainer):
         self.training_batches = self.online_reference_batches = 0
         self.add_callback(_ReferenceEvents(self))
         self.extra_columns = tuple(extra_columns)
-        #: ``lists.pairs``: which pairs of a list batch the loss trains on.
-        self.list_pairing = list_pairing
         #: ``lists.weight``: ``gap`` weighs each pair of a list by its score gap.
         self.list_weight = list_weight
         self._metric_sums: dict[str, dict[str, list[float]]] = {
@@ -208,7 +205,7 @@ class PreferenceTrainer(Trainer):
             self._throughput.start(self.state.global_step)
         logps, lengths = self.policy_logps(model, inputs)
         if "list_offsets" in inputs:  # lists of responses: their pairs, from this one forward
-            return list_preference_batch(logps, lengths, reference_logps, inputs, self.list_pairing)
+            return list_preference_batch(logps, lengths, reference_logps, inputs)
         half = logps.shape[0] // 2
         return PreferenceBatch(
             policy_chosen_logps=logps[:half],
