@@ -105,7 +105,7 @@ def test_positions_restart_after_the_prompt_for_every_response() -> None:
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 3, 3, 4, 5]]
     assert batch["parts"].tolist() == [[0, 0, 0, 1, 1, 2, 3, 3, 3]]
     assert batch["list_offsets"].tolist() == [0, 3]
-    assert batch["quality"].tolist() == [2.0, 1.0, 0.0]
+    assert batch["list_ranks"].tolist() == [0, 1, 2]
 
 
 CASES = [
