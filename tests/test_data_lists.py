@@ -241,3 +241,16 @@ def test_validate_and_stats_understand_lists(tmp_path: Path) -> None:
     assert stats["kinds"] == {"list": 4}
     assert stats["list_sizes"] == {"2": 1, "3": 1, "4": 2}
     assert stats["list_responses"]["count"] == 4 + 3 + 2 + 4
+
+
+def test_validate_measures_the_token_lengths_of_lists(tmp_path: Path, tiny_model: Path) -> None:
+    long = {"prompt": "Question: where?\nAnswer: ", "scores": [1, 0],
+            "responses": [" ".join(["blue"] * 40), "red"]}  # fmt: skip
+    source = write(tmp_path / "lists.jsonl", [LIST, long])
+    code, stdout, stderr = run_cli("data", "validate", str(source), "--model", str(tiny_model),
+                                   "--max-length", "24", "--json")  # fmt: skip
+    assert code == 0, stderr
+    tokens = json.loads(stdout)["tokens"]
+    assert tokens["pairs"] == 2  # records measured: two lists
+    assert tokens["lengths"]["responses"]["max"] > 24 and "chosen" not in tokens["lengths"]
+    assert tokens["completions_truncated"] == 1 and tokens["dropped"] == 0

@@ -265,7 +265,8 @@ def _print_validation(report: Any) -> None:
         report.lengths.prompts_truncated or report.lengths.completions_truncated
     )
     if report.clean and truncating:
-        out.print("clean, but training would truncate pairs (see the warnings)", style="yellow")
+        unit = report.lengths.unit if report.lengths is not None else "pairs"
+        out.print(f"clean, but training would truncate {unit} (see the warnings)", style="yellow")
     else:
         out.print(
             "clean" if report.clean else "not clean", style="green" if report.clean else "red"
@@ -278,7 +279,7 @@ def _print_lengths(lengths: Any) -> None:
         f"max_prompt_length {lengths.max_prompt_length})",
         "part", "min", "mean", "p50", "p90", "p99", "max",
     )  # fmt: skip
-    for part in ("prompt", "chosen", "rejected"):
+    for part in ("prompt", "chosen", "rejected", "responses"):
         stats = lengths.distribution(part)
         if stats:
             table.add_row(
@@ -287,7 +288,7 @@ def _print_lengths(lengths: Any) -> None:
     out = console()
     out.print(table)
     out.print(
-        f"pairs {lengths.pairs:,}: prompts truncated {lengths.prompts_truncated:,}, "
+        f"{lengths.unit} {lengths.pairs:,}: prompts truncated {lengths.prompts_truncated:,}, "
         f"completions truncated {lengths.completions_truncated:,}, dropped {lengths.dropped:,}"
     )
 

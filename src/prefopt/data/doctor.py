@@ -356,7 +356,7 @@ def truncation(
         f"at max_length {lengths.max_length}, max_prompt_length {lengths.max_prompt_length} "
         f"({tokenizer_name}): prompts truncated {lengths.prompts_truncated:,}, completions "
         f"truncated {lengths.completions_truncated:,}, dropped {lengths.dropped:,} of "
-        f"{lengths.pairs:,} pairs"
+        f"{lengths.pairs:,} {lengths.unit}"
     )
     return Check(
         "truncation",

@@ -83,13 +83,20 @@ class LengthReport:
     prompt: array = field(default_factory=lambda: array("I"))
     chosen: array = field(default_factory=lambda: array("I"))
     rejected: array = field(default_factory=lambda: array("I"))
+    #: Every response of the lists of ranked responses (a list file).
+    responses: array = field(default_factory=lambda: array("I"))
     prompts_truncated: int = 0
     completions_truncated: int = 0
     dropped: int = 0
 
     @property
     def pairs(self) -> int:
+        """Records measured: pairs, or lists in a file of lists."""
         return len(self.prompt)
+
+    @property
+    def unit(self) -> str:
+        return "lists" if self.responses else "pairs"
 
     def warnings(self) -> list[str]:
         """One line per kind of truncation training would do, with the share of pairs."""
@@ -101,8 +108,8 @@ class LengthReport:
             if count:
                 share = 100 * count / self.pairs
                 found.append(
-                    f"warning: {share:.0f}% of pairs ({count:,} of {self.pairs:,}) would have "
-                    f"their {part} truncated by {limit}; training sees the cut text"
+                    f"warning: {share:.0f}% of {self.unit} ({count:,} of {self.pairs:,}) would "
+                    f"have their {part} truncated by {limit}; training sees the cut text"
                 )
         return found
 
@@ -214,7 +221,9 @@ class ValidationReport:
                 "completions_truncated": lengths.completions_truncated,
                 "dropped": lengths.dropped,
                 "lengths": {
-                    name: lengths.distribution(name) for name in ("prompt", "chosen", "rejected")
+                    name: lengths.distribution(name)
+                    for name in ("prompt", "chosen", "rejected", "responses")
+                    if lengths.distribution(name)
                 },
             }
         return report
@@ -386,8 +395,7 @@ def validate_file(
         report.rows += 1
         if _check_row(row, line, path, report, extra_columns):
             _check_duplicate(_pair_digest(row), line, report, seen)
-            if measurer is not None and not (is_list_record(row) or is_turns_record(row)):
-                # lists and conversations: not measured yet
+            if measurer is not None and not is_turns_record(row):  # conversations: not yet
                 measurer.add(line, row)
     if measurer is not None:
         measurer.flush()
@@ -433,20 +441,35 @@ class _LengthMeasurer:
         self.lengths = lengths
         self.source = source
         self.batch: list[tuple[int, dict[str, Any]]] = []
+        self.lists: list[tuple[int, dict[str, Any]]] = []
 
     def add(self, line: int, row: dict[str, Any]) -> None:
-        self.batch.append((line, row))
-        if len(self.batch) >= self.batch_size:
+        if is_list_record(row):
+            self.lists.append((line, row))
+        else:
+            self.batch.append((line, row))
+        if len(self.batch) + len(self.lists) >= self.batch_size:
             self.flush()
 
     def flush(self) -> None:
+        from prefopt.data.list_tokenize import tokenize_lists, truncate_list
         from prefopt.data.tokenize import TokenizationReport, tokenize_pairs, truncate_pair
 
+        policy = TokenizationReport()
+        if self.lists:
+            lists, _ = tokenize_lists(self.lists, self.tokenizer, self.unlimited, self.source)
+            self.lists = []
+            for item in lists:
+                self.lengths.prompt.append(len(item.prompt_ids))
+                self.lengths.responses.extend(len(ids) for ids in item.response_ids)
+                if truncate_list(item.prompt_ids, item.response_ids, self.settings, policy) is None:
+                    self.lengths.dropped += 1
         if not self.batch:
+            self.lengths.prompts_truncated += policy.prompts_truncated
+            self.lengths.completions_truncated += policy.completions_truncated
             return
         pairs, _ = tokenize_pairs(self.batch, self.tokenizer, self.unlimited, source=self.source)
         self.batch = []
-        policy = TokenizationReport()
         for pair in pairs:
             self.lengths.prompt.append(len(pair.prompt_ids))
             self.lengths.chosen.append(len(pair.chosen_ids))
