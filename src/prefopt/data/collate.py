@@ -23,6 +23,7 @@ when every pair knows its place in the data set, ``pair_index`` (B,).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prefopt.data.tokenize import TokenizedPair
@@ -172,67 +173,131 @@ def build_response_segments(
     sequence_count: int,
 ) -> dict[str, Any]:
     """Segments ``[prompt | response 1 | ... | response N]`` of ``items`` (prompt ids and
-    response ids) placed in ``rows`` (item indices per row).
+    response ids) placed in ``rows`` (item indices per row): a prompt trunk with one branch per
+    response, forked at the prompt's end (:func:`build_tree_segments`). Response ``j`` of item
+    ``i`` is output sequence ``sequence_of(i, j)`` of ``sequence_count``."""
+    segments = [
+        Segment(
+            prompt_ids,
+            [
+                Branch(len(prompt_ids), response, sequence_of(index, number))
+                for number, response in enumerate(responses)
+            ],
+        )
+        for index, (prompt_ids, responses) in enumerate(items)
+    ]
+    return build_tree_segments(segments, rows, pad_token_id, sequence_count)
 
-    Response ``j`` (0-based) is part ``j + 1``; its tokens continue the prompt's positions, as
-    in its own ``prompt + response`` sequence, and the mask (part 0 seen by all, a response
-    part by itself only) hides the other responses. Response ``j`` of item ``i`` is output
-    sequence ``sequence_of(i, j)`` of ``sequence_count``.
+
+@dataclass
+class TrunkSpan:
+    """Trunk tokens ``start:end`` scored in place, as output sequence ``sequence``."""
+
+    start: int
+    end: int
+    sequence: int
+
+
+@dataclass
+class Branch:
+    """Tokens placed after the trunk that continue it from ``fork`` (they see the trunk before
+    ``fork`` and themselves), scored as output sequence ``sequence``."""
+
+    fork: int
+    ids: list[int]
+    sequence: int
+
+
+@dataclass
+class Segment:
+    """One segment of a shared row: a trunk (part 0) and, in scoring order, the spans of it
+    that are scored and the branches after it (branch ``k`` is part ``k``, from 1)."""
+
+    trunk_ids: list[int]
+    pieces: list[TrunkSpan | Branch]
+
+    @property
+    def length(self) -> int:
+        return len(self.trunk_ids) + sum(
+            len(piece.ids) for piece in self.pieces if isinstance(piece, Branch)
+        )
+
+
+def build_tree_segments(
+    segments: Sequence[Segment],
+    rows: Sequence[Sequence[int]],
+    pad_token_id: int,
+    sequence_count: int,
+) -> dict[str, Any]:
+    """Tensors of the shared-row layouts for ``segments`` placed in ``rows``.
+
+    A branch's tokens get the positions they have in their own sequence (continuing from its
+    fork) and are predicted by the hidden state before them: the branch's previous token, or
+    the trunk token before its fork for its first one (with a fork at 0 the first token has no
+    predecessor, as in the padded layout). ``forks`` (per token) is in the batch only when a
+    branch forks before its trunk's end (a per-turn tree); without it every branch sees its
+    whole trunk, which then ends where the branches fork (a prompt and its responses).
     """
     import torch
 
-    width = max(sum(segment_length(items[index]) for index in row) for row in rows)
+    width = max(sum(segments[index].length for index in row) for row in rows)
     shape = (len(rows), width)
     input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
     position_ids = torch.zeros(shape, dtype=torch.long)
     segment_ids = torch.full(shape, -1, dtype=torch.long)
     parts = torch.zeros(shape, dtype=torch.long)
-    score_rows: list[int] = []
-    score_positions: list[int] = []
-    score_targets: list[int] = []
-    score_index: list[int] = []
+    forks = torch.full(shape, width, dtype=torch.long)
+    forked_early = False
+    scored: dict[str, list[int]] = {"rows": [], "positions": [], "targets": [], "index": []}
+
+    def score(row: int, position: int, target: int, sequence: int) -> None:
+        scored["rows"].append(row)
+        scored["positions"].append(position)
+        scored["targets"].append(target)
+        scored["index"].append(sequence)
+
     for row, members in enumerate(rows):
         offset = 0
-        for segment, index in enumerate(members):
-            prompt_ids, responses = items[index]
-            prompt = len(prompt_ids)
-            input_ids[row, offset : offset + prompt] = torch.tensor(prompt_ids, dtype=torch.long)
-            position_ids[row, offset : offset + prompt] = torch.arange(prompt)
-            start = offset + prompt
-            # Token j of a response is predicted by the hidden state before it: the response's
-            # previous token, or the prompt's last one for its first token. With an empty prompt
-            # the first token has no predecessor (as in the padded layout).
-            first = 0 if prompt else 1
-            for number, response in enumerate(responses):
-                length = len(response)
-                input_ids[row, start : start + length] = torch.tensor(response, dtype=torch.long)
-                position_ids[row, start : start + length] = torch.arange(prompt, prompt + length)
-                parts[row, start : start + length] = number + 1
-                for j in range(first, length):
-                    score_positions.append(start + j - 1 if j else offset + prompt - 1)
-                    score_targets.append(response[j])
-                score_index.extend([sequence_of(index, number)] * (length - first))
-                score_rows.extend([row] * (length - first))
+        for number, index in enumerate(members):
+            segment = segments[index]
+            trunk_ids = segment.trunk_ids
+            trunk = len(trunk_ids)
+            input_ids[row, offset : offset + trunk] = torch.tensor(trunk_ids, dtype=torch.long)
+            position_ids[row, offset : offset + trunk] = torch.arange(trunk)
+            start = offset + trunk
+            part = 0
+            for piece in segment.pieces:
+                if isinstance(piece, TrunkSpan):
+                    for j in range(max(piece.start, 1), piece.end):
+                        score(row, offset + j - 1, trunk_ids[j], piece.sequence)
+                    continue
+                part += 1
+                ids, fork, length = piece.ids, piece.fork, len(piece.ids)
+                input_ids[row, start : start + length] = torch.tensor(ids, dtype=torch.long)
+                position_ids[row, start : start + length] = torch.arange(fork, fork + length)
+                parts[row, start : start + length] = part
+                if fork < trunk:
+                    forks[row, start : start + length] = offset + fork
+                    forked_early = True
+                for j in range(0 if fork else 1, length):
+                    score(row, start + j - 1 if j else offset + fork - 1, ids[j], piece.sequence)
                 start += length
-            segment_ids[row, offset:start] = segment
+            segment_ids[row, offset:start] = number
             offset = start
-    return {
+    batch: dict[str, Any] = {
         "input_ids": input_ids,
         "position_ids": position_ids,
         "segment_ids": segment_ids,
         "parts": parts,
-        "score_rows": torch.tensor(score_rows, dtype=torch.long),
-        "score_positions": torch.tensor(score_positions, dtype=torch.long),
-        "score_targets": torch.tensor(score_targets, dtype=torch.long),
-        "score_index": torch.tensor(score_index, dtype=torch.long),
+        "score_rows": torch.tensor(scored["rows"], dtype=torch.long),
+        "score_positions": torch.tensor(scored["positions"], dtype=torch.long),
+        "score_targets": torch.tensor(scored["targets"], dtype=torch.long),
+        "score_index": torch.tensor(scored["index"], dtype=torch.long),
         "sequence_count": sequence_count,
     }
-
-
-def segment_length(item: tuple[list[int], Sequence[list[int]]]) -> int:
-    """Tokens of a prompt and all its responses in one segment."""
-    prompt_ids, responses = item
-    return len(prompt_ids) + sum(len(response) for response in responses)
+    if forked_early:
+        batch["forks"] = forks
+    return batch
 
 
 def make_collator(

@@ -215,68 +215,26 @@ def turns_length(item: TokenizedTurns) -> int:
 def build_turn_segments(
     items: Sequence[TokenizedTurns], rows: Sequence[Sequence[int]], pad_token_id: int
 ) -> dict[str, Any]:
-    """Tensors of the tree layout for ``items`` placed in ``rows`` (see the module docstring);
-    the batch's turns are numbered conversation by conversation: turn ``p`` of ``P`` has its
+    """Tensors of the tree layout for ``items`` placed in ``rows`` (see the module docstring):
+    each conversation a trunk whose chosen answers are scored in place, with each turn's
+    rejected answer a branch forked at that turn (:func:`prefopt.data.collate.build_tree_segments`).
+    The batch's turns are numbered conversation by conversation: turn ``p`` of ``P`` has its
     chosen answer in output sequence ``p`` and its rejected one in ``P + p``."""
-    import torch
+    from prefopt.data.collate import Branch, Segment, TrunkSpan, build_tree_segments
 
-    first_turn = [0]
+    count = sum(len(item.turns) for item in items)
+    segments = []
+    pair = 0
     for item in items:
-        first_turn.append(first_turn[-1] + len(item.turns))
-    count = first_turn[-1]
-    width = max(sum(turns_length(items[i]) for i in row) for row in rows)
-    shape = (len(rows), width)
-    input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
-    position_ids = torch.zeros(shape, dtype=torch.long)
-    segment_ids = torch.full(shape, -1, dtype=torch.long)
-    parts = torch.zeros(shape, dtype=torch.long)
-    forks = torch.full(shape, width, dtype=torch.long)
-    scored: dict[str, list[int]] = {"rows": [], "positions": [], "targets": [], "index": []}
-
-    def score(row: int, position: int, target: int, sequence: int) -> None:
-        scored["rows"].append(row)
-        scored["positions"].append(position)
-        scored["targets"].append(target)
-        scored["index"].append(sequence)
-
-    for row, members in enumerate(rows):
-        offset = 0
-        for segment, number in enumerate(members):
-            item = items[number]
-            trunk = len(item.trunk_ids)
-            input_ids[row, offset : offset + trunk] = torch.tensor(item.trunk_ids)
-            position_ids[row, offset : offset + trunk] = torch.arange(trunk)
-            start = offset + trunk
-            for turn_number, turn in enumerate(item.turns):
-                pair = first_turn[number] + turn_number
-                for j in range(max(turn.start, 1), turn.end):  # the chosen answer, in the trunk
-                    score(row, offset + j - 1, item.trunk_ids[j], pair)
-                length = len(turn.rejected_ids)
-                input_ids[row, start : start + length] = torch.tensor(turn.rejected_ids)
-                position_ids[row, start : start + length] = torch.arange(
-                    turn.start, turn.start + length
-                )
-                parts[row, start : start + length] = turn_number + 1
-                forks[row, start : start + length] = offset + turn.start
-                first = 0 if turn.start else 1
-                for j in range(first, length):
-                    before = start + j - 1 if j else offset + turn.start - 1
-                    score(row, before, turn.rejected_ids[j], count + pair)
-                start += length
-            segment_ids[row, offset:start] = segment
-            offset = start
-    return {
-        "input_ids": input_ids,
-        "position_ids": position_ids,
-        "segment_ids": segment_ids,
-        "parts": parts,
-        "forks": forks,
-        "score_rows": torch.tensor(scored["rows"], dtype=torch.long),
-        "score_positions": torch.tensor(scored["positions"], dtype=torch.long),
-        "score_targets": torch.tensor(scored["targets"], dtype=torch.long),
-        "score_index": torch.tensor(scored["index"], dtype=torch.long),
-        "sequence_count": 2 * count,
-    }
+        pieces: list[TrunkSpan | Branch] = []
+        for turn in item.turns:
+            pieces += [
+                TrunkSpan(turn.start, turn.end, pair),
+                Branch(turn.start, turn.rejected_ids, count + pair),
+            ]
+            pair += 1
+        segments.append(Segment(item.trunk_ids, pieces))
+    return build_tree_segments(segments, rows, pad_token_id, 2 * count)
 
 
 class TurnCollator:
