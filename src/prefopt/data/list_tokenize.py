@@ -21,6 +21,7 @@ from prefopt.data.tokenize import (
     _encode,
     _with_eos,
     render_responses,
+    truncate_completions,
 )
 
 _BATCH = 256
@@ -79,7 +80,7 @@ def _tokenize_batch(
         responses = _encode(tokenizer, texts, special=False)
         if eos is not None and not is_chat:
             responses = [_with_eos(ids, eos) for ids in responses]
-        kept = truncate_list(prompt_ids, responses, settings, report)
+        kept = truncate_completions(prompt_ids, responses, settings, report)
         if kept is None:
             report.dropped += 1
             continue
@@ -87,26 +88,3 @@ def _tokenize_batch(
         flags = [int(flag) for flag in row["h"]] if "h" in row else None
         out.append(TokenizedList(prompt_ids, responses, quality(row), flags))
         report.pairs += 1
-
-
-def truncate_list(
-    prompt_ids: list[int],
-    responses: list[list[int]],
-    settings: TokenizationSettings,
-    report: TokenizationReport | None = None,
-) -> tuple[list[int], list[list[int]]] | None:
-    """The pairs' truncation policy on every response; ``None`` when one would be empty."""
-    if len(prompt_ids) > settings.max_prompt_length:
-        prompt_ids = prompt_ids[len(prompt_ids) - settings.max_prompt_length :]
-        if report is not None:
-            report.prompts_truncated += 1
-    room = settings.max_length - len(prompt_ids)
-    if room <= 0:
-        return None
-    if any(len(ids) > room for ids in responses):
-        if report is not None:
-            report.completions_truncated += 1
-        responses = [ids[:room] for ids in responses]
-    if not all(responses):
-        return None
-    return list(prompt_ids), [list(ids) for ids in responses]

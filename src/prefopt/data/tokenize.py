@@ -150,7 +150,23 @@ def truncate_pair(
     settings: TokenizationSettings,
     report: TokenizationReport | None = None,
 ) -> TokenizedPair | None:
-    """Apply the truncation policy; ``None`` when a completion would be left empty."""
+    """Apply the truncation policy (:func:`truncate_completions` on the two completions);
+    ``None`` when a completion would be left empty."""
+    kept = truncate_completions(prompt_ids, [chosen_ids, rejected_ids], settings, report)
+    if kept is None:
+        return None
+    prompt, (chosen, rejected) = kept
+    return TokenizedPair(prompt, chosen, rejected)
+
+
+def truncate_completions(
+    prompt_ids: list[int],
+    responses: list[list[int]],
+    settings: TokenizationSettings,
+    report: TokenizationReport | None = None,
+) -> tuple[list[int], list[list[int]]] | None:
+    """The truncation policy: a prompt over ``max_prompt_length`` keeps its end, then every
+    completion is cut to what ``max_length`` leaves; ``None`` when one would be empty."""
     if len(prompt_ids) > settings.max_prompt_length:
         prompt_ids = prompt_ids[len(prompt_ids) - settings.max_prompt_length :]
         if report is not None:
@@ -158,13 +174,13 @@ def truncate_pair(
     room = settings.max_length - len(prompt_ids)
     if room <= 0:
         return None
-    if len(chosen_ids) > room or len(rejected_ids) > room:
+    if any(len(ids) > room for ids in responses):
         if report is not None:
             report.completions_truncated += 1
-        chosen_ids, rejected_ids = chosen_ids[:room], rejected_ids[:room]
-    if not chosen_ids or not rejected_ids:
+        responses = [ids[:room] for ids in responses]
+    if not all(responses):
         return None
-    return TokenizedPair(list(prompt_ids), list(chosen_ids), list(rejected_ids))
+    return list(prompt_ids), [list(ids) for ids in responses]
 
 
 def _encode(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:

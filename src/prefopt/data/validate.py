@@ -452,8 +452,13 @@ class _LengthMeasurer:
             self.flush()
 
     def flush(self) -> None:
-        from prefopt.data.list_tokenize import tokenize_lists, truncate_list
-        from prefopt.data.tokenize import TokenizationReport, tokenize_pairs, truncate_pair
+        from prefopt.data.list_tokenize import tokenize_lists
+        from prefopt.data.tokenize import (
+            TokenizationReport,
+            tokenize_pairs,
+            truncate_completions,
+            truncate_pair,
+        )
 
         policy = TokenizationReport()
         if self.lists:
@@ -462,7 +467,10 @@ class _LengthMeasurer:
             for item in lists:
                 self.lengths.prompt.append(len(item.prompt_ids))
                 self.lengths.responses.extend(len(ids) for ids in item.response_ids)
-                if truncate_list(item.prompt_ids, item.response_ids, self.settings, policy) is None:
+                if (
+                    truncate_completions(item.prompt_ids, item.response_ids, self.settings, policy)
+                    is None
+                ):
                     self.lengths.dropped += 1
         if not self.batch:
             self.lengths.prompts_truncated += policy.prompts_truncated
