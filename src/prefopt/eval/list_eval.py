@@ -40,33 +40,17 @@ def response_logps(
     on_batch: Any = None,
 ) -> list[list[float]]:
     """Every response's summed log-prob, list by list, in eval mode, ``batch_size`` lists a
-    batch (padded rows, one per response)."""
-    import torch
-
+    batch (padded rows, one per response), the first batch self-checked as pairs are
+    (:func:`prefopt.eval.scoring.scored_batches`)."""
     from prefopt.data.list_collate import ListCollator
-    from prefopt.modeling.logprobs import sequence_logps
-    from prefopt.modeling.sdpa_gqa import native_gqa_on_cpu
+    from prefopt.eval.scoring import scored_batches
 
-    collator = ListCollator("padded", pad_token_id)
-    device = next(model.parameters()).device
     out: list[list[float]] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), native_gqa_on_cpu(device.type):
-            for start in range(0, len(lists), batch_size):
-                chunk = lists[start : start + batch_size]
-                batch = collator(chunk)
-                inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-                logps, _ = sequence_logps(model, inputs)
-                values = logps.float().cpu().tolist()
-                offsets = batch["list_offsets"].tolist()
-                out += [values[a:b] for a, b in zip(offsets, offsets[1:], strict=False)]
-                if on_batch is not None:
-                    on_batch(len(chunk))
-    finally:
-        if was_training:
-            model.train()
+    collator = ListCollator("padded", pad_token_id)
+    for _, batch, logps in scored_batches(model, lists, collator, batch_size, on_batch):
+        values = logps.float().cpu().tolist()
+        offsets = batch["list_offsets"].tolist()
+        out += [values[a:b] for a, b in zip(offsets, offsets[1:], strict=False)]
     return out
 
 

@@ -190,7 +190,6 @@ def evaluate(
     trust_remote_code: bool = False,
 ) -> EvalOutput:
     """Score ``data`` under ``model`` (and its reference); returns results and per-pair rows."""
-    import torch
 
     from prefopt.errors import UsageError
 
@@ -223,24 +222,16 @@ def evaluate(
     if plan.reference is None:
         say("no reference model: rewards are β·log π (reference-free); pass --ref to set one")
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(plan, dtype).to(device)
     from prefopt.eval.scoring import pair_logps
 
     pad = tokenizer.pad_token_id
     count = len(loaded.pairs)
-    tick = _ticker(progress, "policy", count)
-    chosen, rejected = pair_logps(policy, loaded.pairs, pad, batch_size, on_batch=tick)
-    ref_chosen = ref_rejected = None
-    if plan.reference is not None:
-        tick = _ticker(progress, "reference", count)
-        if plan.reference_is_base:
-            with policy.disable_adapter():
-                ref_chosen, ref_rejected = pair_logps(policy, loaded.pairs, pad, batch_size, tick)
-        else:
-            del policy
-            reference = load_reference(plan, dtype).to(device)
-            ref_chosen, ref_rejected = pair_logps(reference, loaded.pairs, pad, batch_size, tick)
+    policy_scores, reference_scores = score_policy_and_reference(
+        plan, dtype, count, progress,
+        lambda model, tick: pair_logps(model, loaded.pairs, pad, batch_size, tick),
+    )  # fmt: skip
+    chosen, rejected = policy_scores
+    ref_chosen, ref_rejected = reference_scores if reference_scores is not None else (None, None)
 
     flags = [loaded.rows[i][1] for i in loaded.row_index]
     scores = PairScores(
@@ -285,7 +276,6 @@ def _evaluate_lists(
     say: Callable[[str], Any],
 ) -> EvalOutput:
     """:func:`evaluate` for a file of lists of ranked responses (:mod:`prefopt.eval.list_eval`)."""
-    import torch
 
     from prefopt.eval.list_eval import list_results, load_eval_lists, response_logps
 
@@ -294,20 +284,11 @@ def _evaluate_lists(
         say(f"{dropped} lists dropped: no completion tokens left after truncation")
     if plan.reference is None:
         say("no reference model: rewards are β·log π (reference-free); pass --ref to set one")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = load_policy(plan, dtype).to(device)
     pad = tokenizer.pad_token_id
-    scores = response_logps(policy, lists, pad, batch_size, _ticker(progress, "policy", len(lists)))
-    reference = None
-    if plan.reference is not None:
-        tick = _ticker(progress, "reference", len(lists))
-        if plan.reference_is_base:
-            with policy.disable_adapter():
-                reference = response_logps(policy, lists, pad, batch_size, tick)
-        else:
-            del policy
-            model = load_reference(plan, dtype).to(device)
-            reference = response_logps(model, lists, pad, batch_size, tick)
+    scores, reference = score_policy_and_reference(
+        plan, dtype, len(lists), progress,
+        lambda model, tick: response_logps(model, lists, pad, batch_size, tick),
+    )  # fmt: skip
     metrics, rows = list_results(scores, reference, lists, beta)
     results = {
         "kind": RESULTS_KIND,
@@ -323,6 +304,31 @@ def _evaluate_lists(
         "metrics": metrics,
     }
     return EvalOutput(results, rows)
+
+
+def score_policy_and_reference(
+    plan: ModelPlan,
+    dtype: str,
+    count: int,
+    progress: Callable[[int, str, int], Any] | None,
+    score: Callable[[Any, Any], Any],
+) -> tuple[Any, Any]:
+    """``(policy scores, reference scores or None)``: ``score(model, tick)`` under the policy,
+    then under the reference: the policy with its adapter switched off when the reference is
+    its base (loaded once), else the reference model loaded after the policy is let go."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_policy(plan, dtype).to(device)
+    policy_scores = score(policy, _ticker(progress, "policy", count))
+    if plan.reference is None:
+        return policy_scores, None
+    tick = _ticker(progress, "reference", count)
+    if plan.reference_is_base:
+        with policy.disable_adapter():
+            return policy_scores, score(policy, tick)
+    del policy
+    return policy_scores, score(load_reference(plan, dtype).to(device), tick)
 
 
 def _ticker(

@@ -8,7 +8,7 @@ path disagrees with its own forward is scored with full logits, with one notice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prefopt.data.collate import PaddedCollator
@@ -27,29 +27,42 @@ def pair_logps(
     """``(chosen_logps, rejected_logps)``, each a float tensor of shape (N,), in eval mode."""
     import torch
 
+    chosen, rejected = [], []
+    collator = PaddedCollator(pad_token_id)
+    for chunk, _, logps in scored_batches(model, pairs, collator, batch_size, on_batch):
+        chosen.append(logps[: len(chunk)].float().cpu())
+        rejected.append(logps[len(chunk) :].float().cpu())
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def scored_batches(
+    model: Any, items: Sequence[Any], collator: Any, batch_size: int = 16, on_batch: Any = None
+) -> Iterator[tuple[Sequence[Any], dict[str, Any], Any]]:
+    """``(chunk, batch, logps)`` for ``items`` in chunks of ``batch_size``: each chunk collated
+    and scored on the model's device, in eval mode, without gradients (the model's mode is
+    restored after). The first chunk's first two items go through the self-check first."""
+    import torch
+
     from prefopt.modeling.sdpa_gqa import native_gqa_on_cpu
 
-    collator = PaddedCollator(pad_token_id)
     device = next(model.parameters()).device
-    chosen, rejected = [], []
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), native_gqa_on_cpu(device.type):
-            for start in range(0, len(pairs), batch_size):
-                chunk = pairs[start : start + batch_size]
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
                 batch = collator(chunk)
-                inputs = {k: v.to(device) for k, v in batch.items() if k != "extras"}
-                if start == 0:  # two pairs: the full logits of a whole batch may not fit
+                inputs = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
+                if "sequence_count" in batch:
+                    inputs["sequence_count"] = batch["sequence_count"]
+                if start == 0:  # two items: the full logits of a whole batch may not fit
                     probe = collator(chunk[:2])
                     self_check([model], {k: v for k, v in probe.items() if k != "extras"})
                 logps, _ = sequence_logps(model, inputs)
-                half = len(chunk)
-                chosen.append(logps[:half].float().cpu())
-                rejected.append(logps[half:].float().cpu())
+                yield chunk, batch, logps
                 if on_batch is not None:
                     on_batch(len(chunk))
     finally:
         if was_training:
             model.train()
-    return torch.cat(chosen), torch.cat(rejected)
