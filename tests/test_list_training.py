@@ -122,7 +122,7 @@ def test_the_collator_picks_the_pairs_per_list() -> None:
         (0, 1), (0, 2), (0, 3), (1, 3), (2, 3), (6, 8), (6, 7), (8, 7),
     ]  # fmt: skip
     batch = collated(qualities, "all")
-    assert batch["pair_list"].tolist() == [0, 0, 0, 0, 0, 2, 2, 2]
+    assert batch["pair_sample"].tolist() == [0, 0, 0, 0, 0, 2, 2, 2]
     assert batch["pair_gap"].tolist() == [2.0, 2.0, 3.0, 1.0, 1.0, 1.0, 2.0, 1.0]
     assert batch["list_ranks"].tolist() == [0, 1, 1, 2, 0, 0, 0, 2, 1]
     tied_best = collated([[2.0, 2.0, 0.0]], "best-rest")
@@ -228,16 +228,3 @@ def test_an_eval_file_of_another_kind_is_refused_before_training(
                               str(out), *RUN)  # fmt: skip
     assert code == 2 and f"{lists} holds lists but the training file holds pairs" in stderr
     assert not out.exists()
-
-
-def test_several_processes_take_best_worst_lists_only() -> None:
-    from types import SimpleNamespace
-
-    from prefopt.errors import UsageError
-    from prefopt.training.list_data import _refuse_uneven_processes
-
-    one = SimpleNamespace(args=SimpleNamespace(world_size=1))
-    _refuse_uneven_processes(one, "f.jsonl", "lists")  # type: ignore[arg-type]
-    two = SimpleNamespace(args=SimpleNamespace(world_size=2))
-    with pytest.raises(UsageError, match="train on one process, or with lists.pairs=best-worst"):
-        _refuse_uneven_processes(two, "f.jsonl", "lists")  # type: ignore[arg-type]

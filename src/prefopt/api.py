@@ -175,8 +175,10 @@ class LossContext:
     """What a loss may ask of the run it lives in.
 
     ``all_gather(t)`` concatenates a ``(B,)`` tensor across data-parallel processes (in rank
-    order) so batch statistics are global; on one process it returns ``t`` unchanged.
-    ``rank`` is this process's index in that order.
+    order) so batch statistics are global; on one process it returns ``t`` unchanged. The
+    processes' ``B`` may differ (lists and conversations give each a different number of
+    pairs). ``rank`` is this process's index in that order; ``sizes(B)`` gives every
+    process's ``B`` in that order (equal sizes when not given).
     """
 
     def __init__(
@@ -184,8 +186,10 @@ class LossContext:
         all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
         world_size: int = 1,
         rank: int = 0,
+        sizes: Callable[[int], list[int]] | None = None,
     ) -> None:
         self._all_gather = all_gather
+        self._sizes = sizes
         self.world_size = world_size
         self.rank = rank
 
@@ -195,8 +199,11 @@ class LossContext:
         return self._all_gather(tensor)
 
     def local_slice(self, global_tensor: torch.Tensor, local_size: int) -> torch.Tensor:
-        """This process's rows of a tensor built from ``all_gather`` (equal batch sizes)."""
-        start = self.rank * local_size
+        """This process's ``local_size`` rows of a tensor built from ``all_gather``."""
+        if self._sizes is None or self.world_size == 1:
+            start = self.rank * local_size
+        else:
+            start = sum(self._sizes(local_size)[: self.rank])
         return global_tensor[start : start + local_size]
 
 

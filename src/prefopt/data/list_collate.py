@@ -12,8 +12,9 @@ Output sequences are numbered list by list: response ``j`` of list ``i`` is sequ
 ``list_offsets[i] + j``. Besides the layout's tensors a batch carries ``list_offsets`` (L + 1,),
 ``list_ranks`` (S,) (each response's rank in its list among the distinct quality values, 0 the
 best, ties sharing one: integers, so no float cast of the batch can merge or split a tie), the
-pairs of ``pairing`` as ``pair_better``/``pair_worse`` (P,) sequence indices with their
-``pair_list`` (P,) and score gaps ``pair_gap`` (P,) (computed here from the exact values),
+pairs of ``pairing`` as ``pair_better``/``pair_worse`` (P,) sequence indices with their list
+``pair_sample`` (P,) and score gaps ``pair_gap`` (P,) (computed here from the exact values),
+``samples`` (the number of lists, L, for gathering pairs across processes),
 ``flags`` (S,) when every list has hallucination flags, and ``list_index`` (L,) when every list
 knows its place in the data set.
 """
@@ -83,7 +84,8 @@ class ListCollator:
                 gap.append(item.quality[a] - item.quality[b])
         batch["pair_better"] = torch.tensor(better, dtype=torch.long)
         batch["pair_worse"] = torch.tensor(worse, dtype=torch.long)
-        batch["pair_list"] = torch.tensor(owner, dtype=torch.long)
+        batch["pair_sample"] = torch.tensor(owner, dtype=torch.long)
+        batch["samples"] = torch.tensor(len(lists))
         batch["pair_gap"] = torch.tensor(gap, dtype=torch.float32)
         if lists and all(item.flags is not None for item in lists):
             batch["flags"] = torch.tensor(

@@ -255,9 +255,18 @@ class TurnCollator:
         return first_fit_decreasing(lengths, max(self.pack_tokens, max(lengths)))
 
     def __call__(self, items: Sequence[TokenizedTurns]) -> dict[str, Any]:
+        import torch
+
         if self.layout == "padded":
             from prefopt.data.collate import PaddedCollator
 
             pairs = [pair for item in items for pair in item.pairs()]
-            return PaddedCollator(self.pad_token_id)(pairs)
-        return build_turn_segments(items, self.rows(items), self.pad_token_id)
+            batch = PaddedCollator(self.pad_token_id)(pairs)
+        else:
+            batch = build_turn_segments(items, self.rows(items), self.pad_token_id)
+        # Which conversation each pair (turn) comes from, to gather pairs across processes.
+        batch["pair_sample"] = torch.tensor(
+            [number for number, item in enumerate(items) for _ in item.turns], dtype=torch.long
+        )
+        batch["samples"] = torch.tensor(len(items))
+        return batch

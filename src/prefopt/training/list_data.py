@@ -91,7 +91,6 @@ def load_turns_dataset(
 
     config = run.config
     _refuse_cached_reference(run, source, "per-turn conversations")
-    _refuse_uneven_processes(run, source, "per-turn conversations")
     if run.spec.extra_columns:
         raise UsageError(
             f"{source}: algorithm '{run.spec.name}' needs {', '.join(run.spec.extra_columns)}, "
@@ -116,17 +115,6 @@ def load_turns_dataset(
     return TurnsDataset(conversations), report.dropped
 
 
-def _refuse_uneven_processes(run: Run, source: str, what: str) -> None:
-    """Data-parallel processes gather per-pair values of equal counts; lists paired otherwise
-    than best-worst, and conversations, give each process a different count."""
-    if getattr(run.args, "world_size", 1) > 1:
-        raise UsageError(
-            f"{source}: {what} give each process a different number of pairs, which "
-            "data-parallel training cannot gather yet: train on one process"
-            + (", or with lists.pairs=best-worst" if what == "lists" else "")
-        )
-
-
 def _refuse_cached_reference(run: Run, source: str, what: str) -> None:
     if run.config.reference.mode == "cached":
         raise UsageError(
@@ -147,8 +135,6 @@ def load_list_dataset(
 
     config = run.config
     _refuse_cached_reference(run, source, "lists")
-    if config.lists.pairs != "best-worst":
-        _refuse_uneven_processes(run, source, "lists")
     rows = []
     for line, row in load_rows(source, split=split):
         if not is_list_record(row):
@@ -224,7 +210,7 @@ def list_preference_batch(
             lengths=lengths,
             quality=-inputs["list_ranks"].to(device).to(logps.dtype),
             offsets=inputs["list_offsets"].to(device),
-            pair_list=inputs["pair_list"].to(device),
+            pair_list=inputs["pair_sample"].to(device),
         ),
     )
 

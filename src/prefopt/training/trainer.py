@@ -11,6 +11,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from prefopt.api import Loss, LossContext, LossOutput, PreferenceBatch, Stateful
 from prefopt.modeling.logprobs import sequence_logps
 from prefopt.training.guards import check_loss
 from prefopt.training.list_data import gap_weighted, list_preference_batch
+from prefopt.training.pair_gather import BatchPairGather, gather_uneven, local_sizes
 from prefopt.training.reference import Reference
 from prefopt.training.step_metrics import LengthWatch, PairsPerSecond, pair_metrics
 
@@ -160,9 +162,10 @@ class PreferenceTrainer(Trainer):
         """The :class:`LossContext` for losses built by this trainer's accelerator."""
         accelerator = self.accelerator
         return LossContext(
-            all_gather=accelerator.gather,
+            all_gather=partial(gather_uneven, accelerator),
             world_size=accelerator.num_processes,
             rank=accelerator.process_index,
+            sizes=partial(local_sizes, accelerator),
         )
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
@@ -230,7 +233,7 @@ class PreferenceTrainer(Trainer):
             output = gap_weighted(output, batch)
         if model.training:  # the non-finite guard: stop before backward and optimizer step
             check_loss(output.loss, self.state.global_step + 1)
-        self._record(batch, output, "train" if model.training else "eval")
+        self._record(batch, output, "train" if model.training else "eval", inputs)
         if return_outputs:
             return output.loss, {}
         return output.loss
@@ -248,10 +251,17 @@ class PreferenceTrainer(Trainer):
         return loss.detach(), None, None
 
     # -- metrics ---------------------------------------------------------------------------
-    def _record(self, batch: PreferenceBatch, output: LossOutput, split: str) -> None:
-        values, margins, length_gaps = pair_metrics(
-            batch, output, self.accelerator.gather_for_metrics
-        )
+    def _record(
+        self, batch: PreferenceBatch, output: LossOutput, split: str, inputs: dict[str, Any]
+    ) -> None:
+        pair_sample = inputs.get("pair_sample")  # the list or conversation of each pair
+        if pair_sample is None:
+            pair_sample = torch.arange(batch.size)
+            samples = batch.size
+        else:
+            samples = int(inputs["samples"])
+        gather = BatchPairGather(self.accelerator, pair_sample.to(self.accelerator.device), samples)
+        values, margins, length_gaps = pair_metrics(batch, output, gather)
         if split == "train":
             self._length_watch.add(margins, length_gaps)
         store = self._metric_sums[split]

@@ -1,0 +1,127 @@
+"""Data parallelism on lists and per-turn conversations, whose processes hold different numbers
+of pairs: `--num-processes 2` (gloo on CPU) logs what one process logs with the same global
+batch, the evaluation's repeated last samples left out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefopt.testing import run_cli, synthetic_pairs
+
+PROCESS_BATCH = 2  # lists or conversations per process and step
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def records(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def ranked_lists(count: int, seed: int) -> list[dict[str, Any]]:
+    """Lists of 2, 3 and 4 responses with distinct scores: 1, 3 and 6 pairs under
+    ``lists.pairs=all``, so that the two processes' pair counts differ."""
+    pairs = synthetic_pairs(4 * count, seed=seed)
+    rows = []
+    for index in range(count):
+        size = 2 + index % 3
+        group = pairs[4 * index : 4 * index + size]
+        responses = [group[0]["chosen"]] + [pair["rejected"] for pair in group[1:]]
+        rows.append({"prompt": group[0]["prompt"], "responses": responses,
+                     "scores": [float(size - k) for k in range(size)]})  # fmt: skip
+    return rows
+
+
+def conversations(count: int, seed: int) -> list[dict[str, Any]]:
+    """Conversations of 1, 2 and 3 preference turns."""
+    pairs = iter(synthetic_pairs(3 * count, seed=seed))
+    rows = []
+    for index in range(count):
+        messages = []
+        for _ in range(1 + index % 3):
+            pair = next(pairs)
+            messages += [
+                {"role": "user", "content": pair["prompt"]},
+                {"role": "assistant", "content": pair["chosen"], "rejected": pair["rejected"]},
+            ]
+        rows.append({"messages": messages})
+    return rows
+
+
+def train(
+    model: Path, algorithm: str, data: Path, evals: Path, out: Path, processes: int,
+    extra: list[str],
+) -> list[dict[str, Any]]:  # fmt: skip
+    per_device = PROCESS_BATCH * 2 // processes
+    sets = [
+        "training.logging_steps=1", "training.save_strategy=no", "training.bf16=false",
+        "training.learning_rate=1e-3", "training.eval_strategy=steps", "training.eval_steps=2",
+        "training.eval_on_start=true", f"training.per_device_train_batch_size={per_device}",
+        f"training.per_device_eval_batch_size={per_device}",
+    ]  # fmt: skip
+    code, _, stderr = run_cli(
+        "train", algorithm, "--model", str(model), "--train-file", str(data), "--eval-file",
+        str(evals), "--output-dir", str(out), "--max-steps", "3", "--num-processes",
+        str(processes), *(item for value in sets for item in ("--set", value)), *extra, "-q",
+    )  # fmt: skip
+    assert code == 0, stderr
+    return records(out)
+
+
+def compare(single: list[dict[str, Any]], double: list[dict[str, Any]], keys: set[str]) -> None:
+    assert [r.get("step") for r in single] == [r.get("step") for r in double]
+    for one, two in zip(single, double, strict=True):
+        shared = set(one) & keys
+        assert shared == set(two) & keys
+        for key in shared:
+            assert two[key] == pytest.approx(one[key], abs=1e-6, rel=1e-6), (one.get("step"), key)
+
+
+PAIR_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                "logps/chosen", "logps/rejected", "logps/ref_chosen", "logps/ref_rejected",
+                "logps/chosen_shift_per_token"}  # fmt: skip
+EVAL_METRICS = {f"eval_{name}" for name in PAIR_METRICS}
+
+
+def test_lists_with_every_pair_train_on_two_processes_as_on_one(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """β-DPO normalises its loss by the kept pairs of the global batch, so with uneven pair
+    counts (the gathered statistics, and each process's rows of the kept mask) the two runs
+    agree in everything: loss, gradient norm, β, the pair metrics and the evaluation's
+    log-probs (5 lists in global batches of 4: the second batch's 3 repeated lists are left
+    out)."""
+    data = write(tmp_path / "lists.jsonl", ranked_lists(24, seed=2))
+    evals = write(tmp_path / "eval.jsonl", ranked_lists(5, seed=9))
+    extra = ["--set", "lists.pairs=all", "--rho", "0.5"]
+    single = train(tiny_model, "beta-dpo", data, evals, tmp_path / "one", 1, extra)
+    double = train(tiny_model, "beta-dpo", data, evals, tmp_path / "two", 2, extra)
+    steps = [r for r in single if "loss" in r]
+    assert len(steps) == 3 and steps[-1]["loss"] != pytest.approx(steps[0]["loss"], abs=1e-4)
+    # An evaluation's β comes from its gathered batch, repeated lists included (as for pairs),
+    # so its rewards are compared through the log-probs, which take no β.
+    eval_logps = {name for name in EVAL_METRICS if name.startswith("eval_logps/")}
+    keys = {"loss", "grad_norm", "beta", "keep_ratio", "gap_mean"} | PAIR_METRICS | eval_logps
+    compare(single, double, keys)
+    assert sum("eval_rewards/accuracies" in r for r in double) == 3  # steps 0, 2 and 3
+
+
+def test_conversations_train_on_two_processes(tiny_model: Path, tmp_path: Path) -> None:
+    """Plain DPO averages each process's own turns (as gradient accumulation averages its
+    micro-batches), so the losses may differ from one process's; every gathered metric of the
+    first step and of the evaluation before training (same weights) is the same."""
+    data = write(tmp_path / "turns.jsonl", conversations(12, seed=4))
+    evals = write(tmp_path / "eval.jsonl", conversations(5, seed=8))
+    single = train(tiny_model, "dpo", data, evals, tmp_path / "one", 1, [])
+    double = train(tiny_model, "dpo", data, evals, tmp_path / "two", 2, [])
+    first = [r for r in single if r.get("step") == 0 or ("loss" in r and r["step"] == 1)]
+    first_two = [r for r in double if r.get("step") == 0 or ("loss" in r and r["step"] == 1)]
+    assert len(first) == 2 and "eval_rewards/margins" in first[0]
+    compare(first, first_two, PAIR_METRICS | EVAL_METRICS)
+    assert [r.get("step") for r in single] == [r.get("step") for r in double]
