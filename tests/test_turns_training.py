@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 from prefopt.testing.world import synthetic_pairs
 
@@ -95,3 +97,55 @@ def test_turns_refuse_what_they_cannot_give(tiny_model: Path, tmp_path: Path) ->
                                   *extra)  # fmt: skip
         assert code == 2 and message in stderr, stderr
         assert not out.exists()
+
+
+def test_eval_scores_conversations_turn_by_turn(tiny_model: Path, tmp_path: Path) -> None:
+    """`eval pairs` on conversations scores each preference turn as the pair it trains as (the
+    same numbers as the file of those pairs) and splits the metrics by the turn's assistant
+    message: here the second and third answers (the first has no rejected alternative)."""
+    pairs = synthetic_pairs(24, seed=6)
+    rows = []
+    for index, (a, b, c) in enumerate(zip(pairs[::3], pairs[1::3], pairs[2::3], strict=True)):
+        rows.append({"id": f"c{index}", "messages": [
+            {"role": "user", "content": a["prompt"]},
+            {"role": "assistant", "content": a["chosen"]},
+            {"role": "user", "content": b["prompt"]},
+            {"role": "assistant", "content": b["chosen"], "rejected": b["rejected"]},
+            {"role": "user", "content": c["prompt"]},
+            {"role": "assistant", "content": c["chosen"], "rejected": c["rejected"]},
+        ]})  # fmt: skip
+    turns = write(tmp_path / "turns.jsonl", rows)
+    as_pair_file = write(tmp_path / "pairs.jsonl", as_pairs(rows))
+    run = tmp_path / "run"
+    code, _, stderr = run_cli("train", "dpo", "--model", str(tiny_model), "--train-file",
+                              str(turns), "--output-dir", str(run), "--max-steps", "4",
+                              "--set", "training.bf16=false",
+                              "--set", "training.learning_rate=1e-3")  # fmt: skip
+    assert code == 0, stderr
+    outputs = {}
+    for name, data in (("turns", turns), ("pairs", as_pair_file)):
+        per_pair, results_file = tmp_path / f"{name}_rows.jsonl", tmp_path / f"{name}.json"
+        code, stdout, stderr = run_cli("eval", "pairs", str(run), "--data", str(data), "--out",
+                                       str(per_pair), "--results", str(results_file))  # fmt: skip
+        assert code == 0, stderr
+        outputs[name] = (
+            json.loads(results_file.read_text()),
+            [json.loads(line) for line in per_pair.read_text().splitlines()],
+            stdout,
+        )
+    (results, per_turn, stdout), (pair_results, per_pair_rows, _) = (
+        outputs["turns"],
+        outputs["pairs"],
+    )
+    assert results["metrics"] == pair_results["metrics"] and results["pairs"] == 16
+    assert [r["margin"] for r in per_turn] == [r["margin"] for r in per_pair_rows]
+    assert [r["turn"] for r in per_turn] == [2, 3] * 8
+    assert [r["id"] for r in per_turn][:2] == ["c0", "c0"]
+    for turn in ("2", "3"):
+        margins = [r["margin"] for r in per_turn if str(r["turn"]) == turn]
+        group = results["by_turn"][turn]
+        assert group["pairs"] == 8
+        assert group["accuracy"] == pytest.approx(sum(m > 0 for m in margins) / 8)
+        assert group["margin"] == pytest.approx(sum(margins) / 8)
+    assert set(results["by_turn"]) == {"2", "3"}
+    assert "by turn" in stdout

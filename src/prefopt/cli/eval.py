@@ -139,7 +139,8 @@ def pairs(
         bool, typer.Option("--quiet", "-q", help="No progress bar or notes (as prefopt -q).")
     ] = False,
 ) -> None:
-    """Score preference pairs: accuracy, margins, rewards, log-probs; split by Δh with h flags."""
+    """Score preference pairs: accuracy, margins, rewards, log-probs; split by Δh with h flags
+    and by turn for per-turn conversations; lists of responses get ranking metrics."""
     if quiet:
         State.quiet = True
     from prefopt import workflows
@@ -161,18 +162,21 @@ def pairs(
         _metric_table(f"{info['model']} on {info['data']} (β={info['beta']})", info["metrics"])
     )
     if info.get("by_delta_h"):
-        show.print(_delta_h_table(info["by_delta_h"]))
+        show.print(_group_table(info["by_delta_h"], "by Δh = h_l − h_w", "Δh"))
+    if info.get("by_turn"):
+        show.print(_group_table(info["by_turn"], "by turn (the assistant answer's number)",
+                                "turn"))  # fmt: skip
     show.print(f"results: {results_path}" + (f", per pair: {out}" if out else ""))
 
 
-def _delta_h_table(groups: dict[str, dict[str, Any]]) -> Any:
+def _group_table(groups: dict[str, dict[str, Any]], title: str, key: str) -> Any:
     from rich.table import Table
 
     from prefopt.eval.compare import format_value
 
     columns = ("pairs", "accuracy", "margin", "reward_margin", "logp_accuracy")
-    table = Table(title="by Δh = h_l − h_w", title_justify="left")
-    for column in ("Δh", *columns):
+    table = Table(title=title, title_justify="left")
+    for column in (key, *columns):
         table.add_column(column)
     for group, values in groups.items():
         table.add_row(group, *(format_value(values[k]) for k in columns))

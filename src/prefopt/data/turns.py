@@ -96,6 +96,18 @@ def turn_pairs(row: dict[str, Any]) -> list[dict[str, Any]]:
     return pairs
 
 
+def turn_numbers(row: dict[str, Any]) -> list[int]:
+    """The turn of each of :func:`turn_pairs`: the number of its assistant message in the
+    conversation (1 for the first answer)."""
+    numbers, answers = [], 0
+    for message in row["messages"]:
+        if message["role"] == "assistant":
+            answers += 1
+            if "rejected" in message:
+                numbers.append(answers)
+    return numbers
+
+
 @dataclass
 class TurnSpan:
     """One preference turn of a tokenized conversation: its chosen answer is

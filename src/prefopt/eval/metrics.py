@@ -174,20 +174,28 @@ def split_by_delta_h(
     delta_h = scores.delta_h()
     if delta_h is None:
         return {}
+    return split_by(delta_h, scores, beta, length_normalize)
+
+
+def split_by(
+    groups: Sequence[int], scores: PairScores, beta: float, length_normalize: bool = False
+) -> dict[str, Any]:
+    """The metrics of :func:`split_by_delta_h` per value of ``groups`` (one per pair, e.g. Δh
+    or a conversation's turn number), in increasing order."""
     m = margins(scores)
     prefers = policy_prefers_chosen(scores, length_normalize)
-    groups: dict[str, Any] = {}
-    for value in sorted(set(delta_h)):
-        index = [i for i, d in enumerate(delta_h) if d == value]
+    out: dict[str, Any] = {}
+    for value in sorted(set(groups)):
+        index = [i for i, group in enumerate(groups) if group == value]
         group_m = [m[i] for i in index]
-        groups[str(value)] = {
+        out[str(value)] = {
             "pairs": len(index),
             "accuracy": mean([1.0 if v > 0 else 0.0 for v in group_m]),
             "margin": mean(group_m),
             "reward_margin": mean([beta * v for v in group_m]),
             "logp_accuracy": mean([1.0 if prefers[i] else 0.0 for i in index]),
         }
-    return groups
+    return out
 
 
 # -- judge metrics -------------------------------------------------------------------------

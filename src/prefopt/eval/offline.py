@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from prefopt.eval.metrics import PairScores, split_by_delta_h, summarize
+from prefopt.eval.metrics import PairScores, split_by, split_by_delta_h, summarize
 from prefopt.modeling import merge as merging
 
 RESULTS_FILE = "eval_results.json"
@@ -133,6 +133,8 @@ class EvalData:
     row_index: list[int]  # pairs[i] comes from rows[row_index[i]]
     has_h: bool
     dropped: int
+    #: For per-turn conversations: each pair's turn, the number of its assistant message.
+    turns: list[int] | None = None
 
 
 def load_eval_pairs(
@@ -142,12 +144,17 @@ def load_eval_pairs(
     from prefopt.data.flip import h_value
     from prefopt.data.io import load_rows
     from prefopt.data.records import validate_record
-    from prefopt.data.tokenize import TokenizationSettings, tokenize_pairs
+    from prefopt.data.turns import is_turns_record
     from prefopt.errors import DataError, UsageError
 
     rows: list[tuple[int, dict[str, Any]]] = []
     has_h = False
-    for line, row in load_rows(source, split=split):
+    records = iter(load_rows(source, split=split))
+    first = next(records, None)
+    if first is not None and is_turns_record(first[1]):
+        return _load_eval_turns(source, tokenizer, max_length, max_prompt_length,
+                                [first, *records])  # fmt: skip
+    for line, row in [first, *records] if first is not None else []:
         validate_record(row, source, line)
         if not rows:
             has_h = "h_w" in row and "h_l" in row
@@ -162,6 +169,20 @@ def load_eval_pairs(
         rows.append((line, row))
     if not rows:
         raise UsageError(f"{source}: no preference pairs found")
+    return _tokenize_eval_pairs(source, tokenizer, max_length, max_prompt_length, rows, has_h)
+
+
+def _tokenize_eval_pairs(
+    source: str,
+    tokenizer: Any,
+    max_length: int,
+    max_prompt_length: int,
+    rows: list[tuple[int, dict[str, Any]]],
+    has_h: bool,
+) -> EvalData:
+    from prefopt.data.tokenize import TokenizationSettings, tokenize_pairs
+    from prefopt.errors import UsageError
+
     # The row index travels through tokenization as an extra column, so dropped pairs are known.
     indexed = ((line, {**row, "_prefopt_row": index}) for index, (line, row) in enumerate(rows))
     settings = TokenizationSettings(max_length, max_prompt_length)
@@ -170,6 +191,39 @@ def load_eval_pairs(
         raise UsageError(f"{source}: every pair was dropped by truncation; raise --max-length")
     row_index = [int(pair.extras.pop("_prefopt_row")) for pair in pairs]
     return EvalData(rows, pairs, row_index, has_h, report.dropped)
+
+
+def _load_eval_turns(
+    source: str,
+    tokenizer: Any,
+    max_length: int,
+    max_prompt_length: int,
+    records: list[tuple[int, dict[str, Any]]],
+) -> EvalData:
+    """Per-turn conversations (:mod:`prefopt.data.turns`) scored turn by turn: each
+    preference turn as the pair training scores (its context, chosen, rejected), numbered by
+    its assistant message (1 for the first answer)."""
+    from prefopt.data.turns import (
+        is_turns_record,
+        turn_numbers,
+        turn_pairs,
+        validate_turns_record,
+    )
+    from prefopt.errors import DataError
+
+    rows: list[tuple[int, dict[str, Any]]] = []
+    numbers: list[int] = []
+    for line, row in records:
+        if not is_turns_record(row):
+            raise DataError(source, line, "messages", "a pair in a file of conversations: one "
+                            "kind a file")  # fmt: skip
+        validate_turns_record(row, source, line)
+        same_id = {"id": row["id"]} if "id" in row else {}
+        rows += [(line, {**pair, **same_id}) for pair in turn_pairs(row)]
+        numbers += turn_numbers(row)
+    loaded = _tokenize_eval_pairs(source, tokenizer, max_length, max_prompt_length, rows, False)
+    loaded.turns = [numbers[index] for index in loaded.row_index]
+    return loaded
 
 
 # -- evaluation ----------------------------------------------------------------------------
@@ -259,6 +313,8 @@ def evaluate(
         "metrics": summarize(scores, beta, length_normalize),
         "by_delta_h": split_by_delta_h(scores, beta, length_normalize),
     }
+    if loaded.turns is not None:
+        results["by_turn"] = split_by(loaded.turns, scores, beta, length_normalize)
     return EvalOutput(results, per_pair_rows(scores, loaded, beta))
 
 
@@ -366,6 +422,8 @@ def per_pair_rows(scores: PairScores, loaded: EvalData, beta: float) -> list[dic
         )
         if loaded.has_h:
             row["h_w"], row["h_l"] = int(record["h_w"]), int(record["h_l"])
+        if loaded.turns is not None:
+            row["turn"] = loaded.turns[i]
         rows.append(row)
     return rows
 
