@@ -64,6 +64,7 @@ def train(
         "training.learning_rate=1e-3", "training.eval_strategy=steps", "training.eval_steps=2",
         "training.eval_on_start=true", f"training.per_device_train_batch_size={per_device}",
         f"training.per_device_eval_batch_size={per_device}",
+        f"reference.cache_dir={out.parent / (out.name + '-cache')}",  # each run fills its own
     ]  # fmt: skip
     code, _, stderr = run_cli(
         "train", algorithm, "--model", str(model), "--train-file", str(data), "--eval-file",

@@ -162,12 +162,6 @@ def test_refusals_name_the_problem(tiny_model: Path, tmp_path: Path) -> None:
     mixed = write(tmp_path / "mixed.jsonl",
                   [good, {"prompt": "p", "chosen": "a", "rejected": "b"}])  # fmt: skip
     cases = [
-        (
-            lists,
-            "dpo",
-            ["--set", "reference.mode=cached"],
-            "reference.mode=cached is not available for lists",
-        ),
         (lists, "factual", [], f"{lists}:1: h: missing field (algorithm 'factual' needs"),
         (mixed, "dpo", [], f"{mixed}:2: responses: a pair in a file of lists"),
         (lists, "dpo", ["--set", "lists.pairs=some"], "lists.pairs: expected best-worst"),

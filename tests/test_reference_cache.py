@@ -41,8 +41,8 @@ def test_store_and_load_round_trip(tmp_path: Path) -> None:
     values = np.array([[-1.5, -2.25], [-3.0, -4.125]])
     path = cache.save("k1", values)
     assert path == tmp_path / "reference" / "k1.npz" and path.is_file()
-    assert np.array_equal(cache.load("k1", 2), values)
-    assert cache.load("absent", 2) is None
+    assert np.array_equal(cache.load("k1", (2, 2)), values)
+    assert cache.load("absent", (2, 2)) is None
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "shape", "tamper"])
@@ -50,19 +50,19 @@ def test_stale_or_corrupt_entries_are_dropped(tmp_path: Path, damage: str, caplo
     cache = ReferenceCache(tmp_path)
     values = np.array([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0]])
     path = cache.save("key", values)
-    count = 3
+    shape = (3, 2)
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:40])
     elif damage == "garbage":
         path.write_bytes(b"not a zip file at all")
     elif damage == "shape":
-        count = 4  # the data changed length under the same key: stale
+        shape = (4, 2)  # the data changed length under the same key: stale
     else:  # values rewritten without updating the checksum
         with np.load(path) as data:
             meta = data["meta"]
         np.savez(path.with_suffix(""), logps=values + 1.0, meta=meta)
     with caplog.at_level(logging.WARNING, logger="prefopt"):
-        assert cache.load("key", count) is None
+        assert cache.load("key", shape) is None
     assert "stale or corrupt" in caplog.text
     assert not path.exists()  # removed, so the next run recomputes and rewrites it
 

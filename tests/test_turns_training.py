@@ -80,11 +80,6 @@ def test_turns_refuse_what_they_cannot_give(tiny_model: Path, tmp_path: Path) ->
     turns = write(tmp_path / "turns.jsonl", conversations(2))
     cases = [
         (
-            "dpo",
-            ["--set", "reference.mode=cached"],
-            "reference.mode=cached is not available for per-turn conversations",
-        ),
-        (
             "factual",
             [],
             "algorithm 'factual' needs h_w, h_l, which per-turn conversations do not carry",

@@ -16,8 +16,10 @@ The prefix-shared and packed batches carry ``position_ids``, per-token ``segment
 vectors: ``score_rows``/``score_positions`` (the hidden state that predicts the token),
 ``score_targets`` (the token id) and ``score_index`` (output sequence: pair ``i``'s chosen is
 ``i``, its rejected ``B + i``). All layouts carry per-pair ``extras`` as float tensors of shape
-(B,) and, when every pair has cached reference log-probs, ``reference_logps`` (2B,) float64;
-when every pair knows its place in the data set, ``pair_index`` (B,).
+(B,) and the columns the reference cache reads (:func:`add_sequence_columns`): which pair and
+which of its two values each output sequence is, ``reference_logps`` (2B,) float64 when every
+pair has cached reference log-probs, and ``sample_index`` (B,) when every pair knows its place
+in the data set.
 """
 
 from __future__ import annotations
@@ -47,14 +49,32 @@ def _common(
         name: torch.tensor([pair.extras[name] for pair in pairs], dtype=torch.float32)
         for name in extra_columns
     }
-    references = [pair.reference for pair in pairs]
+    count = len(pairs)
+    slots = [(index, 0) for index in range(count)] + [(index, 1) for index in range(count)]
+    add_sequence_columns(batch, pairs, slots)
+
+
+def add_sequence_columns(
+    batch: dict[str, Any], items: Sequence[Any], slots: Sequence[tuple[int, int]]
+) -> None:
+    """What the reference cache reads of a batch of ``items`` (pairs, lists or conversations,
+    each with ``reference`` and ``index``), whose output sequence ``s`` is value
+    ``slots[s][1]`` of item ``slots[s][0]`` (a pair's values are (chosen, rejected)):
+    ``sequence_item``/``sequence_slot`` (S,); ``reference_logps`` (S,) float64 when every
+    item carries cached values; ``sample_index`` (B,) when every item knows its place in the
+    data set."""
+    import torch
+
+    batch["sequence_item"] = torch.tensor([item for item, _ in slots], dtype=torch.long)
+    batch["sequence_slot"] = torch.tensor([slot for _, slot in slots], dtype=torch.long)
+    references = [item.reference for item in items]
     if references and all(reference is not None for reference in references):
-        chosen = [reference[0] for reference in references if reference is not None]
-        rejected = [reference[1] for reference in references if reference is not None]
-        batch["reference_logps"] = torch.tensor(chosen + rejected, dtype=torch.float64)
-    indices = [pair.index for pair in pairs]
+        batch["reference_logps"] = torch.tensor(
+            [references[item][slot] for item, slot in slots], dtype=torch.float64
+        )
+    indices = [item.index for item in items]
     if indices and all(index is not None for index in indices):
-        batch["pair_index"] = torch.tensor(indices, dtype=torch.long)
+        batch["sample_index"] = torch.tensor(indices, dtype=torch.long)
 
 
 class PaddedCollator:

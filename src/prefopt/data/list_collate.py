@@ -15,8 +15,8 @@ best, ties sharing one: integers, so no float cast of the batch can merge or spl
 pairs of ``pairing`` as ``pair_better``/``pair_worse`` (P,) sequence indices with their list
 ``pair_sample`` (P,) and score gaps ``pair_gap`` (P,) (computed here from the exact values),
 ``samples`` (the number of lists, L, for gathering pairs across processes),
-``flags`` (S,) when every list has hallucination flags, and ``list_index`` (L,) when every list
-knows its place in the data set.
+``flags`` (S,) when every list has hallucination flags, and the reference cache's columns
+(:func:`prefopt.data.collate.add_sequence_columns`; a list's values are its responses').
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any
 
-from prefopt.data.collate import LAYOUTS, build_response_segments, first_fit_decreasing
+from prefopt.data.collate import (
+    LAYOUTS,
+    add_sequence_columns,
+    build_response_segments,
+    first_fit_decreasing,
+)
 from prefopt.data.list_tokenize import TokenizedList
 from prefopt.data.lists import dense_ranks, pairs_of
 
@@ -91,8 +96,10 @@ class ListCollator:
             batch["flags"] = torch.tensor(
                 [flag for item in lists for flag in item.flags or ()], dtype=torch.float32
             )
-        if lists and all(item.index is not None for item in lists):
-            batch["list_index"] = torch.tensor([item.index for item in lists], dtype=torch.long)
+        slots = [
+            (number, k) for number, item in enumerate(lists) for k in range(len(item.response_ids))
+        ]
+        add_sequence_columns(batch, lists, slots)
         return batch
 
     def _padded(self, lists: Sequence[TokenizedList]) -> dict[str, Any]:

@@ -39,6 +39,8 @@ class TokenizedList:
     #: Position in its data set (set by a training run).
     index: int | None = None
     extras: dict[str, float] = field(default_factory=dict)
+    #: Each response's reference log-prob from the reference cache, when precomputed.
+    reference: tuple[float, ...] | None = None
 
 
 def tokenize_lists(

@@ -38,8 +38,8 @@ class TokenizedPair:
     rejected_ids: list[int]
     extras: dict[str, float] = field(default_factory=dict)
     #: Reference log-probs ``(chosen, rejected)`` from the reference cache, when precomputed.
-    reference: tuple[float, float] | None = None
-    #: Position in its data set, set by a training run: batches carry it as ``pair_index``, so
+    reference: tuple[float, ...] | None = None
+    #: Position in its data set, set by a training run: batches carry it as ``sample_index``, so
     #: the first epoch can record each pair's reference log-probs for the cache.
     index: int | None = None
 

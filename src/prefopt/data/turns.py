@@ -126,6 +126,9 @@ class TokenizedTurns:
     turns: list[TurnSpan]
     index: int | None = None
     extras: dict[str, float] = field(default_factory=dict)
+    #: Reference log-probs from the reference cache, when precomputed: every turn's chosen
+    #: answer, then every turn's rejected one.
+    reference: tuple[float, ...] | None = None
 
     def pairs(self) -> list[TokenizedPair]:
         """Each turn as the pair a separate forward would score: the trunk before its answer,
@@ -269,6 +272,8 @@ class TurnCollator:
     def __call__(self, items: Sequence[TokenizedTurns]) -> dict[str, Any]:
         import torch
 
+        from prefopt.data.collate import add_sequence_columns
+
         if self.layout == "padded":
             from prefopt.data.collate import PaddedCollator
 
@@ -277,8 +282,12 @@ class TurnCollator:
         else:
             batch = build_turn_segments(items, self.rows(items), self.pad_token_id)
         # Which conversation each pair (turn) comes from, to gather pairs across processes.
-        batch["pair_sample"] = torch.tensor(
-            [number for number, item in enumerate(items) for _ in item.turns], dtype=torch.long
-        )
+        owners = [number for number, item in enumerate(items) for _ in item.turns]
+        batch["pair_sample"] = torch.tensor(owners, dtype=torch.long)
         batch["samples"] = torch.tensor(len(items))
+        # A conversation's values: every turn's chosen answer, then every rejected one.
+        turn_of = [turn for item in items for turn in range(len(item.turns))]
+        chosen = list(zip(owners, turn_of, strict=True))
+        rejected = [(owner, len(items[owner].turns) + turn) for owner, turn in chosen]
+        add_sequence_columns(batch, items, chosen + rejected)
         return batch

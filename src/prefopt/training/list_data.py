@@ -41,6 +41,11 @@ class ListDataset:
         return self.lists[index]
 
     @property
+    def samples(self) -> list[TokenizedList]:
+        """The lists, as the reference cache takes every kind of data."""
+        return self.lists
+
+    @property
     def lengths(self) -> list[int]:
         """Tokens per list in one row, for length-grouped sampling."""
         from prefopt.data.list_collate import list_length
@@ -72,6 +77,11 @@ class TurnsDataset:
         return self.conversations[index]
 
     @property
+    def samples(self) -> list[Any]:
+        """The conversations, as the reference cache takes every kind of data."""
+        return self.conversations
+
+    @property
     def lengths(self) -> list[int]:
         from prefopt.data.turns import turns_length
 
@@ -90,7 +100,6 @@ def load_turns_dataset(
     from prefopt.training.callbacks import TaskProgress
 
     config = run.config
-    _refuse_cached_reference(run, source, "per-turn conversations")
     if run.spec.extra_columns:
         raise UsageError(
             f"{source}: algorithm '{run.spec.name}' needs {', '.join(run.spec.extra_columns)}, "
@@ -112,15 +121,9 @@ def load_turns_dataset(
                     source, report.dropped)  # fmt: skip
     if not conversations:
         raise UsageError(f"{source}: no turn left to train on; raise data.max_length")
+    for index, item in enumerate(conversations):
+        item.index = index
     return TurnsDataset(conversations), report.dropped
-
-
-def _refuse_cached_reference(run: Run, source: str, what: str) -> None:
-    if run.config.reference.mode == "cached":
-        raise UsageError(
-            f"{source}: reference.mode=cached is not available for {what} yet; use "
-            f"reference.mode=online (auto is online for {what})"
-        )
 
 
 def load_list_dataset(
@@ -134,7 +137,6 @@ def load_list_dataset(
     from prefopt.training.callbacks import TaskProgress
 
     config = run.config
-    _refuse_cached_reference(run, source, "lists")
     rows = []
     for line, row in load_rows(source, split=split):
         if not is_list_record(row):

@@ -33,6 +33,11 @@ class PairDataset:
         return self.pairs[index]
 
     @property
+    def samples(self) -> list[TokenizedPair]:
+        """The pairs, as the reference cache takes every kind of data."""
+        return self.pairs
+
+    @property
     def lengths(self) -> list[int]:
         """Tokens per pair, for length-grouped sampling."""
         from prefopt.data.collate import pair_length

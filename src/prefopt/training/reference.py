@@ -30,7 +30,6 @@ import torch
 
 if TYPE_CHECKING:
     from prefopt.config import RunConfig
-    from prefopt.data.tokenize import TokenizedPair
     from prefopt.training.reference_cache import MissingEntries
     from prefopt.training.reference_fill import ReferenceFill
 
@@ -52,8 +51,8 @@ class Reference:
     def prepare(
         self,
         trainer: Any,
-        train: list[TokenizedPair],
-        evaluation: list[TokenizedPair] | None,
+        train: list[Any],
+        evaluation: list[Any] | None,
         quiet: bool = False,
     ) -> None:
         """Called once the trainer exists, before training starts (nothing to do online)."""
@@ -123,9 +122,10 @@ class StartingPolicyReference(Reference):
 class CachedReference(Reference):
     """Reference log-probs from the persistent cache, keyed by model, tokens and precision.
 
-    ``prepare`` attaches stored (or, in ``cached`` mode, freshly computed) values to the pairs,
+    ``prepare`` attaches stored (or, in ``cached`` mode, freshly computed) values to the samples
+    (pairs, lists or conversations),
     or plans to fill the training entry from the first epoch (``auto`` mode without an entry).
-    Batches whose pairs all carry values are answered from them; the others go to ``online``,
+    Batches whose samples all carry values are answered from them; the others go to ``online``,
     whose first-epoch values are recorded for the fill. ``online`` is dropped (a frozen copy's
     memory freed) as soon as no later batch can need it.
     """
@@ -136,7 +136,7 @@ class CachedReference(Reference):
         self.mode = mode or config.reference.mode
         self.fill: ReferenceFill | None = None
         self.missing: MissingEntries | None = None
-        self.datasets: dict[str, list[TokenizedPair]] = {}
+        self.datasets: dict[str, list[Any]] = {}
         self.quiet = False
 
     @property
@@ -150,15 +150,15 @@ class CachedReference(Reference):
         if self.online is None:
             raise RuntimeError("a batch without cached reference log-probs after the release")
         values = self.online.logps(policy, inputs, logps_fn)
-        if self.fill is not None and policy.training and "pair_index" in inputs:
-            self.fill.record(inputs["pair_index"], values)
+        if self.fill is not None and policy.training and "sample_index" in inputs:
+            self.fill.record(inputs, values)
         return values
 
     def prepare(
         self,
         trainer: Any,
-        train: list[TokenizedPair],
-        evaluation: list[TokenizedPair] | None,
+        train: list[Any],
+        evaluation: list[Any] | None,
         quiet: bool = False,
     ) -> None:
         from prefopt.modeling.logprobs import unwrap
@@ -203,8 +203,8 @@ class CachedReference(Reference):
 
     def end_of_epoch(self, trainer: Any) -> None:
         """Once the recorded values cover the training data (every process's share), they go
-        into the cache and onto the pairs; the online reference goes when nothing else needs it:
-        eval pairs may, and data loader workers hold their own copies of the pairs."""
+        into the cache and onto the samples; the online reference goes when nothing else needs
+        it: eval samples may, and data loader workers hold their own copies of the samples."""
         from prefopt.training.reference_fill import gather_objects
 
         if self.fill is None or not self.fill.complete(gather_objects):
@@ -220,16 +220,12 @@ class CachedReference(Reference):
 
 
 def choose_reference(
-    config: RunConfig,
-    frozen_copy: Any = None,
-    starting_policy: bool = False,
-    online_only: bool = False,
+    config: RunConfig, frozen_copy: Any = None, starting_policy: bool = False
 ) -> Reference:
     """The run's reference: the frozen copy when there is one (full fine-tuning), the policy
     before its first step where no copy can be held (``starting_policy``: full fine-tuning
     under ZeRO-3, scored into the cache when training begins), else the adapter switched off;
-    behind the cache unless ``reference.mode`` is ``online`` or the data holds lists
-    (``online_only``: the cache keys pairs)."""
+    behind the cache unless ``reference.mode`` is ``online``."""
     from prefopt.training.reference_cache import check_mode
 
     if starting_policy:
@@ -237,6 +233,6 @@ def choose_reference(
     online: Reference = (
         FrozenCopyReference(frozen_copy) if frozen_copy is not None else AdapterOffReference()
     )
-    if check_mode(config.reference.mode) == "online" or online_only:
+    if check_mode(config.reference.mode) == "online":
         return online
     return CachedReference(online, config)

@@ -1,14 +1,15 @@
 """Persistent, content-addressed cache of reference log-probs.
 
-Reference log-probs depend only on the reference weights, the token ids of the pairs (which
-the tokenizer, the data and the tokenization settings determine) and the compute precision. So
+Reference log-probs depend only on the reference weights, the token ids of the samples (pairs,
+lists of responses or per-turn conversations, :mod:`prefopt.data.samples`; the tokenizer, the
+data and the tokenization settings determine them) and the compute precision. So
 they are computed once, in eval mode without gradients, and stored under
 ``<cache dir>/reference/<key>.npz`` where ``key`` hashes
 
 - the model's identity: sha256 of its safetensors files and ``config.json`` (memoised per file,
   so a large model is hashed once), the recorded base of an adapter folder, the load settings
   (dtype, 4-bit); the in-memory weights when no local files can be found;
-- the tokenizer's fingerprint and the sha256 of every pair's token ids, in order;
+- the tokenizer's fingerprint and the sha256 of every sample's token ids, in order;
 - the tokenization settings and the precision (bf16 autocast or fp32).
 
 Epochs, resumed runs and every job of a sweep over the same model and data reuse the entry. An
@@ -43,10 +44,10 @@ from prefopt.data.prep_cache import (
     cache_root,
     digest,
     file_sha256,
-    pairs_fingerprint,
     tokenizer_fingerprint,
 )
-from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
+from prefopt.data.samples import entry_shape, samples_fingerprint, value_count
+from prefopt.data.tokenize import TokenizationSettings
 from prefopt.errors import ConfigError
 from prefopt.training.reference_fill import ReferenceFill, every_process, gather_objects
 from prefopt.training.reference_pass import compute_reference_logps
@@ -133,7 +134,7 @@ def weights_fingerprint(model: Any) -> str:
 def reference_key(
     model_id: str,
     tokenizer: Any,
-    pairs: Sequence[TokenizedPair],
+    samples: Sequence[Any],
     settings: TokenizationSettings,
     precision: str,
 ) -> str:
@@ -142,8 +143,8 @@ def reference_key(
             "version": REFERENCE_VERSION,
             "model": model_id,
             "tokenizer": tokenizer_fingerprint(tokenizer),
-            "pairs": pairs_fingerprint(pairs),
-            "count": len(pairs),
+            "pairs": samples_fingerprint(samples),
+            "count": len(samples),
             "settings": settings.fingerprint(),
             "precision": precision,
         }
@@ -152,7 +153,9 @@ def reference_key(
 
 # -- storage -------------------------------------------------------------------------------
 class ReferenceCache:
-    """``(N, 2)`` float64 arrays of (chosen, rejected) reference log-probs, by key."""
+    """float64 arrays of reference log-probs, by key: ``(N, 2)`` (chosen, rejected) for pairs,
+    every sample's values in a row for lists and conversations
+    (:func:`prefopt.data.samples.entry_shape`)."""
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.folder = cache_root(root) / "reference"
@@ -160,8 +163,9 @@ class ReferenceCache:
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.npz"
 
-    def load(self, key: str, count: int) -> Any:
-        """The stored array, or ``None`` when absent or unusable (then removed)."""
+    def load(self, key: str, shape: tuple[int, ...]) -> Any:
+        """The stored array, or ``None`` when absent, of another ``shape`` or unusable (then
+        removed)."""
         import numpy as np
 
         path = self.path(key)
@@ -172,8 +176,8 @@ class ReferenceCache:
                 values = np.array(data["logps"], dtype=np.float64)
                 meta = json.loads(bytes(data["meta"]).decode("utf-8"))
             problem = None
-            if values.shape != (count, 2):
-                problem = f"shape {values.shape}, expected {(count, 2)}"
+            if values.shape != tuple(shape):
+                problem = f"shape {values.shape}, expected {tuple(shape)}"
             elif meta.get("key") != key or meta.get("sha256") != _checksum(values):
                 problem = "checksum mismatch"
             elif not np.isfinite(values).all():
@@ -206,9 +210,14 @@ def _checksum(values: Any) -> str:
     return hashlib.sha256(values.tobytes()).hexdigest()
 
 
-def attach(pairs: Sequence[TokenizedPair], values: Any) -> None:
-    for pair, (chosen, rejected) in zip(pairs, values.tolist(), strict=True):
-        pair.reference = (chosen, rejected)
+def attach(samples: Sequence[Any], values: Any) -> None:
+    """Give each sample its values from an entry of ``samples`` (in order)."""
+    flat = values.reshape(-1).tolist()
+    start = 0
+    for sample in samples:
+        end = start + value_count(sample)
+        sample.reference = tuple(flat[start:end])
+        start = end
 
 
 # -- run wiring ----------------------------------------------------------------------------
@@ -250,7 +259,7 @@ class ReferencePlan:
 
 
 def provide(
-    datasets: dict[str, list[TokenizedPair]],
+    datasets: dict[str, list[Any]],
     mode: str,
     *,
     model_id: Callable[[], str],
@@ -259,7 +268,7 @@ def provide(
     args: Any,
     root: str | Path | None = None,
 ) -> ReferencePlan:
-    """Attach cached reference log-probs to the pairs of ``datasets`` as ``mode`` asks
+    """Attach cached reference log-probs to the samples of ``datasets`` as ``mode`` asks
     (:func:`reference_plan`); plan to fill the training entry from the first epoch, or name the
     entries to score when training begins."""
     if check_mode(mode) == "online" or not datasets.get("train"):
@@ -268,8 +277,8 @@ def provide(
     precision = "bf16" if args.bf16 else ("fp16" if args.fp16 else "fp32")
     identity = model_id()
     keys = {
-        name: reference_key(identity, tokenizer, pairs, settings, precision)
-        for name, pairs in datasets.items()
+        name: reference_key(identity, tokenizer, samples, settings, precision)
+        for name, samples in datasets.items()
     }
     # every process must take the same plan, also when only some machines hold the entry
     plan = reference_plan(mode, every_process(cache.path(keys["train"]).is_file()))
@@ -277,8 +286,8 @@ def provide(
         return ReferencePlan(fill=_fill_plan(datasets, cache, keys, precision, args))
     missing = {
         name: keys[name]
-        for name, pairs in datasets.items()
-        if not attach_entry(cache, keys[name], pairs)
+        for name, samples in datasets.items()
+        if not attach_entry(cache, keys[name], samples)
     }
     if not missing:
         return ReferencePlan(attached=True)
@@ -287,22 +296,22 @@ def provide(
 
 def score_missing(
     missing: MissingEntries,
-    datasets: dict[str, list[TokenizedPair]],
+    datasets: dict[str, list[Any]],
     logps_fn: Callable[[dict[str, Any]], Any],
-    collator: Callable[[Sequence[TokenizedPair]], dict[str, Any]],
+    collator: Callable[[Sequence[Any]], dict[str, Any]],
     args: Any,
     quiet: bool = False,
 ) -> float:
     """Score the missing entries on every process (:mod:`prefopt.training.reference_pass`),
-    attach them to the pairs and store them (one process of each machine writes); returns the
-    seconds it took. The entry's ``scored_by`` says how many pairs each process scored."""
+    attach them to the samples and store them (one process of each machine writes); returns the
+    seconds it took. The entry's ``scored_by`` says how many samples each process scored."""
     started = time.perf_counter()
     for name, key in missing.keys.items():
-        pairs = datasets[name]
+        samples = datasets[name]
         shares: list[int] = []
         gather = functools.partial(_gather_counting, shares)
         values = compute_reference_logps(
-            pairs,
+            samples,
             logps_fn,
             collator,
             args.per_device_eval_batch_size,
@@ -314,17 +323,18 @@ def score_missing(
             rank=args.process_index,
             world_size=args.world_size,
         )
-        attach(pairs, values)
+        attach(samples, values)
         if args.local_process_index != 0:
             continue
-        meta = {"pairs": len(pairs), "precision": missing.precision, "scored_by": shares}
+        meta = {"samples": len(samples), "precision": missing.precision, "scored_by": shares}
         path = store_entry(missing.cache, key, values, meta)
         if path is not None:
-            log.info("reference log-probs of %d %s pairs cached in %s", len(pairs), name, path)
+            log.info("reference log-probs of %d %s samples cached in %s", len(samples), name,
+                     path)  # fmt: skip
     return time.perf_counter() - started
 
 
-def _gather_counting(shares: list[int], values: dict[int, tuple[float, float]]) -> list[Any]:
+def _gather_counting(shares: list[int], values: dict[int, tuple[float, ...]]) -> list[Any]:
     """Every process's values (:func:`gather_objects`), noting how many each one scored."""
     parts: list[Any] = gather_objects(values)
     shares.extend(len(part) for part in parts)
@@ -332,7 +342,7 @@ def _gather_counting(shares: list[int], values: dict[int, tuple[float, float]]) 
 
 
 def _fill_plan(
-    datasets: dict[str, list[TokenizedPair]],
+    datasets: dict[str, list[Any]],
     cache: ReferenceCache,
     keys: dict[str, str],
     precision: str,
@@ -343,24 +353,25 @@ def _fill_plan(
     train = datasets["train"]
 
     def store(values: Any) -> None:
+        values = values.reshape(entry_shape(train))
         attach(train, values)  # this run reads them from here on, stored or not
         if args.local_process_index != 0:  # one process of each machine writes the entry
             return
-        meta = {"pairs": len(train), "precision": precision, "filled_from": "training"}
+        meta = {"samples": len(train), "precision": precision, "filled_from": "training"}
         store_entry(cache, keys["train"], values, meta)
 
     if "eval" in datasets:  # an existing entry serves; else evaluation runs online
         attach_entry(cache, keys["eval"], datasets["eval"])
-    return ReferenceFill(len(train), store)
+    return ReferenceFill([value_count(sample) for sample in train], store)
 
 
-def attach_entry(cache: ReferenceCache, key: str, pairs: list[TokenizedPair]) -> bool:
-    """Attach the stored entry ``key`` to ``pairs`` when every process holds it (a reference
+def attach_entry(cache: ReferenceCache, key: str, samples: list[Any]) -> bool:
+    """Attach the stored entry ``key`` to ``samples`` when every process holds it (a reference
     that is sharded, or a pass that is collective, runs on every process or on none)."""
-    values = cache.load(key, len(pairs))
+    values = cache.load(key, entry_shape(samples))
     if not every_process(values is not None):
         return False
-    attach(pairs, values)
+    attach(samples, values)
     return True
 
 
@@ -376,7 +387,7 @@ def store_entry(cache: ReferenceCache, key: str, values: Any, meta: dict[str, An
 def provide_for_run(
     trainer: Any,
     config: Any,
-    datasets: dict[str, list[TokenizedPair]],
+    datasets: dict[str, list[Any]],
     base: Any,
     mode: str,
 ) -> ReferencePlan:

@@ -1,11 +1,12 @@
-"""The separate reference pass of ``reference.mode: cached``: every pair's reference
+"""The separate reference pass of ``reference.mode: cached``: every sample's reference
 log-probs, without gradients, in length order (see :mod:`prefopt.training.reference_cache`).
 
 The pass runs when training begins, after the model has been prepared for its engine (DDP,
-FSDP2, DeepSpeed), on every process at once: the pairs in length order are cut into batches,
-batch ``k`` goes to process ``k mod world size``, and the processes' values are gathered.
-Each batch holds the same pairs as on one process, so the values are the same, and no process
-waits at a barrier while another scores the whole data set. Under FSDP and ZeRO-3 a forward is
+FSDP2, DeepSpeed), on every process at once: the samples (pairs, lists or conversations) in
+length order are cut into batches, batch ``k`` goes to process ``k mod world size``, and the
+processes' values are gathered. Each batch holds the same samples as on one process, so the
+values are the same, and no process waits at a barrier while another scores the whole data
+set. Under FSDP and ZeRO-3 a forward is
 a collective, so a process with one batch fewer scores a stand-in batch whose result it drops:
 every process runs the same number of forwards.
 """
@@ -17,22 +18,21 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
-from prefopt.data.collate import pair_length
-from prefopt.data.tokenize import TokenizedPair
+from prefopt.data.samples import entry_shape, sample_length, without_reference
 
-Values = dict[int, tuple[float, float]]
+Values = dict[int, tuple[float, ...]]
 
 
-def batches_in_length_order(pairs: Sequence[TokenizedPair], batch_size: int) -> list[list[int]]:
-    """The pass's batches: indices of ``pairs`` in length order (less padding), in chunks."""
-    order = sorted(range(len(pairs)), key=lambda index: pair_length(pairs[index]))
+def batches_in_length_order(samples: Sequence[Any], batch_size: int) -> list[list[int]]:
+    """The pass's batches: indices of ``samples`` in length order (less padding), in chunks."""
+    order = sorted(range(len(samples)), key=lambda index: sample_length(samples[index]))
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def score_shard(
-    pairs: Sequence[TokenizedPair],
+    samples: Sequence[Any],
     logps_fn: Callable[[dict[str, Any]], Any],
-    collator: Callable[[Sequence[TokenizedPair]], dict[str, Any]],
+    collator: Callable[[Sequence[Any]], dict[str, Any]],
     batch_size: int,
     device: Any,
     *,
@@ -42,31 +42,36 @@ def score_shard(
     progress: bool = False,
     label: str = "reference log-probs",
 ) -> Values:
-    """This process's share of the pass: ``{pair index: (chosen, rejected)}`` for the batches
-    ``rank, rank + world_size, ...``, under bf16 autocast when the training uses it (so cached
-    values match what an online reference would give)."""
+    """This process's share of the pass: ``{sample index: values}`` (a pair's are (chosen,
+    rejected): :mod:`prefopt.data.samples`) for the batches ``rank, rank + world_size, ...``,
+    under bf16 autocast when the training uses it (so cached values match what an online
+    reference would give)."""
     import torch
 
     device = torch.device(device)
-    batches = batches_in_length_order(pairs, batch_size)
+    batches = batches_in_length_order(samples, batch_size)
     mine = batches[rank::world_size]
     rounds = -(-len(batches) // world_size)  # every process runs as many forwards
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    bar = _Progress(len(pairs), label) if progress else None
+    bar = _Progress(len(samples), label) if progress else None
     values: Values = {}
     try:
         for round_index in range(rounds):
             members = mine[round_index] if round_index < len(mine) else batches[0]
-            batch = _to_device(collator([_without_reference(pairs[i]) for i in members]), device)
+            batch = collator([without_reference(samples[i]) for i in members])
+            slots = list(zip(batch["sequence_item"].tolist(), batch["sequence_slot"].tolist(),
+                             strict=True))  # fmt: skip
             with torch.no_grad(), autocast:
-                logps = logps_fn(batch).detach().to("cpu", torch.float64).tolist()
+                logps = logps_fn(_to_device(batch, device)).detach().to("cpu", torch.float64)
             if round_index >= len(mine):
                 continue  # the stand-in batch of a process with one batch fewer
-            half = len(members)
-            for position, index in enumerate(members):
-                values[index] = (logps[position], logps[half + position])
+            scored: dict[int, dict[int, float]] = {}
+            for value, (item, slot) in zip(logps.tolist(), slots, strict=True):
+                scored.setdefault(members[item], {})[slot] = value
+            for index, by_slot in scored.items():
+                values[index] = tuple(by_slot[slot] for slot in range(len(by_slot)))
             if bar is not None:
-                bar.advance(half * world_size)
+                bar.advance(len(members) * world_size)
     finally:
         if bar is not None:
             bar.close()
@@ -74,9 +79,9 @@ def score_shard(
 
 
 def compute_reference_logps(
-    pairs: Sequence[TokenizedPair],
+    samples: Sequence[Any],
     logps_fn: Callable[[dict[str, Any]], Any],
-    collator: Callable[[Sequence[TokenizedPair]], dict[str, Any]],
+    collator: Callable[[Sequence[Any]], dict[str, Any]],
     batch_size: int,
     device: Any,
     bf16: bool = False,
@@ -86,28 +91,22 @@ def compute_reference_logps(
     rank: int = 0,
     world_size: int = 1,
 ) -> Any:
-    """``(N, 2)`` float64 (chosen, rejected) log-probs of ``pairs`` under ``logps_fn``: this
-    process's :func:`score_shard`, merged with the others' by ``gather`` (every process's
-    values, this one's included; one process needs none)."""
+    """The float64 reference log-probs of ``samples`` under ``logps_fn``, shaped as their cache
+    entry (``(N, 2)`` (chosen, rejected) for pairs, every sample's values in a row otherwise:
+    :func:`prefopt.data.samples.entry_shape`): this process's :func:`score_shard`, merged with
+    the others' by ``gather`` (every process's values, this one's included; one process needs
+    none)."""
     import numpy as np
 
     shard = score_shard(
-        pairs, logps_fn, collator, batch_size, device,
+        samples, logps_fn, collator, batch_size, device,
         rank=rank, world_size=world_size, bf16=bf16, progress=progress, label=label,
     )  # fmt: skip
     merged: Values = {}
     for part in gather(shard) if gather is not None else [shard]:
         merged.update(part)
-    values = np.zeros((len(pairs), 2), dtype=np.float64)
-    for index, (chosen, rejected) in merged.items():
-        values[index] = (chosen, rejected)
-    return values
-
-
-def _without_reference(pair: TokenizedPair) -> TokenizedPair:
-    if pair.reference is None:
-        return pair
-    return TokenizedPair(pair.prompt_ids, pair.chosen_ids, pair.rejected_ids, pair.extras)
+    flat = [value for index in range(len(samples)) for value in merged[index]]
+    return np.array(flat, dtype=np.float64).reshape(entry_shape(samples))
 
 
 def _to_device(batch: Any, device: Any) -> Any:

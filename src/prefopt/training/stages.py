@@ -108,9 +108,6 @@ class Run:
     replace_existing: bool = False
     #: The callbacks every run has (:func:`build_trainer` sets them).
     watch: Watch | None = None
-    #: The data holds lists of ranked responses or per-turn conversations (set when it is
-    #: loaded): the reference runs online (the cache keys pairs).
-    shared_rows: bool = False
 
     @property
     def output_dir(self) -> Path:
@@ -204,7 +201,6 @@ def prepare_data(run: Run) -> RunData:
                 f"{config.data.eval} holds {_kind_of(evaluation)} but the training file holds "
                 f"{_kind_of(train)}: evaluate on data of the same kind"
             )
-    run.shared_rows = _kind_of(train) != "pairs"
     run.timer.lap("tokenize")
     return RunData(tokenizer, train, evaluation, dropped)
 
@@ -285,17 +281,9 @@ def build_reference(run: Run, model: BuiltModel) -> Reference | None:
     if frozen_copy is not None:
         frozen_copy = frozen_copy.to(run.args.device)
     starting_policy = run.config.lora is None and frozen_copy is None
-    if starting_policy and run.shared_rows:
-        raise UsageError(
-            "full fine-tuning under ZeRO-3 scores its reference into the cache before the first "
-            "step, and lists and per-turn conversations have no cache yet: train a LoRA "
-            "adapter, or use ZeRO-2 or FSDP"
-        )
     if starting_policy:
         note_zero3_reference(run)
-    return choose_reference(
-        run.config, frozen_copy, starting_policy=starting_policy, online_only=run.shared_rows
-    )
+    return choose_reference(run.config, frozen_copy, starting_policy=starting_policy)
 
 
 def note_zero3_reference(run: Run) -> None:
@@ -365,9 +353,9 @@ def prepare_reference(run: Run, trainer: Any, data: RunData) -> None:
     """The reference's cache read, computed (``cached``) or planned to be filled by the first
     epoch (:meth:`Reference.prepare`), now that the trainer's forward and collator exist."""
     reference = getattr(trainer, "reference", None)
-    if reference is not None and not run.shared_rows:
-        evaluation = None if data.evaluation is None else data.evaluation.pairs
-        reference.prepare(trainer, data.train.pairs, evaluation, run.quiet)
+    if reference is not None:
+        evaluation = None if data.evaluation is None else data.evaluation.samples
+        reference.prepare(trainer, data.train.samples, evaluation, run.quiet)
     run.timer.lap("reference")
 
 
