@@ -61,8 +61,11 @@ def test_eval_on_lists_end_to_end(tiny_model: Path, pairs_file: Path, tmp_path: 
     assert code == 0, stderr
     per_list = tmp_path / "per_list.jsonl"
     code, stdout, stderr = run_cli("eval", "pairs", str(run), "--data", str(lists),
-                                   "--out", str(per_list))  # fmt: skip
+                                   "--out", str(per_list), "--length-normalize")  # fmt: skip
     assert code == 0, stderr
+    assert "--length-normalize applies to pairs; lists are ranked by their summed" in (
+        stdout + stderr
+    )
     results = json.loads((run / "eval_results.json").read_text())
     metrics = results["metrics"]
     assert results["lists"] == 32 and metrics["ordered_pairs"] == 96

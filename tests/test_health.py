@@ -270,19 +270,25 @@ def test_the_length_window_survives_a_checkpoint() -> None:
 
 def test_pairs_per_second_leaves_out_what_follows_a_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """The clock restarts at the next training batch: an evaluation or a checkpoint after a
-    logged step is not counted as training."""
+    logged step is not counted as training. Pairs are counted as the batches give them (a list
+    of four gives six under lists.pairs=all)."""
     from prefopt.training import step_metrics
 
     now = [0.0]
     monkeypatch.setattr(step_metrics.time, "perf_counter", lambda: now[0])
-    rate = step_metrics.PairsPerSecond(pairs_per_step=8)
-    rate.start(0)
+    rate = step_metrics.PairsPerSecond()
+    assert rate.rate() is None  # no batch yet
+    rate.start()
+    for pairs in (8, 8, 6, 10):
+        rate.start()  # later batches keep the mark
+        rate.add(pairs)
     now[0] = 2.0
-    assert rate.rate(4) == pytest.approx(4 * 8 / 2.0)
+    assert rate.rate() == pytest.approx(32 / 2.0)
     now[0] = 12.0  # ten seconds of evaluation and saving
-    rate.start(4)
+    rate.start()
+    rate.add(12)
     now[0] = 14.0
-    assert rate.rate(8) == pytest.approx(4 * 8 / 2.0)
+    assert rate.rate() == pytest.approx(12 / 2.0)
 
 
 # -- the monitor -------------------------------------------------------------------------

@@ -195,6 +195,18 @@ def test_lists_all_tied_are_left_out(tiny_model: Path, tmp_path: Path, caplog: A
     assert "tokenize" in stderr and "2 lists" in stderr
 
 
+def test_list_settings_on_pair_data_are_named_as_ignored(
+    tiny_model: Path, pairs_file: Path, tmp_path: Path, caplog: Any
+) -> None:
+    with caplog.at_level("WARNING", logger="prefopt"):
+        code, _, stderr = run_cli("train", "dpo", "--model", str(tiny_model), "--train-file",
+                                  str(pairs_file), "--output-dir", str(tmp_path / "out"), *RUN,
+                                  "--max-steps", "1", "--set", "lists.weight=gap")  # fmt: skip
+    assert code == 0, stderr
+    assert (f"{pairs_file} holds pairs: lists.weight=gap applies to lists of ranked responses "
+            "and is ignored") in caplog.text  # fmt: skip
+
+
 def test_gap_weighting_is_the_weighted_mean_of_the_pair_losses() -> None:
     from prefopt.algorithms.dpo import DPOConfig, DPOLoss
     from prefopt.training.list_data import gap_weighted

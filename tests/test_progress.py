@@ -42,6 +42,19 @@ def test_plain_lines_name_step_loss_rate_and_eta(monkeypatch: pytest.MonkeyPatch
     ]
 
 
+def test_lists_and_conversations_name_their_own_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefopt.training import callbacks
+
+    clock = iter([100.0, 102.0])
+    monkeypatch.setattr(callbacks, "clock", lambda: next(clock))
+    out = console(terminal=False)
+    display = callbacks.ProgressDisplay(pairs_per_step=4, console=out, unit="lists")
+    display.on_train_begin(None, state(0), None)
+    display.on_log(None, state(1), None, logs={"loss": 0.6931})
+    lines = out.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert lines == ["step 1/4  loss=0.6931  lists/s=2.0  eta=0:06"]
+
+
 def test_live_bar_on_a_terminal_and_closed_on_errors() -> None:
     from prefopt.training.callbacks import ProgressDisplay
 

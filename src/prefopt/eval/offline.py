@@ -266,6 +266,8 @@ def evaluate(
     from prefopt.data.lists import is_list_source
 
     if is_list_source(data, split):
+        if length_normalize:
+            say("--length-normalize applies to pairs; lists are ranked by their summed rewards")
         return _evaluate_lists(
             plan, data, tokenizer, beta, batch_size, max_length, max_prompt_length, dtype,
             split, progress, say,

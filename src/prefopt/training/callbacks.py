@@ -242,16 +242,24 @@ class ProgressDisplay(TrainerCallback):
     """Training progress: a rich bar (step, loss, pairs/s, ETA) on a terminal, else plain lines;
     evaluation gets its own bar (batches) or line.
 
-    ``pairs_per_step`` is the global number of pairs per optimizer step. Only the main process
-    shows anything. :meth:`close` stops the live display (call it if training raises).
+    ``pairs_per_step`` is the global number of pairs per optimizer step (of ``unit``: lists
+    or conversations when the data holds them). Only the main process shows anything.
+    :meth:`close` stops the live display (call it if training raises).
     """
 
-    def __init__(self, pairs_per_step: int, console: Any = None, live: bool | None = None) -> None:
+    def __init__(
+        self,
+        pairs_per_step: int,
+        console: Any = None,
+        live: bool | None = None,
+        unit: str = "pairs",
+    ) -> None:
         from rich.console import Console
 
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.live = live_console(self.console) if live is None else live
         self.pairs_per_step = pairs_per_step
+        self.unit = unit
         self._progress: Any = None
         self._task: Any = None
         self._eval_task: Any = None
@@ -288,7 +296,7 @@ class ProgressDisplay(TrainerCallback):
             )
 
     def _speed(self, state: Any) -> tuple[float, str]:
-        """Pairs per second since training (re)started, and the estimated time left."""
+        """``unit`` per second since training (re)started, and the estimated time left."""
         elapsed = max(clock() - self._start, 1e-9)
         done = state.global_step - self._start_step
         rate = done * self.pairs_per_step / elapsed
@@ -305,7 +313,8 @@ class ProgressDisplay(TrainerCallback):
         if self._progress is not None and self._task is not None:
             loss = "" if self._last_loss is None else f"loss {self._last_loss:.4f}  "
             note = self._watch.note()
-            status = f"{loss}{self._speed(state)[0]:.1f} pairs/s" + (f"  {note}" if note else "")
+            rate = self._speed(state)[0]
+            status = f"{loss}{rate:.1f} {self.unit}/s" + (f"  {note}" if note else "")
             self._progress.update(self._task, completed=state.global_step, status=status)
 
     def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -342,7 +351,7 @@ class ProgressDisplay(TrainerCallback):
                 timing = ""
                 if "loss" in logs:
                     rate, eta = self._speed(state)
-                    timing = f"  pairs/s={rate:.1f}  eta={eta}"
+                    timing = f"  {self.unit}/s={rate:.1f}  eta={eta}"
                     note = self._watch.note()
                     timing += f"  {note}" if note else ""
                 line = f"step {state.global_step}/{state.max_steps}  {text}{timing}"

@@ -114,10 +114,27 @@ def load_pair_dataset(
     if kind != "pairs":
         load = load_list_dataset if kind == "lists" else load_turns_dataset
         return load(source, split, tokenizer, run, progress)
+    _note_list_settings(run.config, source)
     pairs, dropped = load_pairs(source, split, tokenizer, run.config, run.spec, progress)
     for index, pair in enumerate(pairs):
         pair.index = index
     return PairDataset(pairs), dropped
+
+
+def _note_list_settings(config: Any, source: str) -> None:
+    """``lists.pairs`` and ``lists.weight`` shape lists of responses; on pairs they do nothing,
+    which the user who set them should hear."""
+    from prefopt.config import ListsConfig
+
+    default = ListsConfig()
+    changed = [
+        f"lists.{name}={getattr(config.lists, name)}"
+        for name in ("pairs", "weight")
+        if getattr(config.lists, name) != getattr(default, name)
+    ]
+    if changed:
+        log.warning("%s holds pairs: %s applies to lists of ranked responses and is ignored",
+                    source, " and ".join(changed))  # fmt: skip
 
 
 def build_preference_trainer(

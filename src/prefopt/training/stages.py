@@ -313,7 +313,7 @@ def build_trainer(run: Run, data: RunData, model: BuiltModel, reference: Referen
     every run has; under bf16, frozen weights are rounded once instead of in every step."""
     from transformers.trainer_callback import PrinterCallback
 
-    run.watch = watch = watch_run(run)
+    run.watch = watch = watch_run(run, _kind_of(data.train))
     trainer = run.trainer_class.for_run(run, data, model.policy, reference, watch.callbacks)
     trainer.remove_callback(PrinterCallback)  # ProgressDisplay prints instead
     if run.args.bf16:  # every forward runs under autocast
@@ -327,13 +327,15 @@ def build_trainer(run: Run, data: RunData, model: BuiltModel, reference: Referen
     return trainer
 
 
-def watch_run(run: Run) -> Watch:
+def watch_run(run: Run, unit: str = "pairs") -> Watch:
+    """The callbacks every run has; ``unit`` names what a batch holds (``pairs``, ``lists``,
+    ``conversations``) for the progress display's rate."""
     from prefopt.training.callbacks import MetricsJsonlCallback, ProgressDisplay
     from prefopt.training.guards import NonFiniteGuard
     from prefopt.training.health_watch import HealthWatch
 
     metrics = MetricsJsonlCallback(run.output_dir)
-    display = None if run.quiet else ProgressDisplay(run.pairs_per_step)
+    display = None if run.quiet else ProgressDisplay(run.pairs_per_step, unit=unit)
     say = None if display is None else _warning_printer(display.console)
     health = HealthWatch(run.config.health, metrics, say)
     callbacks: list[Any] = [metrics, health, NonFiniteGuard()]

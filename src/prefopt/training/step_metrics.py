@@ -8,7 +8,8 @@ under the policy and the reference, and the statistics the health checks read
 - ``logps/ref_chosen``, ``logps/ref_rejected``: the same under the reference;
 - ``logps/chosen_shift_per_token``: mean of (policy − reference) chosen log-prob / tokens,
   the per-token drift of the chosen answers (below 0: they became less likely);
-- ``pairs_per_second``: training pairs per second since the previous logged step;
+- ``pairs_per_second``: training pairs per second since the previous logged step (the pairs
+  of lists and conversations counted one by one);
 - ``rewards/length_correlation``: Pearson correlation, over the last :data:`LENGTH_WINDOW`
   training pairs, of the per-pair reward margin with the chosen-minus-rejected length.
 """
@@ -90,26 +91,31 @@ class LengthWatch:
 
 class PairsPerSecond:
     """Training pairs per second between logged steps, timed from the first training batch
-    (so a reference pass at the start of training is not counted as training)."""
+    (so a reference pass at the start of training is not counted as training). The pairs are
+    counted as the batches give them (:meth:`add`): a list or a conversation gives several."""
 
-    def __init__(self, pairs_per_step: int) -> None:
-        self.pairs_per_step = pairs_per_step
-        self._mark: tuple[float, int] | None = None
+    def __init__(self) -> None:
+        self._mark: float | None = None
+        self._pairs = 0
 
-    def start(self, step: int) -> None:
-        """A training batch begins at optimizer step ``step``: the clock starts if it has not."""
+    def start(self) -> None:
+        """A training batch begins: the clock starts if it has not."""
         if self._mark is None:
-            self._mark = (time.perf_counter(), step)
+            self._mark = time.perf_counter()
+            self._pairs = 0
 
-    def rate(self, step: int) -> float | None:
+    def add(self, pairs: int) -> None:
+        """A training batch gave ``pairs`` pairs (on every process together)."""
+        self._pairs += pairs
+
+    def rate(self) -> float | None:
         """Pairs per second since the mark (``None`` before any batch). The next training
         batch sets a new mark, so the evaluation and checkpoint that follow a logged step are
         not counted as training."""
         if self._mark is None:
             return None
-        now = time.perf_counter()
-        since, first = self._mark
+        now, since, pairs = time.perf_counter(), self._mark, self._pairs
         self._mark = None
-        if step <= first or now <= since:
+        if pairs <= 0 or now <= since:
             return None
-        return (step - first) * self.pairs_per_step / (now - since)
+        return pairs / (now - since)

@@ -116,9 +116,7 @@ class PreferenceTrainer(Trainer):
             "eval": defaultdict(list),
         }
         self._length_watch = LengthWatch()
-        arguments = self.args
-        pairs = arguments.per_device_train_batch_size * arguments.gradient_accumulation_steps
-        self._throughput = PairsPerSecond(pairs * arguments.world_size)
+        self._throughput = PairsPerSecond()
 
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
@@ -205,7 +203,7 @@ class PreferenceTrainer(Trainer):
             self.online_reference_batches += int(ran_online and model.training)
         self.training_batches += int(model.training)
         if model.training:
-            self._throughput.start(self.state.global_step)
+            self._throughput.start()
         logps, lengths = self.policy_logps(model, inputs)
         if "list_offsets" in inputs:  # lists of responses: their pairs, from this one forward
             return list_preference_batch(logps, lengths, reference_logps, inputs)
@@ -264,6 +262,7 @@ class PreferenceTrainer(Trainer):
         values, margins, length_gaps = pair_metrics(batch, output, gather)
         if split == "train":
             self._length_watch.add(margins, length_gaps)
+            self._throughput.add(int(margins.shape[0]))
         store = self._metric_sums[split]
         for name, value in values.items():
             store[name].append(float(value.item() if hasattr(value, "item") else value))
@@ -281,7 +280,7 @@ class PreferenceTrainer(Trainer):
             correlation = self._length_watch.correlation()
             if correlation is not None:
                 logs["rewards/length_correlation"] = correlation
-            rate = self._throughput.rate(self.state.global_step)
+            rate = self._throughput.rate()
             if rate is not None:
                 logs["pairs_per_second"] = rate
         super().log(logs, start_time)
