@@ -5,6 +5,7 @@ batch, the evaluation's repeated last samples left out."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,11 @@ def test_lists_with_every_pair_train_on_two_processes_as_on_one(
     keys = {"loss", "grad_norm", "beta", "keep_ratio", "gap_mean"} | PAIR_METRICS | eval_logps
     compare(single, double, keys)
     assert sum("eval_rewards/accuracies" in r for r in double) == 3  # steps 0, 2 and 3
+    # Before training every pair's loss is ln 2: so is the evaluation's loss on 2 processes,
+    # whose last batch repeats lists (the Trainer keeps the first rows, one process's loss
+    # scaled by its share of the global batch, unless every process reports the batch's loss).
+    assert double[0]["eval_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert single[0]["eval_loss"] == pytest.approx(math.log(2), abs=1e-6)
 
 
 def test_conversations_train_on_two_processes(tiny_model: Path, tmp_path: Path) -> None:
@@ -126,3 +132,35 @@ def test_conversations_train_on_two_processes(tiny_model: Path, tmp_path: Path) 
     assert len(first) == 2 and "eval_rewards/margins" in first[0]
     compare(first, first_two, PAIR_METRICS | EVAL_METRICS)
     assert [r.get("step") for r in single] == [r.get("step") for r in double]
+
+
+def test_the_last_batchs_repeated_lists_leave_evaluation_metrics_only() -> None:
+    """Two processes (the other one's tensors stand in as given), two lists each, the data set
+    ending one list into the last global batch: an evaluation keeps the pairs of global list 0
+    only; training keeps every pair (it trains on the repeats, and with gradient accumulation
+    the end-of-data flag also falls on batches that repeat nothing)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from prefopt.training.pair_gather import BatchPairGather
+
+    mine = {"pair_sample": torch.tensor([0, 0, 1]), "value": torch.tensor([1.0, 2.0, 3.0])}
+    other = {"pair_sample": torch.tensor([0, 1, 1, 1]), "value": torch.tensor([4.0, 5, 6, 7])}
+
+    def gather(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.shape == (1,):  # the pair counts
+            return torch.tensor([3, 4])
+        width = 4
+        padded = torch.cat([tensor, tensor.new_zeros(width - tensor.shape[0])])
+        theirs = other["value"] if tensor.is_floating_point() else other["pair_sample"] + 2
+        return torch.cat([padded, theirs])
+
+    accelerator = SimpleNamespace(
+        num_processes=2, process_index=0, device="cpu", gather=gather,
+        gradient_state=SimpleNamespace(end_of_dataloader=True, remainder=1),
+    )  # fmt: skip
+    evaluation = BatchPairGather(accelerator, mine["pair_sample"], 2, evaluation=True)
+    assert evaluation(mine["value"]).tolist() == [1.0, 2.0]  # global list 0's pairs
+    training = BatchPairGather(accelerator, mine["pair_sample"], 2, evaluation=False)
+    assert training(mine["value"]).tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]

@@ -144,3 +144,54 @@ def test_eval_scores_conversations_turn_by_turn(tiny_model: Path, tmp_path: Path
         assert group["margin"] == pytest.approx(sum(margins) / 8)
     assert set(results["by_turn"]) == {"2", "3"}
     assert "by turn" in stdout
+
+
+def test_eval_tokenizes_conversations_as_training_does(tiny_model: Path, tmp_path: Path) -> None:
+    """A long conversation: its turns' context is never cut from the front (as a pair's prompt
+    would be at --max-prompt-length), and the turns --max-length has no room for are dropped
+    and counted, as in training; the scores are those of training's own tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prefopt.data.collate import PaddedCollator
+    from prefopt.data.tokenize import TokenizationSettings
+    from prefopt.data.turns import tokenize_turns
+    from prefopt.modeling.logprobs import sequence_logps
+
+    pairs = synthetic_pairs(6, seed=9)
+    rows = []
+    for index in range(2):
+        messages = []
+        for pair in pairs[3 * index : 3 * index + 3]:
+            messages += [
+                {"role": "user", "content": (pair["prompt"] + " ") * 4},
+                {"role": "assistant", "content": pair["chosen"], "rejected": pair["rejected"]},
+            ]
+        rows.append({"messages": messages})
+    turns = write(tmp_path / "turns.jsonl", rows)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    settings = TokenizationSettings(max_length=160, max_prompt_length=16)
+    items, report = tokenize_turns(list(enumerate(rows, 1)), tokenizer, settings)
+    expected_pairs = [pair for item in items for pair in item.pairs()]
+    assert report.dropped >= 1 and len(expected_pairs) >= 2  # the test's premise
+    assert max(len(pair.prompt_ids) for pair in expected_pairs) > 16  # longer than the limit
+    per_turn = tmp_path / "rows.jsonl"
+    code, stdout, stderr = run_cli("eval", "pairs", str(tiny_model), "--data", str(turns),
+                                   "--no-ref", "--max-length", "160", "--max-prompt-length",
+                                   "16", "--out", str(per_turn), "--results",
+                                   str(tmp_path / "results.json"))  # fmt: skip
+    assert code == 0, stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["pairs"] == len(expected_pairs) and results["dropped"] == report.dropped
+    assert f"{report.dropped} turns dropped" in stdout + stderr
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logps, _ = sequence_logps(model, PaddedCollator(tokenizer.pad_token_id)(expected_pairs))
+    scored = [json.loads(line) for line in per_turn.read_text().splitlines()]
+    count = len(expected_pairs)
+    assert [r["policy_chosen_logps"] for r in scored] == pytest.approx(
+        logps[:count].tolist(), abs=1e-4
+    )
+    assert [r["turn"] for r in scored] == [
+        number for item in items for number in range(1, len(item.turns) + 1)
+    ]

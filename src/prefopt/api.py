@@ -177,8 +177,10 @@ class LossContext:
     ``all_gather(t)`` concatenates a ``(B,)`` tensor across data-parallel processes (in rank
     order) so batch statistics are global; on one process it returns ``t`` unchanged. The
     processes' ``B`` may differ (lists and conversations give each a different number of
-    pairs). ``rank`` is this process's index in that order; ``sizes(B)`` gives every
-    process's ``B`` in that order (equal sizes when not given).
+    pairs). ``rank`` is this process's index in that order. ``local_slice`` takes this
+    process's rows back out of a gathered tensor; the trainer passes ``sizes`` (a callable
+    giving every process's ``B`` in rank order, itself a collective) so that it finds them
+    whatever the sizes; without it the sizes are taken to be equal (a test's fake context).
     """
 
     def __init__(

@@ -34,9 +34,11 @@ Choices the paper leaves open, or that this project's data forces:
   multiply every Δ by 1/ln 2 ≈ 1.44, a constant rescaling of the loss and nothing else.
 - **Ties in s.** Broken by the label (better first), then by the position in the list: a
   stable order under which the loss does not depend on the order a record lists its
-  responses. Ties matter: at step 0 the policy is the reference and every s is 0; shared
-  (averaged) positions would make every Δ 0 and nothing would train. This tie-break gives
-  the ideal order, where Δ is LambdaRank's |ΔDCG| of swapping i and j.
+  responses. Ties matter: at step 0 the policy is the reference and every s is 0 (exactly,
+  when the reference ran in the same batch; a cached reference leaves rounding noise, which
+  then orders the positions); shared (averaged) positions would make every Δ 0 and nothing
+  would train. This tie-break gives the ideal order, where Δ is LambdaRank's |ΔDCG| of
+  swapping i and j.
 
 **K = 2**, and pair data (each pair a list of two, by ``dpo_pl.pair_lists``): ψ = (1, 0),
 G = (1, 0), and τ is (1, 2) or (2, 1), so whatever the rewards

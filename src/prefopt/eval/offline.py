@@ -201,29 +201,38 @@ def _load_eval_turns(
     records: list[tuple[int, dict[str, Any]]],
 ) -> EvalData:
     """Per-turn conversations (:mod:`prefopt.data.turns`) scored turn by turn: each
-    preference turn as the pair training scores (its context, chosen, rejected), numbered by
-    its assistant message (1 for the first answer)."""
+    preference turn as the pair training scores (tokenized as training tokenizes them: the
+    context never cut from the front, the turns a long conversation has no room for dropped),
+    numbered by its assistant message (1 for the first answer)."""
+    from prefopt.data.tokenize import TokenizationSettings
     from prefopt.data.turns import (
         is_turns_record,
+        tokenize_turns,
         turn_numbers,
-        turn_pairs,
         validate_turns_record,
     )
-    from prefopt.errors import DataError
+    from prefopt.errors import DataError, UsageError
 
+    settings = TokenizationSettings(max_length, max_prompt_length)
     rows: list[tuple[int, dict[str, Any]]] = []
+    pairs: list[Any] = []
     numbers: list[int] = []
+    dropped = 0
     for line, row in records:
         if not is_turns_record(row):
             raise DataError(source, line, "messages", "a pair in a file of conversations: one "
                             "kind a file")  # fmt: skip
         validate_turns_record(row, source, line)
-        same_id = {"id": row["id"]} if "id" in row else {}
-        rows += [(line, {**pair, **same_id}) for pair in turn_pairs(row)]
-        numbers += turn_numbers(row)
-    loaded = _tokenize_eval_pairs(source, tokenizer, max_length, max_prompt_length, rows, False)
-    loaded.turns = [numbers[index] for index in loaded.row_index]
-    return loaded
+        tokenized, report = tokenize_turns([(line, row)], tokenizer, settings, source)
+        dropped += report.dropped
+        for item in tokenized:  # the turns that fit: the conversation's first ones
+            kept = item.pairs()
+            pairs += kept
+            numbers += turn_numbers(row)[: len(kept)]
+            rows += [(line, {"id": row["id"]} if "id" in row else {})] * len(kept)
+    if not pairs:
+        raise UsageError(f"{source}: every turn was dropped by truncation; raise --max-length")
+    return EvalData(rows, pairs, list(range(len(pairs))), False, dropped, numbers)
 
 
 # -- evaluation ----------------------------------------------------------------------------
@@ -273,7 +282,9 @@ def evaluate(
             split, progress, say,
         )  # fmt: skip
     loaded = load_eval_pairs(data, tokenizer, max_length, max_prompt_length, split)
-    if loaded.dropped:
+    if loaded.dropped and loaded.turns is not None:
+        say(f"{loaded.dropped} turns dropped: no room after their context at --max-length")
+    elif loaded.dropped:
         say(f"{loaded.dropped} pairs dropped: no completion tokens left after truncation")
     if plan.reference is None:
         say("no reference model: rewards are β·log π (reference-free); pass --ref to set one")

@@ -57,16 +57,21 @@ class BatchPairGather:
     ``pair_sample`` (B,) says which of this process's ``samples`` samples (lists or
     conversations) each pair comes from. The process counts and, at the end of an evaluation
     with repeated samples, which gathered pairs to keep are settled once per batch; each call
-    then costs one collective."""
+    then costs one collective. In training (``evaluation`` false) nothing is left out: the
+    repeated samples of the last batch are trained on, and with gradient accumulation the
+    whole last window is fetched before its first step, so the end-of-data flag would also
+    fall on its earlier batches, which repeat nothing."""
 
-    def __init__(self, accelerator: Any, pair_sample: Any, samples: int) -> None:
+    def __init__(
+        self, accelerator: Any, pair_sample: Any, samples: int, evaluation: bool = True
+    ) -> None:
         self.accelerator = accelerator
         self.keep: Any = None
         if accelerator.num_processes == 1:
             return
         self.sizes = _sizes(accelerator, pair_sample.shape[0], pair_sample.device)
         state = accelerator.gradient_state
-        if state.end_of_dataloader and state.remainder > 0:
+        if evaluation and state.end_of_dataloader and state.remainder > 0:
             first = accelerator.process_index * samples  # this process's first global sample
             global_sample = _gather_padded(accelerator, pair_sample + first, self.sizes)
             self.keep = global_sample < state.remainder

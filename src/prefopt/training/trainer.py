@@ -245,8 +245,13 @@ class PreferenceTrainer(Trainer):
     ) -> tuple[Any, Any, Any]:
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
+            loss = self.compute_loss(model, inputs).detach()
+            # The batch's loss as training's gradient sees it: the processes' losses averaged
+            # (a loss normalised over the global batch is right only so). Every process gives
+            # the same value, so the Trainer's keeping the first rows of the last, partly
+            # repeated, batch keeps this value rather than one process's.
+            loss = gather_uneven(self.accelerator, loss.reshape(1)).mean()
+        return loss, None, None
 
     # -- metrics ---------------------------------------------------------------------------
     def _record(
@@ -258,7 +263,8 @@ class PreferenceTrainer(Trainer):
             samples = batch.size
         else:
             samples = int(inputs["samples"])
-        gather = BatchPairGather(self.accelerator, pair_sample.to(self.accelerator.device), samples)
+        device = self.accelerator.device
+        gather = BatchPairGather(self.accelerator, pair_sample.to(device), samples, split == "eval")
         values, margins, length_gaps = pair_metrics(batch, output, gather)
         if split == "train":
             self._length_watch.add(margins, length_gaps)
