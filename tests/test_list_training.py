@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -186,9 +187,11 @@ def test_lists_all_tied_are_left_out(tiny_model: Path, tmp_path: Path, caplog: A
     lists = write(tmp_path / "lists.jsonl", [good, tied, good])
     out = tmp_path / "out"
     with caplog.at_level("WARNING", logger="prefopt"):
-        code, _, stderr = run_cli("train", "dpo", "--model", str(tiny_model), "--train-file",
-                                  str(lists), "--output-dir", str(out), *RUN)  # fmt: skip
+        code, stdout, stderr = run_cli("train", "dpo", "--model", str(tiny_model),
+                                       "--train-file", str(lists), "--output-dir", str(out),
+                                       *RUN)  # fmt: skip
     assert code == 0, stderr
+    assert re.search(r"train lists\s+│ 2 \(0 dropped\)", stdout), stdout  # the summary's unit
     assert "1 lists whose responses are all tied give no pair; left out (line 2 first)" in (
         caplog.text
     )

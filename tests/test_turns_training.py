@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,11 @@ def test_turns_train_as_their_pairs(tiny_model: Path, tmp_path: Path) -> None:
     common = ["--model", str(tiny_model), "--max-steps", "4", "--set", "training.logging_steps=1",
               "--set", "training.bf16=false", "--set", "reference.mode=online",
               "--set", "training.train_sampling_strategy=sequential"]  # fmt: skip
-    code, _, stderr = run_cli("train", "dpo", "--train-file", str(turns), "--output-dir",
-                              str(tmp_path / "turns"), *common,
-                              "--set", "training.per_device_train_batch_size=2")  # fmt: skip
+    code, stdout, stderr = run_cli("train", "dpo", "--train-file", str(turns), "--output-dir",
+                                   str(tmp_path / "turns"), *common,
+                                   "--set", "training.per_device_train_batch_size=2")  # fmt: skip
     assert code == 0, stderr
+    assert re.search(r"train conversations\s+│ 8 \(0 turns dropped\)", stdout), stdout
     code, _, stderr = run_cli("train", "dpo", "--train-file", str(pairs), "--output-dir",
                               str(tmp_path / "pairs"), *common,
                               "--set", "training.per_device_train_batch_size=4")  # fmt: skip

@@ -340,7 +340,9 @@ def print_summary(result: Any) -> None:
     table = Table(title="run finished", show_header=False, title_justify="left")
     table.add_row("output", str(result.output_dir))
     table.add_row("steps", str(result.steps))
-    table.add_row("train pairs", f"{result.train_pairs} ({result.dropped_pairs} dropped)")
+    unit = getattr(result, "train_unit", "pairs")
+    dropped = "turns dropped" if unit == "conversations" else "dropped"
+    table.add_row(f"train {unit}", f"{result.train_pairs} ({result.dropped_pairs} {dropped})")
     for key in (
         "loss",
         "rewards/accuracies",

@@ -61,6 +61,9 @@ class RunResult:
     utilization: dict[str, Any] = field(default_factory=dict)
     #: What the health checks found (:mod:`prefopt.training.health`), in the order found.
     findings: list[Finding] = field(default_factory=list)
+    #: What ``train_pairs`` counts: ``pairs``, ``lists`` or ``conversations`` (whose
+    #: ``dropped_pairs`` counts the turns left out).
+    train_unit: str = "pairs"
 
 
 class RunTrainer(Protocol):
@@ -408,6 +411,7 @@ def finish(run: Run, trainer: Any, data: RunData) -> RunResult:
         timing,
         utilization=compute,
         findings=findings,
+        train_unit=_kind_of(data.train),
     )
 
 
