@@ -11,48 +11,13 @@ from typing import Any
 
 import pytest
 
-from prefopt.testing import run_cli, synthetic_pairs
+from prefopt.testing import run_cli, synthetic_conversations, synthetic_lists, write_pairs
 
 PROCESS_BATCH = 2  # lists or conversations per process and step
 
 
-def write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
 def records(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def ranked_lists(count: int, seed: int) -> list[dict[str, Any]]:
-    """Lists of 2, 3 and 4 responses with distinct scores: 1, 3 and 6 pairs under
-    ``lists.pairs=all``, so that the two processes' pair counts differ."""
-    pairs = synthetic_pairs(4 * count, seed=seed)
-    rows = []
-    for index in range(count):
-        size = 2 + index % 3
-        group = pairs[4 * index : 4 * index + size]
-        responses = [group[0]["chosen"]] + [pair["rejected"] for pair in group[1:]]
-        rows.append({"prompt": group[0]["prompt"], "responses": responses,
-                     "scores": [float(size - k) for k in range(size)]})  # fmt: skip
-    return rows
-
-
-def conversations(count: int, seed: int) -> list[dict[str, Any]]:
-    """Conversations of 1, 2 and 3 preference turns."""
-    pairs = iter(synthetic_pairs(3 * count, seed=seed))
-    rows = []
-    for index in range(count):
-        messages = []
-        for _ in range(1 + index % 3):
-            pair = next(pairs)
-            messages += [
-                {"role": "user", "content": pair["prompt"]},
-                {"role": "assistant", "content": pair["chosen"], "rejected": pair["rejected"]},
-            ]
-        rows.append({"messages": messages})
-    return rows
 
 
 def train(
@@ -99,8 +64,8 @@ def test_lists_with_every_pair_train_on_two_processes_as_on_one(
     agree in everything: loss, gradient norm, β, the pair metrics and the evaluation's
     log-probs (5 lists in global batches of 4: the second batch's 3 repeated lists are left
     out)."""
-    data = write(tmp_path / "lists.jsonl", ranked_lists(24, seed=2))
-    evals = write(tmp_path / "eval.jsonl", ranked_lists(5, seed=9))
+    data = write_pairs(tmp_path / "lists.jsonl", synthetic_lists(24, seed=2))
+    evals = write_pairs(tmp_path / "eval.jsonl", synthetic_lists(5, seed=9))
     extra = ["--set", "lists.pairs=all", "--rho", "0.5"]
     single = train(tiny_model, "beta-dpo", data, evals, tmp_path / "one", 1, extra)
     double = train(tiny_model, "beta-dpo", data, evals, tmp_path / "two", 2, extra)
@@ -123,8 +88,8 @@ def test_conversations_train_on_two_processes(tiny_model: Path, tmp_path: Path) 
     """Plain DPO averages each process's own turns (as gradient accumulation averages its
     micro-batches), so the losses may differ from one process's; every gathered metric of the
     first step and of the evaluation before training (same weights) is the same."""
-    data = write(tmp_path / "turns.jsonl", conversations(12, seed=4))
-    evals = write(tmp_path / "eval.jsonl", conversations(5, seed=8))
+    data = write_pairs(tmp_path / "turns.jsonl", synthetic_conversations(12, seed=4))
+    evals = write_pairs(tmp_path / "eval.jsonl", synthetic_conversations(5, seed=8))
     single = train(tiny_model, "dpo", data, evals, tmp_path / "one", 1, [])
     double = train(tiny_model, "dpo", data, evals, tmp_path / "two", 2, [])
     first = [r for r in single if r.get("step") == 0 or ("loss" in r and r["step"] == 1)]

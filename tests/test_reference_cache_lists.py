@@ -17,45 +17,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prefopt.testing import run_cli as run_cli_subprocess
-from prefopt.testing import synthetic_pairs
+from prefopt.testing import synthetic_conversations, synthetic_lists, write_pairs
 from prefopt.testing.cli_runner import run_cli_in_process as run_cli
 
 SAMPLES = 8
 BATCH = 4  # two steps an epoch
-
-
-def write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-def ranked_lists(count: int) -> list[dict[str, Any]]:
-    """Lists of 2, 3 and 4 responses with distinct scores."""
-    pairs = synthetic_pairs(4 * count, seed=12)
-    rows = []
-    for index in range(count):
-        size = 2 + index % 3
-        group = pairs[4 * index : 4 * index + size]
-        responses = [group[0]["chosen"]] + [pair["rejected"] for pair in group[1:]]
-        rows.append({"prompt": group[0]["prompt"], "responses": responses,
-                     "scores": [float(size - k) for k in range(size)]})  # fmt: skip
-    return rows
-
-
-def conversations(count: int) -> list[dict[str, Any]]:
-    """Conversations of 1, 2 and 3 preference turns."""
-    pairs = iter(synthetic_pairs(3 * count, seed=13))
-    rows = []
-    for index in range(count):
-        messages = []
-        for _ in range(1 + index % 3):
-            pair = next(pairs)
-            messages += [
-                {"role": "user", "content": pair["prompt"]},
-                {"role": "assistant", "content": pair["chosen"], "rejected": pair["rejected"]},
-            ]
-        rows.append({"messages": messages})
-    return rows
 
 
 def values_per_sample(rows: list[dict[str, Any]]) -> list[int]:
@@ -96,8 +62,12 @@ def test_cached_and_filled_references_train_as_the_online_one(
     import prefopt.training.reference_cache as module
     from prefopt.training.reference import AdapterOffReference
 
-    rows = ranked_lists(SAMPLES) if kind == "lists" else conversations(SAMPLES)
-    data = write(tmp_path / f"{kind}.jsonl", rows)
+    rows = (
+        synthetic_lists(SAMPLES, seed=12)
+        if kind == "lists"
+        else synthetic_conversations(SAMPLES, seed=13)
+    )
+    data = write_pairs(tmp_path / f"{kind}.jsonl", rows)
     forwards: list[int] = []
     real_logps = AdapterOffReference.logps
 
@@ -151,8 +121,8 @@ def test_a_list_entry_holds_each_responses_own_log_prob(tiny_model: Path, tmp_pa
     from prefopt.data.tokenize import TokenizationSettings
     from prefopt.modeling.logprobs import sequence_logps
 
-    rows = ranked_lists(SAMPLES)
-    data = write(tmp_path / "lists.jsonl", rows)
+    rows = synthetic_lists(SAMPLES, seed=12)
+    data = write_pairs(tmp_path / "lists.jsonl", rows)
     train(tiny_model, data, tmp_path / "run", "cached", tmp_path / "cache")
     values, _ = entry(tmp_path / "cache")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -164,8 +134,8 @@ def test_a_list_entry_holds_each_responses_own_log_prob(tiny_model: Path, tmp_pa
 
 
 def test_two_processes_score_half_the_lists_each(tiny_model: Path, tmp_path: Path) -> None:
-    rows = ranked_lists(16)
-    data = write(tmp_path / "lists.jsonl", rows)
+    rows = synthetic_lists(16, seed=12)
+    data = write_pairs(tmp_path / "lists.jsonl", rows)
     entries = {}
     for processes in (1, 2):
         cache = tmp_path / f"cache{processes}"
@@ -197,7 +167,7 @@ def test_zero3_full_fine_tuning_trains_on_lists_from_the_cache(
 ) -> None:
     """ZeRO-3 full fine-tuning holds no frozen copy: the policy scores the lists' reference
     before step 1, and the run starts at ln 2 and trains as one process with a frozen copy."""
-    data = write(tmp_path / "lists.jsonl", ranked_lists(16))
+    data = write_pairs(tmp_path / "lists.jsonl", synthetic_lists(16, seed=12))
     runs = {}
     for name, processes, extra in (("one", 1, []), ("zero3", 2, [f"training.deepspeed={ZERO3}"])):
         sets = ["lora=null", "model.precision=fp32", "training.logging_steps=1",

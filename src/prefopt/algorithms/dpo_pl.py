@@ -16,9 +16,8 @@ tied last group) adds no term, so tied responses are never pushed apart. With K 
 ``−log σ(β·m)``, plain DPO, exactly; on pair data every pair is such a list of two.
 
 Parameter: ``beta`` (β) the inverse temperature, 0.01–0.5 (0.1 common). Shapes: responses
-(S,), lists given by offsets (L + 1,); ``loss`` is a scalar. ``per_pair`` gives each of the
-batch's pairs (``lists.pairs``) its list's loss shared evenly among that list's pairs, for the
-logs; the rewards logged are those of the pairs.
+(S,), lists given by offsets (L + 1,); ``loss`` is a scalar, the mean over lists
+(:mod:`prefopt.algorithms.whole_lists`).
 """
 
 from __future__ import annotations
@@ -27,7 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import prefopt
-from prefopt.api import AlgorithmSpec, LossContext, LossOutput, PreferenceBatch, ResponseLists
+from prefopt.algorithms.whole_lists import WholeListLoss, pair_lists
+from prefopt.api import AlgorithmSpec, LossContext
+
+__all__ = ["DPOPLConfig", "DPOPLLoss", "pair_lists", "plackett_luce_nll"]
 
 
 @dataclass
@@ -56,54 +58,11 @@ def plackett_luce_nll(rewards: Any, quality: Any, offsets: Any) -> Any:
     return torch.stack(losses)
 
 
-def pair_lists(batch: PreferenceBatch) -> ResponseLists:
-    """Pair data as lists of two (chosen, rejected), for the same loss."""
-    import torch
-
-    size = batch.size
-
-    def interleave(chosen: Any, rejected: Any) -> Any:
-        return torch.stack([chosen, rejected], 1).flatten()
-
-    quality = torch.tensor([1.0, 0.0], device=batch.policy_chosen_logps.device).repeat(size)
-    reference = (
-        None
-        if batch.reference_chosen_logps is None or batch.reference_rejected_logps is None
-        else interleave(batch.reference_chosen_logps, batch.reference_rejected_logps)
-    )
-    return ResponseLists(
-        policy_logps=interleave(batch.policy_chosen_logps, batch.policy_rejected_logps),
-        reference_logps=reference,
-        lengths=interleave(batch.chosen_lengths, batch.rejected_lengths),
-        quality=quality,
-        offsets=torch.arange(0, 2 * size + 1, 2, device=quality.device),
-        pair_list=torch.arange(size, device=quality.device),
-    )
-
-
-class DPOPLLoss:
+class DPOPLLoss(WholeListLoss):
     """The Plackett-Luce loss over each list's ranking (see the module docstring)."""
 
-    def __init__(self, config: DPOPLConfig) -> None:
-        self.config = config
-
-    def __call__(self, batch: PreferenceBatch) -> LossOutput:
-        import torch
-
-        lists = batch.lists if batch.lists is not None else pair_lists(batch)
-        beta = self.config.beta
-        rewards = beta * lists.log_ratios()
-        per_list = plackett_luce_nll(rewards, lists.quality, lists.offsets)
-        pairs_per_list = torch.bincount(lists.pair_list, minlength=lists.count).clamp(min=1)
-        per_pair = (per_list / pairs_per_list)[lists.pair_list]
-        return LossOutput(
-            loss=per_list.mean(),
-            per_pair=per_pair,
-            weights=torch.ones_like(per_pair),
-            metrics={},
-            chosen_rewards=beta * batch.chosen_log_ratio().detach(),
-            rejected_rewards=beta * batch.rejected_log_ratio().detach(),
-        )
+    def per_list(self, rewards: Any, quality: Any, offsets: Any) -> Any:
+        return plackett_luce_nll(rewards, quality, offsets)
 
 
 def make_loss(config: DPOPLConfig, ctx: LossContext | None = None) -> DPOPLLoss:

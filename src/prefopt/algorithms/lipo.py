@@ -40,15 +40,14 @@ Choices the paper leaves open, or that this project's data forces:
   would train. This tie-break gives the ideal order, where Δ is LambdaRank's |ΔDCG| of
   swapping i and j.
 
-**K = 2**, and pair data (each pair a list of two, by ``dpo_pl.pair_lists``): ψ = (1, 0),
+**K = 2**, and pair data (each pair a list of two, ``whole_lists.pair_lists``): ψ = (1, 0),
 G = (1, 0), and τ is (1, 2) or (2, 1), so whatever the rewards
 Δ = |1/log2(2) − 1/log2(3)| = 1 − 1/log2(3) = c ≈ 0.3691 and the loss is ``c·(−log σ(β·m))``:
 DPO scaled by the constant c (DPO's gradients times c), ``PAIR_WEIGHT`` here.
 
 Parameter: ``beta`` (β) the inverse temperature, 0.01–0.5 (0.1 common). Shapes: responses
-(S,), lists given by offsets (L + 1,); ``loss`` is a scalar. ``per_pair`` gives each of the
-batch's pairs (``lists.pairs``) its list's loss shared evenly among that list's pairs, for the
-logs; the rewards logged are those of the pairs.
+(S,), lists given by offsets (L + 1,); ``loss`` is a scalar, the mean over lists
+(:mod:`prefopt.algorithms.whole_lists`).
 """
 
 from __future__ import annotations
@@ -58,8 +57,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import prefopt
-from prefopt.algorithms.dpo_pl import pair_lists
-from prefopt.api import AlgorithmSpec, LossContext, LossOutput, PreferenceBatch
+from prefopt.algorithms.whole_lists import WholeListLoss
+from prefopt.api import AlgorithmSpec, LossContext
 
 #: Δ of a list of two, 1 − 1/log2(3): LiPO-λ on a pair is this times DPO's loss.
 PAIR_WEIGHT = 1.0 - 1.0 / math.log2(3.0)
@@ -128,29 +127,11 @@ def lipo_lambda_loss(rewards: Any, quality: Any, offsets: Any) -> Any:
     return torch.stack(losses)
 
 
-class LiPOLoss:
+class LiPOLoss(WholeListLoss):
     """The LiPO-λ loss over each list's ranking (see the module docstring)."""
 
-    def __init__(self, config: LiPOConfig) -> None:
-        self.config = config
-
-    def __call__(self, batch: PreferenceBatch) -> LossOutput:
-        import torch
-
-        lists = batch.lists if batch.lists is not None else pair_lists(batch)
-        beta = self.config.beta
-        rewards = beta * lists.log_ratios()
-        per_list = lipo_lambda_loss(rewards, lists.quality, lists.offsets)
-        pairs_per_list = torch.bincount(lists.pair_list, minlength=lists.count).clamp(min=1)
-        per_pair = (per_list / pairs_per_list)[lists.pair_list]
-        return LossOutput(
-            loss=per_list.mean(),
-            per_pair=per_pair,
-            weights=torch.ones_like(per_pair),
-            metrics={},
-            chosen_rewards=beta * batch.chosen_log_ratio().detach(),
-            rejected_rewards=beta * batch.rejected_log_ratio().detach(),
-        )
+    def per_list(self, rewards: Any, quality: Any, offsets: Any) -> Any:
+        return lipo_lambda_loss(rewards, quality, offsets)
 
 
 def make_loss(config: LiPOConfig, ctx: LossContext | None = None) -> LiPOLoss:

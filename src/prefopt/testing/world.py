@@ -113,6 +113,38 @@ def synthetic_pairs(
     return rows
 
 
+def synthetic_lists(count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """List records of 2, 3 and 4 responses in turn (the first correct, the others wrong
+    answers of the world's pairs), with distinct scores, best first: 1, 3 and 6 pairs under
+    ``lists.pairs=all``."""
+    pairs = synthetic_pairs(4 * count, seed=seed)
+    rows = []
+    for index in range(count):
+        size = 2 + index % 3
+        group = pairs[4 * index : 4 * index + size]
+        responses = [group[0]["chosen"]] + [pair["rejected"] for pair in group[1:]]
+        rows.append({"prompt": group[0]["prompt"], "responses": responses,
+                     "scores": [float(size - k) for k in range(size)]})  # fmt: skip
+    return rows
+
+
+def synthetic_conversations(count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Per-turn conversations of 1, 2 and 3 preference turns in turn, each turn one of the
+    world's pairs (its question, then its chosen answer with the rejected one beside it)."""
+    pairs = iter(synthetic_pairs(3 * count, seed=seed))
+    rows = []
+    for index in range(count):
+        messages = []
+        for _ in range(1 + index % 3):
+            pair = next(pairs)
+            messages += [
+                {"role": "user", "content": pair["prompt"]},
+                {"role": "assistant", "content": pair["chosen"], "rejected": pair["rejected"]},
+            ]
+        rows.append({"messages": messages})
+    return rows
+
+
 def write_pairs(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Write rows as JSONL (plain ``json``; tests and the demo only)."""
     path = Path(path)
