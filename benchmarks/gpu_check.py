@@ -11,9 +11,10 @@ time left is under its estimate. The models are put on the device explicitly (no
 Steps: versions and the device; the architecture matrix in bf16 (lean LM head against the
 model's own logits, with a 152k-vocabulary Qwen2 shape, Granite and Gemma 2); every layout on
 sdpa, eager and flex_attention against the padded layout (FlexAttention's recompiles
-counted); one ``prefopt.train("dpo")`` on defaults (step-1 loss ln 2, finite gradients, host
-syncs over 2 steps); QLoRA for 2 steps; batched greedy generation against one prompt at a
-time; and ``benchmarks/dpo_vs_trl.py`` for prefopt vs TRL pairs/s and peak memory.
+counted), for pairs, lists of responses and per-turn conversations; one
+``prefopt.train("dpo")`` on defaults (step-1 loss ln 2, finite gradients, host syncs over 2
+steps); QLoRA for 2 steps; batched greedy generation against one prompt at a time; and
+``benchmarks/dpo_vs_trl.py`` for prefopt vs TRL pairs/s and peak memory.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ ESTIMATES = {
     "versions": 5,
     "architectures": 40,
     "layouts": 40,
+    "shared_rows": 20,
     "train_defaults": 30,
     "qlora": 30,
     "generation": 15,
@@ -182,6 +184,44 @@ def layouts(check: Check) -> dict[str, Any]:
     return {"max_abs_vs_padded": result}
 
 
+def _on(batch: dict[str, Any], device: str) -> dict[str, Any]:
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+def shared_rows(check: Check) -> dict[str, Any]:
+    """Lists of 2-4 responses and conversations of 1-3 preference turns (the tree mask with
+    per-token forks) in the prefix and packed layouts against their padded layout (one row
+    per response; each turn as its own pair), per attention implementation (fp32, max |Δ|)."""
+    import torch
+
+    from prefopt.data.list_collate import ListCollator
+    from prefopt.data.list_tokenize import tokenize_lists
+    from prefopt.data.tokenize import TokenizationSettings
+    from prefopt.data.turns import TurnCollator, tokenize_turns
+    from prefopt.modeling.logprobs import sequence_logps
+    from prefopt.testing import synthetic_conversations, synthetic_lists
+    from prefopt.testing.architectures import build_architecture_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    pad, settings = tokenizer.pad_token_id, TokenizationSettings()
+    lists, _ = tokenize_lists(enumerate(synthetic_lists(6, seed=1), 1), tokenizer, settings)
+    turns, _ = tokenize_turns(list(enumerate(synthetic_conversations(6, seed=2), 1)),
+                              tokenizer, settings)  # fmt: skip
+    kinds = {"lists": (ListCollator, lists), "turns": (TurnCollator, turns)}
+    attentions = ["sdpa", "eager"] + ([] if check.dry else ["flex_attention"])
+    result: dict[str, Any] = {}
+    for attention in attentions:
+        model = build_architecture_model("llama", attention).to(check.device)
+        with torch.no_grad():
+            for kind, (collator, items) in kinds.items():
+                padded, _ = sequence_logps(model, _on(collator("padded", pad)(items), check.device))
+                for layout in ("prefix", "packed"):
+                    batch = _on(collator(layout, pad)(items), check.device)
+                    other, _ = sequence_logps(model, batch)
+                    result[f"{attention}/{kind}/{layout}"] = float((other - padded).abs().max())
+    return {"max_abs_vs_padded": result}
+
+
 def _tiny_run_files(folder: Path) -> tuple[Path, Path]:
     from prefopt.testing import synthetic_pairs, tiny_model_dir, write_pairs
 
@@ -276,6 +316,7 @@ STEPS: list[tuple[str, Callable[[Check], dict[str, Any]]]] = [
     ("versions", versions),
     ("architectures", architectures),
     ("layouts", layouts),
+    ("shared_rows", shared_rows),
     ("train_defaults", train_defaults),
     ("qlora", qlora),
     ("generation", generation),

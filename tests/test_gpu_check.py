@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_dry_run_writes_each_step_as_it_finishes(tmp_path: Path) -> None:
-    steps = ["versions", "architectures", "layouts", "generation"]
+    steps = ["versions", "architectures", "layouts", "shared_rows", "generation"]
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--only", *steps],
         capture_output=True,
@@ -28,4 +28,7 @@ def test_the_dry_run_writes_each_step_as_it_finishes(tmp_path: Path) -> None:
     assert {"llama", "granite", "gemma2", "qwen2-152k-vocab"} <= set(lean)
     assert all(value < 1e-4 for value in lean.values() if isinstance(value, float)), lean
     assert all(value < 1e-4 for value in records[2]["max_abs_vs_padded"].values())
-    assert records[3]["equal"] is True
+    shared = records[3]["max_abs_vs_padded"]
+    assert {"sdpa/lists/packed", "eager/turns/prefix"} <= set(shared)
+    assert all(value < 1e-4 for value in shared.values()), shared
+    assert records[4]["equal"] is True
