@@ -23,10 +23,9 @@ from prefopt.training.reference import AdapterOffReference
 from prefopt.training.reference_cache import (
     ReferenceCache,
     compute_reference_logps,
-    model_fingerprint,
-    reference_key,
     reference_plan,
 )
+from prefopt.training.reference_keys import model_fingerprint, reference_key
 
 
 def _pairs(tokenizer, count: int = 6) -> list[TokenizedPair]:
