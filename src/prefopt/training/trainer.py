@@ -257,21 +257,30 @@ class PreferenceTrainer(Trainer):
     def _record(
         self, batch: PreferenceBatch, output: LossOutput, split: str, inputs: dict[str, Any]
     ) -> None:
-        pair_sample = inputs.get("pair_sample")  # the list or conversation of each pair
-        if pair_sample is None:
-            pair_sample = torch.arange(batch.size)
-            samples = batch.size
-        else:
-            samples = int(inputs["samples"])
-        device = self.accelerator.device
-        gather = BatchPairGather(self.accelerator, pair_sample.to(device), samples, split == "eval")
-        values, margins, length_gaps = pair_metrics(batch, output, gather)
+        values, margins, length_gaps = pair_metrics(
+            batch, output, self._pair_gather(batch, inputs, split)
+        )
         if split == "train":
             self._length_watch.add(margins, length_gaps)
             self._throughput.add(int(margins.shape[0]))
         store = self._metric_sums[split]
         for name, value in values.items():
             store[name].append(float(value.item() if hasattr(value, "item") else value))
+
+    def _pair_gather(
+        self, batch: PreferenceBatch, inputs: dict[str, Any], split: str
+    ) -> Callable[[Any], Any]:
+        """Per-pair values of this batch from every process (:mod:`.pair_gather`)."""
+        accelerator = self.accelerator
+        if accelerator.num_processes == 1:
+            return lambda tensor: tensor
+        pair_sample = inputs.get("pair_sample")  # the list or conversation of each pair
+        if pair_sample is None:  # pairs: each its own sample
+            pair_sample = torch.arange(batch.size, device=accelerator.device)
+            samples = batch.size
+        else:
+            samples = int(inputs["samples"])
+        return BatchPairGather(accelerator, pair_sample, samples, evaluation=split == "eval")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
