@@ -67,3 +67,20 @@ def test_train_records_the_file_and_models_lists_it(tmp_path: Path) -> None:
     import yaml
 
     assert yaml.safe_load(out)["model"]["name_or_path"] == str(smollm2_gguf())
+
+
+def test_the_data_commands_take_the_short_name(tmp_path: Path) -> None:
+    """`data validate --model smollm2` and `data doctor --model smollm2` measure with the
+    installed file's tokenizer (they asked the hub for 'smollm2')."""
+    from prefopt.testing import synthetic_lists, write_pairs
+    from prefopt.testing.real_model import skip_reason
+
+    if skip_reason() is not None:
+        pytest.skip(skip_reason())
+    data = write_pairs(tmp_path / "lists.jsonl", synthetic_lists(3))
+    for command in ("validate", "doctor"):
+        code, out, err = run_cli("data", command, str(data), "--model", "smollm2")
+        assert code == 0, err
+        assert "huggingface.co" not in out + err
+    code, out, _ = run_cli("data", "validate", str(data), "--model", "smollm2")
+    assert "token lengths" in out.lower() or "tokens" in out.lower(), out

@@ -106,9 +106,10 @@ def load_tokenizer(name: str) -> Any:
     quiet_libraries()
     from transformers import AutoTokenizer
 
+    from prefopt.local_models import resolve_model_name
     from prefopt.modeling.gguf import pretrained_arguments
 
-    location, gguf = pretrained_arguments(name)
+    location, gguf = pretrained_arguments(resolve_model_name(name) or name)
     try:
         return AutoTokenizer.from_pretrained(location, trust_remote_code=False, **gguf)
     except (OSError, ValueError, NotImplementedError) as exc:
