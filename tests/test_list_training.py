@@ -167,6 +167,13 @@ def test_refusals_name_the_problem(tiny_model: Path, tmp_path: Path) -> None:
         (mixed, "dpo", [], f"{mixed}:2: responses: a pair in a file of lists"),
         (lists, "dpo", ["--set", "lists.pairs=some"], "lists.pairs: expected best-worst"),
         (lists, "dpo", ["--set", "lists.weight=heavy"], "lists.weight: expected none or gap"),
+        (
+            lists,
+            "dpo-pl",
+            ["--set", "lists.weight=gap"],
+            "lists.weight=gap weighs the pairs of a pair loss; 'dpo-pl' ranks whole lists",
+        ),
+        (lists, "lipo", ["--set", "lists.weight=gap"], "'lipo' ranks whole lists and has no"),
     ]
     for data, algorithm, extra, message in cases:
         out = tmp_path / f"out-{algorithm}"

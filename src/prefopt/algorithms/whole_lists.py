@@ -43,7 +43,10 @@ def pair_lists(batch: PreferenceBatch) -> ResponseLists:
 
 class WholeListLoss:
     """A loss over each list's whole ranking; subclasses define :meth:`per_list`. The config
-    has ``beta``, the inverse temperature of the implicit rewards."""
+    has ``beta``, the inverse temperature of the implicit rewards. ``whole_lists`` tells the
+    run that the loss weighs no pairs (``lists.weight=gap`` is refused for it)."""
+
+    whole_lists = True
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -137,6 +137,7 @@ def load_list_dataset(
     from prefopt.training.callbacks import TaskProgress
 
     config = run.config
+    _refuse_gap_weight_of_whole_lists(run)
     rows = []
     for line, row in load_rows(source, split=split):
         if not is_list_record(row):
@@ -161,6 +162,19 @@ def load_list_dataset(
     for index, item in enumerate(lists):
         item.index = index
     return ListDataset(lists), report.dropped
+
+
+def _refuse_gap_weight_of_whole_lists(run: Run) -> None:
+    """``lists.weight=gap`` weighs a loss's pairs; a loss over whole rankings (``dpo-pl``,
+    ``lipo``: its ``whole_lists``) has none, and weighing its shares would rescale it by the
+    pairing."""
+    if run.config.lists.weight != "gap":
+        return
+    if getattr(run.spec.build_loss(run.config.algorithm), "whole_lists", False):
+        raise UsageError(
+            f"lists.weight=gap weighs the pairs of a pair loss; '{run.spec.name}' ranks whole "
+            "lists and has no pairs to weigh: leave lists.weight at none"
+        )
 
 
 LIST_COLUMNS = ("h_w", "h_l", "score_gap")
