@@ -254,3 +254,50 @@ def test_validate_measures_the_token_lengths_of_lists(tmp_path: Path, tiny_model
     assert tokens["pairs"] == 2  # records measured: two lists
     assert tokens["lengths"]["responses"]["max"] > 24 and "chosen" not in tokens["lengths"]
     assert tokens["completions_truncated"] == 1 and tokens["dropped"] == 0
+
+
+def test_a_file_holds_one_kind(tmp_path: Path) -> None:
+    """A record of another kind than the file's first is named by its line and by the field
+    that gives its kind away, in validate, in training's loader and in eval's."""
+    pair = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    turns = {"messages": [{"role": "user", "content": "hi"},
+                          {"role": "assistant", "content": "a", "rejected": "b"}]}  # fmt: skip
+    mixed = write(tmp_path / "mixed.jsonl", [pair, LIST, turns, pair])
+    code, stdout, stderr = run_cli("data", "validate", str(mixed), "--json")
+    assert code == 2, stderr
+    report = json.loads(stdout)
+    assert report["issues"]["schema"] == 2
+    examples = "\n".join(str(e) for e in report["examples"].values())
+    assert "a list of responses in a file of pairs (its first record's kind)" in examples
+    assert "a conversation in a file of pairs" in examples
+
+    from prefopt.data.kinds import check_kind, record_kind
+
+    assert [record_kind(row) for row in (pair, LIST, turns)] == ["pairs", "lists", "conversations"]
+    with pytest.raises(DataError) as raised:
+        check_kind(LIST, "conversations", "f.jsonl", 3)
+    assert str(raised.value) == (
+        "f.jsonl:3: responses: a list of responses in a file of conversations (its first "
+        "record's kind): a file holds one kind, pairs, lists or conversations"
+    )
+
+
+def test_data_pairs_writes_each_turn_of_a_conversation(tmp_path: Path) -> None:
+    turns = {"id": "c1", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello", "rejected": "what"},
+        {"role": "user", "content": "and?"},
+        {"role": "assistant", "content": "fine", "rejected": "no"},
+    ]}  # fmt: skip
+    source = write(tmp_path / "turns.jsonl", [turns])
+    code, stdout, stderr = run_cli("data", "pairs", str(source))
+    assert code == 0, stderr
+    rows = read(tmp_path / "turns_pairs.jsonl")
+    assert [r["id"] for r in rows] == ["c1", "c1"]
+    assert rows[1]["prompt"] == [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "and?"},
+    ]  # fmt: skip
+    assert rows[1]["chosen"] == [{"role": "assistant", "content": "fine"}]
+    assert rows[1]["rejected"] == [{"role": "assistant", "content": "no"}]
+    assert "0 lists → 2 pairs (best-worst); 1 conversations" in stdout

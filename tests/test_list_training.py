@@ -162,9 +162,18 @@ def test_refusals_name_the_problem(tiny_model: Path, tmp_path: Path) -> None:
     lists = write(tmp_path / "lists.jsonl", [good, good])
     mixed = write(tmp_path / "mixed.jsonl",
                   [good, {"prompt": "p", "chosen": "a", "rejected": "b"}])  # fmt: skip
+    pair_first = write(tmp_path / "pair_first.jsonl",
+                       [{"prompt": "p", "chosen": "a", "rejected": "b"}, good])  # fmt: skip
     cases = [
+        (pair_first, "dpo", [], f"{pair_first}:2: responses: a list of responses in a file of "
+         "pairs"),  # fmt: skip
         (lists, "factual", [], f"{lists}:1: h: missing field (algorithm 'factual' needs"),
-        (mixed, "dpo", [], f"{mixed}:2: responses: a pair in a file of lists"),
+        (
+            mixed,
+            "dpo",
+            [],
+            f"{mixed}:2: chosen: a pair in a file of lists (its first record's kind)",
+        ),
         (lists, "dpo", ["--set", "lists.pairs=some"], "lists.pairs: expected best-worst"),
         (lists, "dpo", ["--set", "lists.weight=heavy"], "lists.weight: expected none or gap"),
         (

@@ -410,7 +410,9 @@ PAIRS_HELP = (
     "Turn list records (a prompt, N responses, scores or a ranking) into preference pairs: "
     "best-worst (one pair a list), best-rest (the best against each lower one) or all (every "
     "two responses with different scores). Tied responses form no pair; pair records pass "
-    "through. Each pair keeps the list's other fields and gets its score_gap."
+    "through. Each pair keeps the list's other fields and gets its score_gap. A per-turn "
+    "conversation gives a pair for each preference turn: the earlier messages as the prompt, "
+    "the turn's chosen and rejected answers."
 )
 
 
@@ -433,8 +435,9 @@ def pairs(
     summary = write_pairs_file(input, output, pairing, force=force)
     tied = f"; {summary.all_tied:,} lists all tied gave none" if summary.all_tied else ""
     copied = f"; {summary.passed_through:,} pair records copied" if summary.passed_through else ""
+    turns = f"; {summary.conversations:,} conversations" if summary.conversations else ""
     _say(
-        f"{summary.lists:,} lists → {summary.pairs:,} pairs ({pairing}){tied}{copied}; "
+        f"{summary.lists:,} lists → {summary.pairs:,} pairs ({pairing}){tied}{turns}{copied}; "
         f"wrote {output}"
     )
 

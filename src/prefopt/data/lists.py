@@ -216,16 +216,20 @@ class PairsSummary:
         self.pairs = 0
         self.all_tied = 0
         self.passed_through = 0  # pair records already, copied as they are
+        self.conversations = 0  # per-turn conversations, a pair for each preference turn
 
 
 def write_pairs_file(
     source: str | Path, output: str | Path, pairing: str = "best-worst", force: bool = False
 ) -> PairsSummary:
     """Turn every list record of ``source`` into its pairs (:func:`to_pair_records`) in
-    ``output`` (JSONL, written whole or not at all). Pair records pass through unchanged; a
-    list whose responses are all tied gives no pair and is counted."""
+    ``output`` (JSONL, written whole or not at all). A per-turn conversation gives a pair for
+    each preference turn, the pair it trains as (:func:`prefopt.data.turns.turn_pairs`, its
+    other fields kept). Pair records pass through unchanged; a list whose responses are all
+    tied gives no pair and is counted."""
     from prefopt.data.io import iter_rows
     from prefopt.data.records import validate_record
+    from prefopt.data.turns import is_turns_record, turn_pairs, validate_turns_record
     from prefopt.data.writing import write_jsonl
 
     if pairing not in PAIRINGS:
@@ -243,6 +247,13 @@ def write_pairs_file(
                 summary.all_tied += not pairs
                 summary.pairs += len(pairs)
                 yield from pairs
+            elif is_turns_record(row):
+                validate_turns_record(row, source, line)
+                summary.conversations += 1
+                others = {key: value for key, value in row.items() if key != "messages"}
+                turns = [{**pair, **others} for pair in turn_pairs(row)]
+                summary.pairs += len(turns)
+                yield from turns
             else:
                 validate_record(row, source, line)
                 summary.passed_through += 1

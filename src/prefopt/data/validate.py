@@ -36,6 +36,7 @@ import orjson
 from prefopt.data import jsonl_ranges
 from prefopt.data.flip import h_value
 from prefopt.data.io import EMPTY_PROBLEM, file_format, iter_jsonl_lines, iter_rows, parse_line
+from prefopt.data.kinds import kind_mismatch, record_kind
 from prefopt.data.lists import is_list_record, validate_list_record
 from prefopt.data.records import is_conversational, validate_record
 from prefopt.data.turns import is_turns_record, validate_turns_record
@@ -264,9 +265,15 @@ def _check_row(
     path: str | Path,
     report: ValidationReport,
     extra_columns: Sequence[str],
+    kind: str | None = None,
 ) -> bool:
     """Record the issues of one row but duplicates (:func:`_check_duplicate`); True when it
-    is a valid record (worth tokenizing, and comparing with the others)."""
+    is a valid record (worth tokenizing, and comparing with the others). ``kind`` is the
+    file's (its first record's): a record of another kind is an issue."""
+    mismatch = None if kind is None else kind_mismatch(row, kind)
+    if mismatch is not None:
+        report.add(Issue("schema", line, *mismatch))
+        return False
     if is_list_record(row):
         return _check_list_row(row, line, path, report)
     if is_turns_record(row):
@@ -363,11 +370,12 @@ def validate_file(
     checked by ``workers`` processes (default: :func:`~prefopt.modeling.threads.choose_threads`)."""
     report = ValidationReport(str(path), factual=factual)
     seen: dict[bytes, int] = {}
+    kind = _first_kind(path)
     if tokenizer is None:
         workers = choose_threads() if workers is None else workers
         ranges = jsonl_ranges.parallel_plan(path, workers, range_bytes or jsonl_ranges.RANGE_BYTES)
         if ranges is not None:
-            work = functools.partial(_validate_range, tuple(extra_columns))
+            work = functools.partial(_validate_range, tuple(extra_columns), kind)
             for first, _, (part, digests) in jsonl_ranges.map_ranges(
                 path, ranges, work, min(workers, len(ranges))
             ):
@@ -393,7 +401,7 @@ def validate_file(
         measurer = _LengthMeasurer(tokenizer, settings, report.lengths, str(path))
     for line, row in _rows_with_problems(path, report):
         report.rows += 1
-        if _check_row(row, line, path, report, extra_columns):
+        if _check_row(row, line, path, report, extra_columns, kind):
             _check_duplicate(_pair_digest(row), line, report, seen)
             if measurer is not None and not is_turns_record(row):  # conversations: not yet
                 measurer.add(line, row)
@@ -402,8 +410,18 @@ def validate_file(
     return report
 
 
+def _first_kind(path: str | Path) -> str | None:
+    """The kind of the file's first readable record (:mod:`prefopt.data.kinds`), or ``None``."""
+    try:
+        for _, row in iter_rows(path):
+            return record_kind(row)
+    except DataError:
+        return None  # reported line by line
+    return None
+
+
 def _validate_range(
-    extra_columns: Sequence[str], path: str, first: int, lines: list[bytes]
+    extra_columns: Sequence[str], kind: str | None, path: str, first: int, lines: list[bytes]
 ) -> tuple[bytes, tuple[ValidationReport, list[tuple[bytes, int]]]]:
     """A pool worker's part: the report on one range's lines (numbered from ``first``) and
     the pair digests of its valid records with their lines, for the parent's duplicate
@@ -420,7 +438,7 @@ def _validate_range(
         except DataError as exc:
             report.add(Issue("unreadable", line, exc.field, exc.problem))
             continue
-        if _check_row(row, line, path, report, extra_columns):
+        if _check_row(row, line, path, report, extra_columns, kind):
             digests.append((_pair_digest(row), line))
     return b"", (report, digests)
 

@@ -26,6 +26,7 @@ def load_eval_pairs(
     """Read, validate and tokenize the pairs; h flags are used when the first row has them."""
     from prefopt.data.flip import h_value
     from prefopt.data.io import load_rows
+    from prefopt.data.kinds import check_kind
     from prefopt.data.records import validate_record
     from prefopt.data.turns import is_turns_record
     from prefopt.errors import DataError, UsageError
@@ -38,6 +39,7 @@ def load_eval_pairs(
         return _load_eval_turns(source, tokenizer, max_length, max_prompt_length,
                                 [first, *records])  # fmt: skip
     for line, row in [first, *records] if first is not None else []:
+        check_kind(row, "pairs", source, line)
         validate_record(row, source, line)
         if not rows:
             has_h = "h_w" in row and "h_l" in row
@@ -87,14 +89,10 @@ def _load_eval_turns(
     preference turn as the pair training scores (tokenized as training tokenizes them: the
     context never cut from the front, the turns a long conversation has no room for dropped),
     numbered by its assistant message (1 for the first answer)."""
+    from prefopt.data.kinds import check_kind
     from prefopt.data.tokenize import TokenizationSettings
-    from prefopt.data.turns import (
-        is_turns_record,
-        tokenize_turns,
-        turn_numbers,
-        validate_turns_record,
-    )
-    from prefopt.errors import DataError, UsageError
+    from prefopt.data.turns import tokenize_turns, turn_numbers, validate_turns_record
+    from prefopt.errors import UsageError
 
     settings = TokenizationSettings(max_length, max_prompt_length)
     rows: list[tuple[int, dict[str, Any]]] = []
@@ -102,9 +100,7 @@ def _load_eval_turns(
     numbers: list[int] = []
     dropped = 0
     for line, row in records:
-        if not is_turns_record(row):
-            raise DataError(source, line, "messages", "a pair in a file of conversations: one "
-                            "kind a file")  # fmt: skip
+        check_kind(row, "conversations", source, line)
         validate_turns_record(row, source, line)
         tokenized, report = tokenize_turns([(line, row)], tokenizer, settings, source)
         dropped += report.dropped

@@ -16,6 +16,7 @@ def load_eval_lists(
 ) -> tuple[list[TokenizedList], int]:
     """Read, validate and tokenize a file of list records; the lists and the dropped count."""
     from prefopt.data.io import load_rows
+    from prefopt.data.kinds import check_kind
     from prefopt.data.list_tokenize import tokenize_lists
     from prefopt.data.lists import validate_list_record
     from prefopt.data.tokenize import TokenizationSettings
@@ -23,6 +24,7 @@ def load_eval_lists(
 
     rows = []
     for line, row in load_rows(source, split=split):
+        check_kind(row, "lists", source, line)
         validate_list_record(row, source, line)
         rows.append((line, row))
     settings = TokenizationSettings(max_length, max_prompt_length)

@@ -56,11 +56,10 @@ class ListDataset:
 def source_kind(source: str, split: str) -> str:
     """``pairs``, ``lists`` or ``turns``: what the first record of a data source is."""
     from prefopt.data.io import load_rows
-    from prefopt.data.lists import is_list_record
-    from prefopt.data.turns import is_turns_record
+    from prefopt.data.kinds import record_kind
 
     for _, row in load_rows(source, split=split):
-        return "lists" if is_list_record(row) else "turns" if is_turns_record(row) else "pairs"
+        return {"conversations": "turns"}.get(record_kind(row), record_kind(row))
     return "pairs"
 
 
@@ -94,9 +93,9 @@ def load_turns_dataset(
     """Read, validate and tokenize a source of per-turn conversations (:mod:`prefopt.data.turns`):
     each preference turn trains as a pair, all turns of a conversation in one row."""
     from prefopt.data.io import load_rows
+    from prefopt.data.kinds import check_kind
     from prefopt.data.tokenize import TokenizationSettings
-    from prefopt.data.turns import is_turns_record, tokenize_turns, validate_turns_record
-    from prefopt.errors import DataError
+    from prefopt.data.turns import tokenize_turns, validate_turns_record
     from prefopt.training.callbacks import TaskProgress
 
     config = run.config
@@ -107,9 +106,7 @@ def load_turns_dataset(
         )
     rows = []
     for line, row in load_rows(source, split=split):
-        if not is_turns_record(row):
-            raise DataError(source, line, "messages", "a pair in a file of conversations: one "
-                            "kind a file")  # fmt: skip
+        check_kind(row, "conversations", source, line)
         validate_turns_record(row, source, line)
         rows.append((line, row))
     settings = TokenizationSettings(config.data.max_length, config.data.max_prompt_length)
@@ -131,8 +128,9 @@ def load_list_dataset(
 ) -> tuple[ListDataset, int]:
     """Read, validate and tokenize a source of list records."""
     from prefopt.data.io import load_rows
+    from prefopt.data.kinds import check_kind
     from prefopt.data.list_tokenize import tokenize_lists
-    from prefopt.data.lists import is_list_record, validate_list_record
+    from prefopt.data.lists import validate_list_record
     from prefopt.data.tokenize import TokenizationSettings
     from prefopt.training.callbacks import TaskProgress
 
@@ -140,10 +138,7 @@ def load_list_dataset(
     _refuse_gap_weight_of_whole_lists(run)
     rows = []
     for line, row in load_rows(source, split=split):
-        if not is_list_record(row):
-            from prefopt.errors import DataError
-
-            raise DataError(source, line, "responses", "a pair in a file of lists: one kind a file")
+        check_kind(row, "lists", source, line)
         validate_list_record(row, source, line)
         rows.append((line, row))
     _check_columns(run, source, rows)

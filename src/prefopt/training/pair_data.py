@@ -57,12 +57,14 @@ def load_pairs(
 
     A local file's prepared pairs are cached by content (``data.prep_cache``)."""
     from prefopt.data.io import load_rows
+    from prefopt.data.kinds import check_kind
     from prefopt.data.prep_cache import prepare_pairs
     from prefopt.data.records import validate_record
 
     def read_rows() -> list[tuple[int, dict[str, Any]]]:
         rows = []
         for line, row in load_rows(source, split=split):
+            check_kind(row, "pairs", source, line)
             validate_record(row, source, line, spec.extra_columns)
             rows.append((line, row))
         if not rows:
