@@ -301,3 +301,22 @@ def test_data_pairs_writes_each_turn_of_a_conversation(tmp_path: Path) -> None:
     assert rows[1]["chosen"] == [{"role": "assistant", "content": "fine"}]
     assert rows[1]["rejected"] == [{"role": "assistant", "content": "no"}]
     assert "0 lists → 2 pairs (best-worst); 1 conversations" in stdout
+
+
+def test_validate_require_and_factual_on_lists_and_conversations(tmp_path: Path) -> None:
+    no_flags = {"prompt": "q", "responses": ["a", "b"], "scores": [1, 0]}
+    flagged = {**no_flags, "h": [0, 1], "id": "x"}
+    turns = {"messages": [{"role": "user", "content": "hi"},
+                          {"role": "assistant", "content": "a", "rejected": "b"}]}  # fmt: skip
+    lists = write(tmp_path / "lists.jsonl", [no_flags, flagged])
+    code, stdout, _ = run_cli("data", "validate", str(lists), "--require", "id", "--json")
+    assert code == 2 and json.loads(stdout)["issues"]["schema"] == 1  # line 1 has no id
+    code, stdout, _ = run_cli("data", "validate", str(lists), "--require", "h_w", "--json")
+    assert code == 2 and json.loads(stdout)["issues"]["schema"] == 1  # a list's h stands for it
+    code, stdout, _ = run_cli("data", "validate", str(lists), "--factual", "--json")
+    report = json.loads(stdout)
+    assert code == 2 and report["issues"]["schema"] == 1
+    assert "each response's flag, for Factual-DPO" in str(report["examples"])
+    conversations = write(tmp_path / "turns.jsonl", [turns, {**turns, "id": "c"}])
+    code, stdout, _ = run_cli("data", "validate", str(conversations), "--require", "id", "--json")
+    assert code == 2 and json.loads(stdout)["issues"]["schema"] == 1

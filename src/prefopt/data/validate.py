@@ -274,10 +274,12 @@ def _check_row(
     if mismatch is not None:
         report.add(Issue("schema", line, *mismatch))
         return False
-    if is_list_record(row):
-        return _check_list_row(row, line, path, report)
-    if is_turns_record(row):
-        return _check_turns_row(row, line, path, report)
+    if is_list_record(row) or is_turns_record(row):
+        check = _check_list_row if is_list_record(row) else _check_turns_row
+        valid = check(row, line, path, report)
+        if valid:
+            valid = _check_required(row, line, report, extra_columns)
+        return valid
     valid = True
     try:
         validate_record(row, path, line, extra_columns)
@@ -301,6 +303,22 @@ def _check_row(
                     Issue("orientation", line, "h_w", "h_w = 1, h_l = 0 (run prefopt data flip)")
                 )
     return valid
+
+
+def _check_required(
+    row: dict[str, Any], line: int, report: ValidationReport, required: Sequence[str]
+) -> bool:
+    """``--require`` on a list or a conversation: each field at the record's top level (a
+    list's ``h`` stands for the ``h_w``/``h_l`` its pairs get; ``--factual`` asks for it)."""
+    wanted = list(required) + (["h"] if report.factual and is_list_record(row) else [])
+    missing = [
+        name for name in wanted
+        if name not in row and not (name in ("h_w", "h_l") and "h" in row)
+    ]  # fmt: skip
+    for name in dict.fromkeys(missing):
+        where = "each response's flag, for Factual-DPO" if name == "h" else "--require"
+        report.add(Issue("schema", line, name, f"missing field ({where})"))
+    return not missing
 
 
 def _check_list_row(
@@ -375,7 +393,7 @@ def validate_file(
         workers = choose_threads() if workers is None else workers
         ranges = jsonl_ranges.parallel_plan(path, workers, range_bytes or jsonl_ranges.RANGE_BYTES)
         if ranges is not None:
-            work = functools.partial(_validate_range, tuple(extra_columns), kind)
+            work = functools.partial(_validate_range, tuple(extra_columns), kind, factual)
             for first, _, (part, digests) in jsonl_ranges.map_ranges(
                 path, ranges, work, min(workers, len(ranges))
             ):
@@ -421,12 +439,17 @@ def _first_kind(path: str | Path) -> str | None:
 
 
 def _validate_range(
-    extra_columns: Sequence[str], kind: str | None, path: str, first: int, lines: list[bytes]
+    extra_columns: Sequence[str],
+    kind: str | None,
+    factual: bool,
+    path: str,
+    first: int,
+    lines: list[bytes],
 ) -> tuple[bytes, tuple[ValidationReport, list[tuple[bytes, int]]]]:
     """A pool worker's part: the report on one range's lines (numbered from ``first``) and
     the pair digests of its valid records with their lines, for the parent's duplicate
     check across ranges. No output bytes."""
-    report = ValidationReport(path)
+    report = ValidationReport(path, factual=factual)
     digests: list[tuple[bytes, int]] = []
     for offset, raw in enumerate(lines):
         if not raw.strip():
