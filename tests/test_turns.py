@@ -4,6 +4,7 @@ turn's own conversation, on the matrix and on SmolLM2 with its chat template."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,3 +181,22 @@ def test_validate_and_doctor_understand_conversations(tmp_path: Any) -> None:
     assert report.record_kinds["conversation"] == 2
     assert report.counts["identical"] == 1 and not report.clean
     assert examine(path).pairs == 3 + 2  # every turn as the pair it trains as
+
+
+def test_token_lengths_of_conversations_are_said_to_be_unmeasured(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """validate --model and doctor --model do not measure conversations yet, and say so
+    (validate printed an empty table, doctor 'ok: dropped 0 of 0')."""
+    import json
+
+    from prefopt.testing import run_cli, synthetic_conversations, write_pairs
+
+    path = write_pairs(tmp_path / "turns.jsonl", synthetic_conversations(3))
+    code, out, err = run_cli("data", "validate", str(path), "--model", str(tiny_model))
+    assert code == 0, err
+    assert "token lengths: not measured (per-turn conversations are not measured yet)" in out
+    code, out, err = run_cli("data", "doctor", str(path), "--model", str(tiny_model), "--json")
+    assert code == 0, err
+    [check] = [c for c in json.loads(out)["checks"] if c["name"] == "truncation"]
+    assert check["status"] == "skipped" and "conversations are not measured" in check["finding"]

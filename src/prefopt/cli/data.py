@@ -254,8 +254,10 @@ def _print_validation(report: Any) -> None:
                 str(key), f"{report.h_counts[key]:,}", _share(report.h_counts[key], report.rows)
             )
         out.print(flags)
-    if report.lengths is not None:
+    if report.lengths is not None and report.lengths.pairs:
         _print_lengths(report.lengths)
+    elif report.lengths is not None:
+        _say("token lengths: not measured (per-turn conversations are not measured yet)")
     for kind in ISSUE_KINDS:
         for issue in report.examples.get(kind, []):
             _say(issue.located(report.path))

@@ -350,6 +350,9 @@ def truncation(
         max_prompt_length=max_prompt_length,
     ).lengths
     assert lengths is not None
+    if not lengths.pairs:  # per-turn conversations are not measured yet
+        return Check("truncation", SKIPPED, "nothing measured: conversations are not measured "
+                     "yet (training counts the turns it drops)")  # fmt: skip
     cut = lengths.prompts_truncated + lengths.completions_truncated
     touched = cut + lengths.dropped
     finding = (
