@@ -70,6 +70,8 @@ def test_eval_on_lists_end_to_end(tiny_model: Path, pairs_file: Path, tmp_path: 
     metrics = results["metrics"]
     assert results["lists"] == 32 and metrics["ordered_pairs"] == 96
     rows_out = [json.loads(line) for line in per_list.read_text().splitlines()]
+    assert [r["line"] for r in rows_out] == list(range(1, 33)) and rows_out[0]["list"] == 0
+    assert f"per list: {per_list}" in stdout
     recomputed = ranking_metrics([r["rewards"] for r in rows_out], [r["quality"] for r in rows_out])
     assert recomputed == metrics
     assert metrics["ranking_accuracy"] > 0.5  # trained toward the order

@@ -108,7 +108,7 @@ def pairs(
         Path | None,
         typer.Option(
             "--out",
-            help="Write one JSON line per pair (log-probs, margin, rewards).",
+            help="Write one JSON line per pair (log-probs, margin, rewards), or per list.",
             rich_help_panel=OUTPUT,
         ),
     ] = None,
@@ -166,7 +166,8 @@ def pairs(
     if info.get("by_turn"):
         show.print(_group_table(info["by_turn"], "by turn (the assistant answer's number)",
                                 "turn"))  # fmt: skip
-    show.print(f"results: {results_path}" + (f", per pair: {out}" if out else ""))
+    unit = "list" if "lists" in info else "pair"
+    show.print(f"results: {results_path}" + (f", per {unit}: {out}" if out else ""))
 
 
 def _group_table(groups: dict[str, dict[str, Any]], title: str, key: str) -> Any:

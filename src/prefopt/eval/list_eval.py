@@ -13,8 +13,9 @@ from prefopt.eval.list_metrics import ranking_metrics
 
 def load_eval_lists(
     source: str, tokenizer: Any, max_length: int, max_prompt_length: int, split: str = "test"
-) -> tuple[list[TokenizedList], int]:
-    """Read, validate and tokenize a file of list records; the lists and the dropped count."""
+) -> tuple[list[TokenizedList], int, list[dict[str, Any]]]:
+    """Read, validate and tokenize a file of list records: the lists, the dropped count, and
+    where each list comes from (``line``, and ``id`` when the record has one)."""
     from prefopt.data.io import load_rows
     from prefopt.data.kinds import check_kind
     from prefopt.data.list_tokenize import tokenize_lists
@@ -28,10 +29,17 @@ def load_eval_lists(
         validate_list_record(row, source, line)
         rows.append((line, row))
     settings = TokenizationSettings(max_length, max_prompt_length)
-    lists, report = tokenize_lists(rows, tokenizer, settings, source)
+    lists: list[TokenizedList] = []
+    origins: list[dict[str, Any]] = []
+    dropped = 0
+    for line, row in rows:  # one by one, so that each list kept knows its line
+        kept, report = tokenize_lists([(line, row)], tokenizer, settings, source)
+        dropped += report.dropped
+        lists += kept
+        origins += [{"line": line, **({"id": row["id"]} if "id" in row else {})}] * len(kept)
     if not lists:
         raise UsageError(f"{source}: every list was dropped by truncation; raise --max-length")
-    return lists, report.dropped
+    return lists, dropped, origins
 
 
 def response_logps(
@@ -61,16 +69,22 @@ def list_results(
     reference: list[list[float]] | None,
     lists: Sequence[TokenizedList],
     beta: float,
+    origins: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The ranking metrics and one row per list (its rewards and true quality)."""
+    """The ranking metrics and one row per list: its number (from 0), its ``line`` and
+    ``id`` (``origins``), each response's reward and its true quality (higher is better: a
+    score, or a rank negated)."""
     baseline = reference if reference is not None else [[0.0] * len(v) for v in policy]
     rewards = [
         [beta * (p - r) for p, r in zip(values, base, strict=True)]
         for values, base in zip(policy, baseline, strict=True)
     ]
     qualities = [item.quality for item in lists]
+    origins = origins if origins is not None else [{}] * len(lists)
     rows = [
-        {"list": index, "rewards": reward, "quality": quality}
-        for index, (reward, quality) in enumerate(zip(rewards, qualities, strict=True))
+        {"list": index, **origin, "rewards": reward, "quality": quality}
+        for index, (reward, quality, origin) in enumerate(
+            zip(rewards, qualities, origins, strict=True)
+        )
     ]
     return ranking_metrics(rewards, qualities), rows

@@ -240,7 +240,7 @@ def _evaluate_lists(
 
     from prefopt.eval.list_eval import list_results, load_eval_lists, response_logps
 
-    lists, dropped = load_eval_lists(data, tokenizer, max_length, max_prompt_length, split)
+    lists, dropped, origins = load_eval_lists(data, tokenizer, max_length, max_prompt_length, split)
     if dropped:
         say(f"{dropped} lists dropped: no completion tokens left after truncation")
     if plan.reference is None:
@@ -250,7 +250,7 @@ def _evaluate_lists(
         plan, dtype, len(lists), progress,
         lambda model, tick: response_logps(model, lists, pad, batch_size, tick),
     )  # fmt: skip
-    metrics, rows = list_results(scores, reference, lists, beta)
+    metrics, rows = list_results(scores, reference, lists, beta, origins)
     results = {
         "kind": RESULTS_KIND,
         "model": plan.model,
