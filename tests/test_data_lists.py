@@ -320,3 +320,18 @@ def test_validate_require_and_factual_on_lists_and_conversations(tmp_path: Path)
     conversations = write(tmp_path / "turns.jsonl", [turns, {**turns, "id": "c"}])
     code, stdout, _ = run_cli("data", "validate", str(conversations), "--require", "id", "--json")
     assert code == 2 and json.loads(stdout)["issues"]["schema"] == 1
+
+
+def test_flip_and_split_say_what_lists_and_conversations_lack(tmp_path: Path) -> None:
+    turns = {"messages": [{"role": "user", "content": "hi"},
+                          {"role": "assistant", "content": "a", "rejected": "b"}]}  # fmt: skip
+    lists = write(tmp_path / "lists.jsonl", [LIST])
+    code, _, stderr = run_cli("data", "flip", str(lists))
+    assert code == 2 and f"{lists}:1: responses: flip works on pairs" in stderr
+    assert not (tmp_path / "lists_flipped.jsonl").exists()
+    conversations = write(tmp_path / "turns.jsonl", [turns, turns])
+    code, _, stderr = run_cli("data", "split", str(conversations), "--group-by", "prompt",
+                              "--eval-fraction", "0.5")
+    assert code == 2 and "prompt: missing field (needed by --group-by; a conversation has " in (
+        stderr
+    )

@@ -76,6 +76,10 @@ def flip_row(row: dict[str, Any], path: str | Path = "<row>", line: int = 0) -> 
 
     The swap exchanges values, not keys, so the field order of the row is unchanged.
     """
+    if "responses" in row or "messages" in row:  # a list of responses or a conversation
+        field = "responses" if "responses" in row else "messages"
+        raise DataError(path, line, field, "flip works on pairs: a list or a conversation "
+                        "needs no flip (its pairs take their flags as ranked)")  # fmt: skip
     h_w = h_value(row, "h_w", path, line)
     h_l = h_value(row, "h_l", path, line)
     if "chosen" not in row or "rejected" not in row:

@@ -62,7 +62,8 @@ def _unit_keys(
             key = str(line).encode()
         else:
             if group_by not in row:
-                raise DataError(path, line, group_by, "missing field (needed by --group-by)")
+                hint = "; a conversation has none: group by id" if "messages" in row else ""
+                raise DataError(path, line, group_by, f"missing field (needed by --group-by{hint})")
             key = orjson.dumps(row[group_by], option=orjson.OPT_SORT_KEYS)
         yield line, row, key
 
