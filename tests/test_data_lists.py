@@ -330,8 +330,9 @@ def test_flip_and_split_say_what_lists_and_conversations_lack(tmp_path: Path) ->
     assert code == 2 and f"{lists}:1: responses: flip works on pairs" in stderr
     assert not (tmp_path / "lists_flipped.jsonl").exists()
     conversations = write(tmp_path / "turns.jsonl", [turns, turns])
-    code, _, stderr = run_cli("data", "split", str(conversations), "--group-by", "prompt",
-                              "--eval-fraction", "0.5")
+    code, _, stderr = run_cli(
+        "data", "split", str(conversations), "--group-by", "prompt", "--eval-fraction", "0.5"
+    )
     assert code == 2 and "prompt: missing field (needed by --group-by; a conversation has " in (
         stderr
     )

@@ -165,8 +165,12 @@ def test_refusals_name_the_problem(tiny_model: Path, tmp_path: Path) -> None:
     pair_first = write(tmp_path / "pair_first.jsonl",
                        [{"prompt": "p", "chosen": "a", "rejected": "b"}, good])  # fmt: skip
     cases = [
-        (pair_first, "dpo", [], f"{pair_first}:2: responses: a list of responses in a file of "
-         "pairs"),  # fmt: skip
+        (
+            pair_first,
+            "dpo",
+            [],
+            f"{pair_first}:2: responses: a list of responses in a file of pairs",
+        ),  # fmt: skip
         (lists, "factual", [], f"{lists}:1: h: missing field (algorithm 'factual' needs"),
         (
             mixed,
