@@ -81,7 +81,13 @@ def _metric_table(title: str, metrics: dict[str, Any]) -> Any:
 def pairs(
     model: ModelArgument,
     data: Annotated[
-        str, typer.Option("--data", "-d", help="Preference pairs (JSONL/JSON/Parquet or hub id).")
+        str,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Preference pairs, lists of ranked responses or per-turn conversations "
+            "(JSONL/JSON/Parquet or hub id).",
+        ),
     ],
     ref: Annotated[
         str | None,
@@ -121,7 +127,9 @@ def pairs(
         ),
     ] = None,
     force: ForceOption = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per forward pass.")] = 16,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Pairs (or lists) per forward pass.")
+    ] = 16,
     max_length: Annotated[
         int | None,
         typer.Option("--max-length", help="Token limit (default: the run's, else 1024)."),

@@ -48,7 +48,8 @@ COMMON_OPTIONS: list[tuple[str, str | None, Any, list[str], str]] = [
         SHORT_KEYS["train_file"],
         str | None,
         ["--train-file"],
-        "Training pairs: .jsonl/.json/.parquet file or hub dataset (data.train).",
+        "Training data (pairs, lists of ranked responses or per-turn conversations): "
+        ".jsonl/.json/.parquet file or hub dataset (data.train).",
     ),
     (
         "eval_file",
