@@ -181,7 +181,13 @@ def test_ultrafeedback_raw_names_a_bad_completion(tmp_path: Path) -> None:
     code, _, stderr = run_cli("data", "convert", str(source), "--from", "ultrafeedback-raw",
                               "-o", str(tmp_path / "o.jsonl"))  # fmt: skip
     assert code == 2
-    assert f"{source}:2: completions[1].overall_score: expected a number, got None" in stderr
+    assert f"{source}:2: completions[1].overall_score: missing field (--score-key names" in stderr
+    broken["completions"][1]["overall_score"] = "high"
+    source = write(tmp_path / "uf.jsonl", [ULTRAFEEDBACK_RAW, broken])
+    code, _, stderr = run_cli("data", "convert", str(source), "--from", "ultrafeedback-raw",
+                              "-o", str(tmp_path / "o.jsonl"), "--force")  # fmt: skip
+    assert code == 2
+    assert f"{source}:2: completions[1].overall_score: expected a number, got 'high'" in stderr
 
 
 NECTAR = {

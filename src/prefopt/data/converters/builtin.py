@@ -184,7 +184,13 @@ def convert_ultrafeedback_raw(row: dict[str, Any], options: ConvertOptions) -> d
         response = completion.get("response")
         if not isinstance(response, str):
             raise ConversionError(f"{where}.response", "missing or not a string")
-        score = completion.get(options.score_key)
+        if options.score_key not in completion:
+            raise ConversionError(
+                f"{where}.{options.score_key}",
+                "missing field (--score-key names a number each completion has, such as "
+                "overall_score or fine-grained_score)",
+            )
+        score = completion[options.score_key]
         if isinstance(score, bool) or not isinstance(score, int | float):
             raise ConversionError(
                 f"{where}.{options.score_key}", f"expected a number, got {score!r}"
