@@ -342,3 +342,17 @@ def test_flip_and_split_say_what_lists_and_conversations_lack(tmp_path: Path) ->
     assert code == 2 and "prompt: missing field (needed by --group-by; a conversation has " in (
         stderr
     )
+
+
+def test_stats_count_conversations_and_their_preference_turns(tmp_path: Path) -> None:
+    from prefopt.testing import synthetic_conversations
+
+    source = write(tmp_path / "turns.jsonl", synthetic_conversations(5))  # 1, 2, 3, 1, 2 turns
+    code, stdout, stderr = run_cli("data", "stats", str(source), "--json")
+    assert code == 0, stderr
+    stats = json.loads(stdout)
+    assert stats["kinds"] == {"conversation": 5}
+    assert stats["conversation_turns"] == {"1": 2, "2": 2, "3": 1}
+    code, stdout, stderr = run_cli("data", "stats", str(source))
+    assert code == 0 and "conversations (preference turns each)" in stdout
+    assert "chosen == rejected" not in stdout and "lengths (characters)" not in stdout

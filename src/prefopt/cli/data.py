@@ -341,7 +341,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Counts, length histograms (characters) and the h-flag distribution."""
-    from prefopt.data.stats import PARTS, bucket_label, compute_stats
+    from prefopt.data.stats import compute_stats
 
     result = compute_stats(input)
     if as_json:
@@ -352,16 +352,29 @@ def stats(
     counts.add_row("rows", f"{result.rows:,}", "")
     for kind, count in sorted(result.kinds.items()):
         counts.add_row(f"{kind} records", f"{count:,}", _share(count, result.rows))
-    counts.add_row(
-        "chosen == rejected", f"{result.identical:,}", _share(result.identical, result.rows)
-    )
+    pairs = result.kinds["standard"] + result.kinds["conversational"] + result.kinds["other"]
+    if pairs:
+        counts.add_row(
+            "chosen == rejected", f"{result.identical:,}", _share(result.identical, result.rows)
+        )
     counts.add_section()
     for name, count in result.fields.most_common():
         counts.add_row(_text(f"field {name}"), f"{count:,}", _share(count, result.rows))
     out.print(counts)
+    _print_lengths_table(out, result)
+    _print_lists_and_conversations(out, result)
+    _print_prompt_turns_and_flags(out, result)
 
-    lengths = _table("lengths (characters)", "", *PARTS)
-    parts = [result.lengths[part] for part in PARTS]
+
+def _print_lengths_table(out: Any, result: Any) -> None:
+    """Prompt, chosen and rejected lengths: the columns some record has (a list's prompt)."""
+    from prefopt.data.stats import PARTS, bucket_label
+
+    names = [part for part in PARTS if result.lengths[part].count]
+    if not names:
+        return
+    lengths = _table("lengths (characters)", "", *names)
+    parts = [result.lengths[part] for part in names]
     lengths.add_row("min", *(str(s.minimum if s.minimum is not None else "–") for s in parts))
     lengths.add_row("mean", *(f"{s.mean:,.1f}" for s in parts))
     lengths.add_row("max", *(f"{s.maximum:,}" for s in parts))
@@ -371,6 +384,13 @@ def stats(
         lengths.add_row(bucket_label(index), *(_bar(s.buckets[index], s.count) for s in parts))
     out.print(lengths)
 
+
+def _print_lists_and_conversations(out: Any, result: Any) -> None:
+    if result.conversation_turns:
+        turns = _table("conversations (preference turns each)", "turns", "conversations")
+        for count, conversations in sorted(result.conversation_turns.items()):
+            turns.add_row(str(count), f"{conversations:,}")
+        out.print(turns)
     if result.list_sizes:
         sizes = _table("lists (responses per prompt)", "responses", "lists")
         for count, lists in sorted(result.list_sizes.items()):
@@ -380,6 +400,9 @@ def stats(
         sizes.add_row("response length", f"min {answers.minimum}, mean {answers.mean:,.1f}, "
                       f"max {answers.maximum:,} characters")  # fmt: skip
         out.print(sizes)
+
+
+def _print_prompt_turns_and_flags(out: Any, result: Any) -> None:
     if result.prompt_turns:
         turns = _table("prompt messages (conversational)", "messages", "rows")
         for count, rows in sorted(result.prompt_turns.items()):

@@ -94,6 +94,9 @@ class DataStats:
     identical: int = 0
     #: List records: how many responses each list has, and every response's length.
     list_sizes: Counter = field(default_factory=Counter)
+    #: Per-turn conversations: how many preference turns (assistant answers with a rejected
+    #: alternative) each has.
+    conversation_turns: Counter = field(default_factory=Counter)
     responses: LengthStats = field(default_factory=LengthStats)
     workers: int = 1  # processes that read the file (not part of the statistics)
 
@@ -107,6 +110,10 @@ class DataStats:
             length = text_length(row.get(part))
             if length is not None:
                 self.lengths[part].add(length)
+        if kind == "conversation":
+            messages = row["messages"]
+            preferences = sum(isinstance(m, dict) and "rejected" in m for m in messages)
+            self.conversation_turns[preferences] += 1
         if kind == "list":
             self.list_sizes[len(row["responses"])] += 1
             for response in row["responses"]:
@@ -128,7 +135,9 @@ class DataStats:
     def merge(self, other: DataStats) -> None:
         """Add the counts of ``other`` (the statistics of another part of the file)."""
         self.rows += other.rows
-        for counter in ("kinds", "fields", "prompt_turns", "h_counts", "list_sizes"):
+        counters = ("kinds", "fields", "prompt_turns", "h_counts", "list_sizes",
+                    "conversation_turns")  # fmt: skip
+        for counter in counters:
             getattr(self, counter).update(getattr(other, counter))
         for part, lengths in other.lengths.items():
             self.lengths[part].merge(lengths)
@@ -157,6 +166,7 @@ class DataStats:
             "h_invalid": self.h_invalid,
             "identical": self.identical,
             "list_sizes": dict(sorted(self.list_sizes.items())),
+            "conversation_turns": dict(sorted(self.conversation_turns.items())),
             "list_responses": {
                 "count": self.responses.count,
                 "min": self.responses.minimum,
@@ -181,9 +191,12 @@ def text_length(value: Any) -> int | None:
 
 
 def record_kind(row: dict[str, Any]) -> str:
-    """``standard``, ``conversational``, ``list`` (N ranked responses) or ``other``."""
+    """``standard``, ``conversational``, ``list`` (N ranked responses), ``conversation`` (a
+    per-turn conversation) or ``other``."""
     if isinstance(row.get("responses"), list):
         return "list"
+    if isinstance(row.get("messages"), list) and "chosen" not in row:
+        return "conversation"
     values = [row.get(part) for part in PARTS]
     if all(isinstance(v, str) for v in values):
         return "standard"
