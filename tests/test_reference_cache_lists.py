@@ -32,6 +32,12 @@ def values_per_sample(rows: list[dict[str, Any]]) -> list[int]:
     ]  # fmt: skip
 
 
+def reference_source(out: Path) -> str:
+    """Where the run's summary says its reference log-probs came from."""
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    return str(last["summary"]["reference"])
+
+
 def losses(out: Path) -> list[float]:
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [line["loss"] for line in lines if "loss" in line]
@@ -111,6 +117,14 @@ def test_cached_and_filled_references_train_as_the_online_one(
     train(tiny_model, data, tmp_path / "again", "cached", tmp_path / "c1")
     assert forwards == [] and passes == [SAMPLES]  # read the entry: no reference ran
     assert losses(tmp_path / "again") == pytest.approx(losses(tmp_path / "cached"), abs=1e-7)
+    assert [
+        reference_source(tmp_path / name) for name in ("online", "cached", "auto", "again")
+    ] == [
+        "online (the adapter switched off)",
+        "cache (scored when training began)",
+        "cache, filled by the first epoch's online reference",
+        "cache (the entry was read)",
+    ]
 
 
 def test_a_list_entry_holds_each_responses_own_log_prob(tiny_model: Path, tmp_path: Path) -> None:

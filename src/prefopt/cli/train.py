@@ -344,6 +344,8 @@ def print_summary(result: Any) -> None:
     unit = getattr(result, "train_unit", "pairs")
     dropped = "turns dropped" if unit == "conversations" else "dropped"
     table.add_row(f"train {unit}", f"{result.train_pairs} ({result.dropped_pairs} {dropped})")
+    if getattr(result, "reference", ""):
+        table.add_row("reference", result.reference)
     for key in (
         "loss",
         "rewards/accuracies",

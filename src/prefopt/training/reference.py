@@ -44,6 +44,8 @@ class Reference:
 
     #: A frozen model this reference holds (to shard, to cast), or ``None``.
     model: Any = None
+    #: Where this reference's log-probs come from, for the run's summary.
+    source = "online"
 
     def logps(self, policy: Any, inputs: dict[str, Any], logps_fn: LogpsFn) -> Any:
         raise NotImplementedError
@@ -87,6 +89,8 @@ def peft_model_of(model: Any) -> Any:
 class AdapterOffReference(Reference):
     """Reference = the policy model with its PEFT adapter disabled."""
 
+    source = "online (the adapter switched off)"
+
     def logps(self, policy: Any, inputs: dict[str, Any], logps_fn: LogpsFn) -> Any:
         with torch.no_grad(), _eval_mode(policy), peft_model_of(policy).disable_adapter():
             logps, _ = logps_fn(policy, inputs)
@@ -95,6 +99,8 @@ class AdapterOffReference(Reference):
 
 class FrozenCopyReference(Reference):
     """Reference = a separate frozen model (full fine-tuning)."""
+
+    source = "online (a frozen copy)"
 
     def __init__(self, model: Any) -> None:
         self.model = model.eval()
@@ -132,6 +138,7 @@ class CachedReference(Reference):
 
     def __init__(self, online: Reference, config: RunConfig, mode: str | None = None) -> None:
         self.online: Reference | None = online
+        self.source = online.source
         self.config = config
         self.mode = mode or config.reference.mode
         self.fill: ReferenceFill | None = None
@@ -170,7 +177,10 @@ class CachedReference(Reference):
         base = self.online.model if self.online.model is not None else unwrap(trainer.model)
         plan = provide_for_run(trainer, self.config, self.datasets, base, self.mode)
         if plan.attached:  # every pair carries its reference log-probs
+            self.source = "cache (the entry was read)"
             self.release()
+        elif plan.fill is not None:
+            self.source = "online (the cache fills when a first epoch ends; none did)"
         self.fill, self.missing = plan.fill, plan.missing
 
     def begin_training(self, trainer: Any) -> float:
@@ -198,6 +208,7 @@ class CachedReference(Reference):
             self.quiet,
         )
         self.missing = None
+        self.source = "cache (scored when training began)"
         self.release()
         return seconds
 
@@ -210,6 +221,7 @@ class CachedReference(Reference):
         if self.fill is None or not self.fill.complete(gather_objects):
             return
         self.fill = None
+        self.source = "cache, filled by the first epoch's online reference"
         if trainer.eval_dataset is None and trainer.args.dataloader_num_workers == 0:
             self.release()
 

@@ -64,6 +64,8 @@ class RunResult:
     #: What ``train_pairs`` counts: ``pairs``, ``lists`` or ``conversations`` (whose
     #: ``dropped_pairs`` counts the turns left out).
     train_unit: str = "pairs"
+    #: Where the reference log-probs came from (the cache, or online), "" without reference.
+    reference: str = ""
 
 
 class RunTrainer(Protocol):
@@ -396,6 +398,9 @@ def finish(run: Run, trainer: Any, data: RunData) -> RunResult:
         "timing": timing,
         "utilization": compute,
     }
+    reference = getattr(trainer, "reference", None)
+    if run.spec.needs_reference:
+        summary["reference"] = "–" if reference is None else reference.source
     findings = [] if run.watch is None else run.watch.health.findings
     if findings:
         summary["health"] = [finding.event() for finding in findings]
@@ -412,6 +417,7 @@ def finish(run: Run, trainer: Any, data: RunData) -> RunResult:
         utilization=compute,
         findings=findings,
         train_unit=_kind_of(data.train),
+        reference=summary.get("reference", ""),
     )
 
 
