@@ -3,6 +3,8 @@
 (:class:`~prefopt.data.list_tokenize.TokenizedList`) or a per-turn conversation
 (:class:`~prefopt.data.turns.TokenizedTurns`).
 
+:class:`SampleDataset` serves samples of one kind to a trainer.
+
 A sample's reference *values* are the summed log-probs of its scored sequences, in a fixed
 order: a pair's chosen then rejected completion, a list's responses, a conversation's chosen
 answers turn by turn and then its rejected ones. The collators say which value each output
@@ -80,3 +82,24 @@ def entry_shape(samples: Sequence[Any]) -> tuple[int, ...]:
     if all(isinstance(sample, TokenizedPair) for sample in samples):
         return (len(samples), 2)
     return (sum(value_count(sample) for sample in samples),)
+
+
+class SampleDataset:
+    """Tokenized samples of one kind (``kind``: ``pairs``, ``lists`` or ``conversations``) as a
+    map-style dataset; the collator builds the tensors."""
+
+    kind = "pairs"
+
+    def __init__(self, samples: list[Any]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.samples[index]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens per sample in one row, for length-grouped sampling and packing."""
+        return [sample_length(sample) for sample in self.samples]

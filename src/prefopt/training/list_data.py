@@ -19,72 +19,35 @@ from typing import TYPE_CHECKING, Any
 from prefopt.api import LossOutput, PreferenceBatch, ResponseLists
 from prefopt.data.lists import pairs_of
 from prefopt.data.lists import quality as quality_of
+from prefopt.data.samples import SampleDataset
 from prefopt.errors import UsageError
 
 if TYPE_CHECKING:
-    from prefopt.data.list_tokenize import TokenizedList
     from prefopt.training.stages import Run
 
 log = logging.getLogger("prefopt")
 
 
-class ListDataset:
-    """Tokenized lists as a map-style dataset (the collator builds tensors)."""
+class ListDataset(SampleDataset):
+    """Tokenized lists of ranked responses as a map-style dataset."""
 
-    def __init__(self, lists: list[TokenizedList]) -> None:
-        self.lists = lists
-
-    def __len__(self) -> int:
-        return len(self.lists)
-
-    def __getitem__(self, index: int) -> TokenizedList:
-        return self.lists[index]
-
-    @property
-    def samples(self) -> list[TokenizedList]:
-        """The lists, as the reference cache takes every kind of data."""
-        return self.lists
-
-    @property
-    def lengths(self) -> list[int]:
-        """Tokens per list in one row, for length-grouped sampling."""
-        from prefopt.data.list_collate import list_length
-
-        return [list_length(item) for item in self.lists]
+    kind = "lists"
 
 
 def source_kind(source: str, split: str) -> str:
-    """``pairs``, ``lists`` or ``turns``: what the first record of a data source is."""
+    """``pairs``, ``lists`` or ``conversations``: what the first record of a data source is."""
     from prefopt.data.io import load_rows
     from prefopt.data.kinds import record_kind
 
     for _, row in load_rows(source, split=split):
-        return {"conversations": "turns"}.get(record_kind(row), record_kind(row))
+        return record_kind(row)
     return "pairs"
 
 
-class TurnsDataset:
+class TurnsDataset(SampleDataset):
     """Tokenized per-turn conversations as a map-style dataset."""
 
-    def __init__(self, conversations: list[Any]) -> None:
-        self.conversations = conversations
-
-    def __len__(self) -> int:
-        return len(self.conversations)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.conversations[index]
-
-    @property
-    def samples(self) -> list[Any]:
-        """The conversations, as the reference cache takes every kind of data."""
-        return self.conversations
-
-    @property
-    def lengths(self) -> list[int]:
-        from prefopt.data.turns import turns_length
-
-        return [turns_length(item) for item in self.conversations]
+    kind = "conversations"
 
 
 def load_turns_dataset(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefopt.api import AlgorithmSpec
 from prefopt.config import RunConfig
+from prefopt.data.samples import SampleDataset
 from prefopt.data.tokenize import TokenizationSettings, TokenizedPair
 from prefopt.errors import UsageError
 
@@ -20,29 +21,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("prefopt")
 
 
-class PairDataset:
-    """A list of tokenized pairs as a map-style dataset (the collator builds tensors)."""
+class PairDataset(SampleDataset):
+    """Tokenized pairs as a map-style dataset."""
 
-    def __init__(self, pairs: list[TokenizedPair]) -> None:
-        self.pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> TokenizedPair:
-        return self.pairs[index]
-
-    @property
-    def samples(self) -> list[TokenizedPair]:
-        """The pairs, as the reference cache takes every kind of data."""
-        return self.pairs
-
-    @property
-    def lengths(self) -> list[int]:
-        """Tokens per pair, for length-grouped sampling."""
-        from prefopt.data.collate import pair_length
-
-        return [pair_length(pair) for pair in self.pairs]
+    kind = "pairs"
 
 
 def load_pairs(
@@ -151,38 +133,25 @@ def build_preference_trainer(
     collator of the layout the data and model allow, the algorithm's loss, the reference. The
     lean LM head is checked on the first pairs against the model's own logits (not under
     FSDP/DeepSpeed, where the weights are not whole or not on their device yet)."""
-    from prefopt.data.collate import choose_layout, make_collator, pair_length
+    from prefopt.data.collate import choose_layout, make_collator
     from prefopt.modeling.head_check import self_check
 
     config, spec = run.config, run.spec
-    lists = getattr(data.train, "lists", None)
-    conversations = getattr(data.train, "conversations", None)
-    if lists is not None:
-        from prefopt.data.list_collate import ListCollator, list_length
-
-        longest = max(config.data.pack_tokens, max(list_length(item) for item in lists))
-        items: list[Any] = lists
-    elif conversations is not None:
-        from prefopt.data.turns import TurnCollator, turns_length
-
-        longest = max(config.data.pack_tokens, max(turns_length(c) for c in conversations))
-        items = conversations
-    else:
-        items = data.train.pairs
-        longest = max(config.data.pack_tokens, max(pair_length(pair) for pair in items))
+    items, pad = data.train.samples, data.tokenizer.pad_token_id
+    longest = max(config.data.pack_tokens, max(data.train.lengths))
     layout, why = choose_layout(config.data.layout, model, longest)
     if why:
         log.warning("data.layout=%s: %s; using the padded layout", config.data.layout, why)
-    if lists is not None:
-        collator: Any = ListCollator(
-            layout, data.tokenizer.pad_token_id, config.data.pack_tokens, config.lists.pairs
-        )
-    elif conversations is not None:
-        collator = TurnCollator(layout, data.tokenizer.pad_token_id, config.data.pack_tokens)
+    if data.train.kind == "lists":
+        from prefopt.data.list_collate import ListCollator
+
+        collator: Any = ListCollator(layout, pad, config.data.pack_tokens, config.lists.pairs)
+    elif data.train.kind == "conversations":
+        from prefopt.data.turns import TurnCollator
+
+        collator = TurnCollator(layout, pad, config.data.pack_tokens)
     else:
-        collator = make_collator(
-            layout, data.tokenizer.pad_token_id, spec.extra_columns, config.data.pack_tokens
-        )
+        collator = make_collator(layout, pad, spec.extra_columns, config.data.pack_tokens)
     trainer = trainer_class(
         model=model,
         args=run.args,

@@ -211,12 +211,9 @@ def prepare_data(run: Run) -> RunData:
 
 
 def _kind_of(dataset: Any) -> str:
-    """What a run's dataset holds: pairs, lists (of ranked responses) or conversations."""
-    if hasattr(dataset, "lists"):
-        return "lists"
-    if hasattr(dataset, "conversations"):
-        return "conversations"
-    return "pairs"
+    """What a run's dataset holds: pairs, lists (of ranked responses) or conversations
+    (:class:`~prefopt.data.samples.SampleDataset`; SFT's examples count as pairs)."""
+    return str(getattr(dataset, "kind", "pairs"))
 
 
 def build_model(run: Run) -> BuiltModel:

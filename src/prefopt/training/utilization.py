@@ -96,22 +96,12 @@ def describe(summary: dict[str, Any]) -> str:
 
 
 def mean_sequence_tokens(dataset: Any) -> float:
-    """Tokens one example needs the model for: prompt + chosen + rejected of a preference pair
-    (the prompt once), the ``input_ids`` of an SFT example."""
-    conversations = getattr(dataset, "conversations", None)
-    if conversations is not None:
-        from prefopt.data.turns import turns_length
-
-        return sum(map(turns_length, conversations)) / max(1, len(conversations))
-    lists = getattr(dataset, "lists", None)
-    if lists is not None:
-        sizes = [len(i.prompt_ids) + sum(len(r) for r in i.response_ids) for i in lists]
-        return sum(sizes) / max(1, len(sizes))
-    pairs = getattr(dataset, "pairs", None)
-    if pairs is not None:
-        sizes = [len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs]
-    else:
-        sizes = [len(ids) for ids in dataset["input_ids"]]
+    """Tokens one example needs the model for: its tokens in one row (a pair's prompt once,
+    then chosen and rejected; a list's prompt and responses; a conversation and its rejected
+    branches: :func:`prefopt.data.samples.sample_length`), the ``input_ids`` of an SFT
+    example."""
+    lengths = getattr(dataset, "lengths", None)
+    sizes = lengths if lengths is not None else [len(ids) for ids in dataset["input_ids"]]
     return sum(sizes) / max(1, len(sizes))
 
 
