@@ -26,7 +26,7 @@ import functools
 import hashlib
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,17 +276,11 @@ def _check_row(
         return False
     if is_list_record(row) or is_turns_record(row):
         check = _check_list_row if is_list_record(row) else _check_turns_row
-        valid = check(row, line, path, report)
-        if valid:
-            valid = _check_required(row, line, report, extra_columns)
-        return valid
-    valid = True
-    try:
-        validate_record(row, path, line, extra_columns)
-    except DataError as exc:
-        kind = "empty" if exc.problem.startswith(("empty string", "empty response")) else "schema"
-        report.add(Issue(kind, line, exc.field, exc.problem))
-        valid = False
+        return check(row, line, path, report) and _check_required(row, line, report, extra_columns)
+    valid = _schema_ok(
+        lambda: validate_record(row, path, line, extra_columns),
+        line, report, ("empty string", "empty response"),
+    )  # fmt: skip
     if valid:
         report.record_kinds["conversational" if is_conversational(row) else "standard"] += 1
         if row["chosen"] == row["rejected"]:
@@ -303,6 +297,20 @@ def _check_row(
                     Issue("orientation", line, "h_w", "h_w = 1, h_l = 0 (run prefopt data flip)")
                 )
     return valid
+
+
+def _schema_ok(
+    validate: Callable[[], None], line: int, report: ValidationReport, empty: tuple[str, ...]
+) -> bool:
+    """Run a record's schema check; its ``DataError`` becomes an ``empty`` issue when the
+    problem starts with one of ``empty``, else a ``schema`` one."""
+    try:
+        validate()
+    except DataError as exc:
+        kind = "empty" if exc.problem.startswith(empty) else "schema"
+        report.add(Issue(kind, line, exc.field, exc.problem))
+        return False
+    return True
 
 
 def _check_required(
@@ -325,11 +333,8 @@ def _check_list_row(
     row: dict[str, Any], line: int, path: str | Path, report: ValidationReport
 ) -> bool:
     """A list record's issues: schema, empty responses, a response repeated in the list."""
-    try:
-        validate_list_record(row, path, line)
-    except DataError as exc:
-        kind = "empty" if exc.problem.startswith(("empty string", "empty response")) else "schema"
-        report.add(Issue(kind, line, exc.field, exc.problem))
+    empty = ("empty string", "empty response")
+    if not _schema_ok(lambda: validate_list_record(row, path, line), line, report, empty):
         return False
     report.record_kinds["list"] += 1
     seen: dict[str, int] = {}
@@ -346,11 +351,8 @@ def _check_turns_row(
     row: dict[str, Any], line: int, path: str | Path, report: ValidationReport
 ) -> bool:
     """A per-turn conversation's issues: schema, empty answers, a rejected equal to its chosen."""
-    try:
-        validate_turns_record(row, path, line)
-    except DataError as exc:
-        kind = "empty" if exc.problem.startswith(("empty", "expected a non-empty")) else "schema"
-        report.add(Issue(kind, line, exc.field, exc.problem))
+    empty = ("empty", "expected a non-empty")
+    if not _schema_ok(lambda: validate_turns_record(row, path, line), line, report, empty):
         return False
     report.record_kinds["conversation"] += 1
     for index, message in enumerate(row["messages"]):
