@@ -385,16 +385,21 @@ def _print_lengths_table(out: Any, result: Any) -> None:
     out.print(lengths)
 
 
+def _count_table(title: str, key: str, unit: str, counts: Any) -> Any:
+    """A table of how many records (``unit``) have each value of ``key``."""
+    table = _table(title, key, unit)
+    for value, records in sorted(counts.items()):
+        table.add_row(str(value), f"{records:,}")
+    return table
+
+
 def _print_lists_and_conversations(out: Any, result: Any) -> None:
     if result.conversation_turns:
-        turns = _table("conversations (preference turns each)", "turns", "conversations")
-        for count, conversations in sorted(result.conversation_turns.items()):
-            turns.add_row(str(count), f"{conversations:,}")
-        out.print(turns)
+        out.print(_count_table("conversations (preference turns each)", "turns",
+                               "conversations", result.conversation_turns))  # fmt: skip
     if result.list_sizes:
-        sizes = _table("lists (responses per prompt)", "responses", "lists")
-        for count, lists in sorted(result.list_sizes.items()):
-            sizes.add_row(str(count), f"{lists:,}")
+        sizes = _count_table("lists (responses per prompt)", "responses", "lists",
+                             result.list_sizes)  # fmt: skip
         sizes.add_section()
         answers = result.responses
         sizes.add_row("response length", f"min {answers.minimum}, mean {answers.mean:,.1f}, "
@@ -404,10 +409,8 @@ def _print_lists_and_conversations(out: Any, result: Any) -> None:
 
 def _print_prompt_turns_and_flags(out: Any, result: Any) -> None:
     if result.prompt_turns:
-        turns = _table("prompt messages (conversational)", "messages", "rows")
-        for count, rows in sorted(result.prompt_turns.items()):
-            turns.add_row(str(count), f"{rows:,}")
-        out.print(turns)
+        out.print(_count_table("prompt messages (conversational)", "messages", "rows",
+                               result.prompt_turns))  # fmt: skip
     if result.h_counts or result.h_invalid:
         flags = _table("h flags", "(h_w, h_l)", "rows", "share")
         for key in ((0, 0), (0, 1), (1, 0), (1, 1)):

@@ -148,9 +148,15 @@ class PackedCollator(PrefixSharedCollator):
         self.pack_tokens = pack_tokens
 
     def rows(self, pairs: Sequence[TokenizedPair]) -> list[list[int]]:
-        lengths = [pair_length(pair) for pair in pairs]
-        budget = max(self.pack_tokens, max(lengths))
-        return first_fit_decreasing(lengths, budget)
+        return shared_rows([pair_length(pair) for pair in pairs], "packed", self.pack_tokens)
+
+
+def shared_rows(lengths: Sequence[int], layout: str, pack_tokens: int) -> list[list[int]]:
+    """Which items (by index) share each row: one a row (``prefix``), or, ``packed``, packed
+    first-fit decreasing into rows of ``pack_tokens`` tokens (at least the longest item)."""
+    if layout != "packed":
+        return [[index] for index in range(len(lengths))]
+    return first_fit_decreasing(lengths, max(pack_tokens, max(lengths)))
 
 
 def first_fit_decreasing(lengths: Sequence[int], budget: int) -> list[list[int]]:

@@ -29,7 +29,7 @@ from prefopt.data.collate import (
     LAYOUTS,
     add_sequence_columns,
     build_response_segments,
-    first_fit_decreasing,
+    shared_rows,
 )
 from prefopt.data.list_tokenize import TokenizedList
 from prefopt.data.lists import dense_ranks, pairs_of
@@ -57,10 +57,7 @@ class ListCollator:
 
     def rows(self, lists: Sequence[TokenizedList]) -> list[list[int]]:
         """Which lists (indices into ``lists``) share each row (prefix and packed)."""
-        if self.layout != "packed":
-            return [[index] for index in range(len(lists))]
-        lengths = [list_length(item) for item in lists]
-        return first_fit_decreasing(lengths, max(self.pack_tokens, max(lengths)))
+        return shared_rows([list_length(item) for item in lists], self.layout, self.pack_tokens)
 
     def __call__(self, lists: Sequence[TokenizedList]) -> dict[str, Any]:
         import torch

@@ -262,12 +262,9 @@ class TurnCollator:
         self.pack_tokens = pack_tokens
 
     def rows(self, items: Sequence[TokenizedTurns]) -> list[list[int]]:
-        from prefopt.data.collate import first_fit_decreasing
+        from prefopt.data.collate import shared_rows
 
-        if self.layout != "packed":
-            return [[index] for index in range(len(items))]
-        lengths = [turns_length(item) for item in items]
-        return first_fit_decreasing(lengths, max(self.pack_tokens, max(lengths)))
+        return shared_rows([turns_length(item) for item in items], self.layout, self.pack_tokens)
 
     def __call__(self, items: Sequence[TokenizedTurns]) -> dict[str, Any]:
         import torch
