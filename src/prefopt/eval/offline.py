@@ -204,11 +204,7 @@ def evaluate(
         h_l=[int(row["h_l"]) for row in flags] if loaded.has_h else None,
     )
     results = {
-        "kind": RESULTS_KIND,
-        "model": plan.model,
-        "reference": plan.reference,
-        "data": data,
-        "beta": beta,
+        **_about(plan, data, beta),
         "length_normalize": length_normalize,
         "max_length": max_length,
         "max_prompt_length": max_prompt_length,
@@ -252,11 +248,7 @@ def _evaluate_lists(
     )  # fmt: skip
     metrics, rows = list_results(scores, reference, lists, beta, origins)
     results = {
-        "kind": RESULTS_KIND,
-        "model": plan.model,
-        "reference": plan.reference,
-        "data": data,
-        "beta": beta,
+        **_about(plan, data, beta),
         "max_length": max_length,
         "max_prompt_length": max_prompt_length,
         "lists": len(lists),
@@ -265,6 +257,17 @@ def _evaluate_lists(
         "metrics": metrics,
     }
     return EvalOutput(results, rows)
+
+
+def _about(plan: ModelPlan, data: str, beta: float) -> dict[str, Any]:
+    """What every results file of ``prefopt eval`` begins with."""
+    return {
+        "kind": RESULTS_KIND,
+        "model": plan.model,
+        "reference": plan.reference,
+        "data": data,
+        "beta": beta,
+    }
 
 
 def score_policy_and_reference(
