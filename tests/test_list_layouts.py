@@ -5,6 +5,7 @@ forward, in every layout, on every architecture of the matrix and on the real mo
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,21 +126,13 @@ def test_list_layouts_equal_separate_forwards(case: tuple[str, str]) -> None:
                           FP32_ATOL)  # fmt: skip
 
 
-def test_list_layouts_on_the_real_model() -> None:
+def test_list_layouts_on_the_real_model(smollm2: Path) -> None:
     """SmolLM2-135M-Instruct, its ChatML template (the turn ends after <|im_end|>), a 49k
     vocabulary and grouped-query attention."""
-    from prefopt.testing.real_model import skip_reason
-
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prefopt.testing import smollm2_dir
-
-    folder = smollm2_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
     lists, _ = tokenize_lists(enumerate(list_rows(True), 1), tokenizer, TokenizationSettings())
     assert tokenizer.decode(lists[0].response_ids[0]).endswith("<|im_end|>\n")
     with torch.no_grad():

@@ -68,13 +68,6 @@ def train_args(algorithm: str, model: str, data: Path, out: Path, *extra: str) -
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> Path:
-    from prefopt.testing import smollm2_dir
-
-    return smollm2_dir()
-
-
-@pytest.fixture(scope="module")
 def gguf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``prefopt train dpo --model <file>.gguf``: two steps on real facts."""
     folder = tmp_path_factory.mktemp("gguf")

@@ -136,19 +136,11 @@ def test_each_turn_equals_its_own_forward(name: str) -> None:
         check(model, items, tiny_tokenizer().pad_token_id, 1e-4)
 
 
-def test_each_turn_equals_its_own_forward_on_the_real_model() -> None:
-    from prefopt.testing.real_model import skip_reason
-
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
+def test_each_turn_equals_its_own_forward_on_the_real_model(smollm2: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prefopt.testing import smollm2_dir
-
-    folder = smollm2_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
     items, _ = tokenize_turns(list(enumerate(conversations(), 1)), tokenizer,
                               TokenizationSettings())  # fmt: skip
     first = items[0]
