@@ -63,3 +63,19 @@ def chat_pairs_file(tmp_path: Path) -> Path:
     from prefopt.testing import synthetic_pairs, write_pairs
 
     return write_pairs(tmp_path / "chat_pairs.jsonl", synthetic_pairs(64, conversational=True))
+
+
+@pytest.fixture
+def ranked_lists_file(pairs_file: Path, tmp_path: Path) -> Path:
+    """32 lists of four responses ranked ``[1, 2, 2, 4]`` (two tied in the middle), made from
+    the 64 pairs of ``pairs_file``: a chosen answer, two rejected ones and "I do not know."."""
+    import json
+
+    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    lists = tmp_path / "lists.jsonl"
+    lists.write_text("".join(
+        json.dumps({"prompt": a["prompt"], "responses": [a["chosen"], a["rejected"],
+                    b["rejected"], "I do not know."], "ranking": [1, 2, 2, 4]}) + "\n"
+        for a, b in zip(rows[::2], rows[1::2], strict=True)
+    ))  # fmt: skip
+    return lists

@@ -130,15 +130,9 @@ def test_beta_must_be_positive() -> None:
 
 
 def test_dpo_pl_trains_on_lists_through_the_cli(
-    tiny_model: Path, pairs_file: Path, tmp_path: Path
+    tiny_model: Path, ranked_lists_file: Path, tmp_path: Path
 ) -> None:
-    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
-    lists = tmp_path / "lists.jsonl"
-    lists.write_text("".join(
-        json.dumps({"prompt": a["prompt"], "responses": [a["chosen"], a["rejected"],
-                    b["rejected"], "I do not know."], "ranking": [1, 2, 2, 4]}) + "\n"
-        for a, b in zip(rows[::2], rows[1::2], strict=True)
-    ))  # fmt: skip
+    lists = ranked_lists_file
     out = tmp_path / "out"
     code, _, stderr = run_cli(
         "train", "dpo-pl", "--model", str(tiny_model), "--train-file", str(lists),
