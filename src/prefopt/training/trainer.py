@@ -250,7 +250,7 @@ class PreferenceTrainer(Trainer):
             # (a loss normalised over the global batch is right only so). Every process gives
             # the same value, so the Trainer's keeping the first rows of the last, partly
             # repeated, batch keeps this value rather than one process's.
-            loss = gather_uneven(self.accelerator, loss.reshape(1)).mean()
+            loss = self.accelerator.gather(loss.reshape(1)).mean()  # one value each process
         return loss, None, None
 
     # -- metrics ---------------------------------------------------------------------------
